@@ -1,0 +1,38 @@
+"""minialexnet: AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012), readable and trainable.
+
+Every layer is a NumPy class with an explicit backward pass (``minialexnet.layers``); the hot
+loops have a readable NumPy version (``minialexnet.kernels.numpy``), a Numba version for the
+CPU (``minialexnet.kernels.cpu``) and a numba.cuda version for the GPU
+(``minialexnet.kernels.cuda``), with the same file and function names in each folder.
+
+Choose the CPU kernels with ``minialexnet.set_backend("numpy" | "numba")`` or the environment
+variable ``MINIALEXNET_BACKEND`` (default ``"numba"``).
+"""
+import os as _os
+import tempfile as _tempfile
+
+
+def _ensure_numba_cache_dir() -> None:
+    """Point Numba's on-disk cache somewhere writable before Numba is imported.
+
+    Kernels are compiled with ``cache=True`` so that a warm process does not pay the compile
+    time again. Numba writes the cache beside the source; a read-only install (site-packages
+    owned by root, a container image) would otherwise fail at import with "no locator
+    available" (see NUMBA-NOTES.md).
+    """
+    if _os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    if _os.access(_os.path.dirname(_os.path.abspath(__file__)), _os.W_OK):
+        return
+    base = _os.environ.get("XDG_CACHE_HOME") or _os.path.join(_os.path.expanduser("~"), ".cache")
+    if not _os.access(_os.path.dirname(base) or ".", _os.W_OK) and not _os.access(base, _os.W_OK):
+        base = _tempfile.gettempdir()
+    _os.environ["NUMBA_CACHE_DIR"] = _os.path.join(base, "minialexnet", "numba")
+
+
+_ensure_numba_cache_dir()
+
+from minialexnet.backend import get_backend, set_backend, use_backend  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["get_backend", "set_backend", "use_backend", "__version__"]

@@ -1,0 +1,60 @@
+"""The layer protocol that every layer, the model and the tests share (DESIGN.md §2)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Layer:
+    """Base class: ``forward(x, train=False) -> y`` and ``backward(dy) -> dx``.
+
+    - ``params``: dict name -> parameter array (e.g. ``{"W": ..., "b": ...}``); ``{}`` if none.
+    - ``grads``: dict with the same keys, overwritten (not accumulated) by ``backward``.
+    - ``backward`` uses what the last ``forward`` cached, is valid after ``train=False`` too,
+      never modifies ``dy`` or the cached input, and returns an array of the input's dtype.
+    - ``output_shape(input_shape)`` and ``macs(input_shape)`` describe one forward pass
+      without running it (used by ``AlexNet.summary()`` and the shape traces in notebooks);
+      ``input_shape`` excludes the batch axis, e.g. ``(3, 227, 227)``.
+    """
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self._cache = None
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        return self.forward(x, train=train)
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        """Shape of one example's output (no batch axis). Shape-preserving by default."""
+        return tuple(input_shape)
+
+    def macs(self, input_shape: tuple) -> int:
+        """Multiply-accumulates of one example's forward pass; 0 for layers without weights."""
+        return 0
+
+    def astype(self, dtype) -> "Layer":
+        """Cast every parameter (and its gradient) to ``dtype`` in place; returns ``self``.
+
+        ``minialexnet.gradcheck`` uses this to run a copy of the layer in float64.
+        """
+        for name in self.params:
+            self.params[name] = self.params[name].astype(dtype)
+        self.grads = {name: g.astype(dtype) for name, g in self.grads.items()}
+        return self
+
+    def _cached(self):
+        """The forward cache, or a clear error if ``backward`` came first."""
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward: run "
+                               f"forward(x) first, then backward(dy)")
+        return self._cache
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.params.items())
+        return f"{type(self).__name__}({shapes})"

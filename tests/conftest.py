@@ -1,0 +1,17 @@
+"""Shared test settings.
+
+Hypothesis profiles: "ci" (the default) has no per-example deadline, because Numba compiles a
+kernel the first time it meets a new dtype or layout and that first example can take seconds;
+"dev" runs more examples. Select with HYPOTHESIS_PROFILE=dev.
+"""
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", deadline=None, max_examples=25, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "dev", deadline=None, max_examples=100, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
