@@ -1,0 +1,185 @@
+"""Top-1 and top-5 error of a trained checkpoint, with the paper's test protocol (§4.1, §6).
+
+    python -m minialexnet.evaluate runs/mini/checkpoint_best.npz            # its own val set
+    python -m minialexnet.evaluate ckpt.npz --data-dir /data/imagenet --subset imagenet-100
+    python -m minialexnet.evaluate ckpt.npz --crops ten -b 64 --backend numpy
+
+Crops: ``center`` (one centre crop of ``input_size`` from each stored S x S image, the usual
+validation during training), ``ten`` (the paper: the softmax averaged over the four corner
+crops, the centre crop and their horizontal reflections, §4.1), or ``both`` (the default).
+The paper's one-CNN result on ILSVRC-2012 val is 40.7% top-1 and 18.2% top-5 error (ten
+crops; Table 2).
+
+Which data: ``--data-dir``/``--subset`` (same meaning as for training; only the validation
+split is decoded), else the dataset recorded in the checkpoint (``meta["dataset"]`` as
+written by training; the built-in synthetic data when that says so). The checkpoint's own
+mean image (§2) is subtracted, never one recomputed from the evaluation data, and its class
+list must equal the data's.
+
+Exit status 0, or 2 with a one-line message (no traceback) for a missing or corrupt
+checkpoint, unusable data, or classes that do not match.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from minialexnet.checkpoint import CheckpointError, model_from_checkpoint
+from minialexnet.data.folders import DataError
+from minialexnet.prepare import fraction, nonnegative_int, positive_int
+
+
+class UsageError(Exception):
+    """Anything the user must fix; printed as ``error: ...`` with exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m minialexnet.evaluate",
+        description="Top-1/top-5 error of a checkpoint with centre-crop and/or 10-crop testing "
+                    "(§4.1).")
+    parser.add_argument("checkpoint", help="a .npz written by training")
+    parser.add_argument("--data-dir", default=None,
+                        help="data root or prepared cache (default: the checkpoint's dataset)")
+    parser.add_argument("--subset", default=None, help="imagenet-100, imagenet-1k or a file")
+    parser.add_argument("--val-labels", default=None, metavar="FILE",
+                        help="labels file of a flat val/ folder")
+    parser.add_argument("--val-fraction", type=fraction, default=None,
+                        help="hold-out share when there is no val/ (default: the checkpoint's, "
+                             "else 0.1)")
+    parser.add_argument("--seed", type=nonnegative_int, default=None,
+                        help="hold-out seed (default: the checkpoint's, else 0)")
+    parser.add_argument("--cache-dir", default=None, help="the dataset's cache folder")
+    parser.add_argument("--crops", choices=("center", "ten", "both"), default="both")
+    parser.add_argument("-b", "--batch-size", type=positive_int, default=64)
+    parser.add_argument("--workers", type=nonnegative_int, default=0,
+                        help="threads preparing batches (0: the main thread)")
+    parser.add_argument("--backend", choices=("numba", "numpy", "cuda"), default="numba",
+                        help="kernels: numba (compiled CPU), numpy (readable reference), cuda")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    return parser
+
+
+def validation_set_for(meta: dict, args, log=print):
+    """The validation ``ImageDataset`` to evaluate on (see the module docstring).
+
+    ``meta``: the checkpoint's metadata; ``args``: the parsed command line. Raises
+    ``UsageError`` when neither names a dataset, ``DataError`` for unusable data.
+    """
+    record = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    image_size = int(meta.get("image_size") or record.get("image_size") or 0)
+    if not image_size:
+        raise UsageError("the checkpoint does not record its image size S (meta "
+                         "'image_size'); it cannot be evaluated")
+    val_fraction = args.val_fraction if args.val_fraction is not None else \
+        record.get("val_fraction", 0.1)
+    seed = args.seed if args.seed is not None else record.get("seed", 0)
+    data_dir, subset = args.data_dir, args.subset
+    if data_dir is None and subset is None:
+        kind = record.get("kind") or meta.get("data")
+        if kind == "synthetic":
+            from minialexnet.data.synthetic import make_synthetic
+            return make_synthetic("val", num_classes=int(meta["num_classes"]),
+                                  image_size=image_size,
+                                  seed=int(record.get("seed", 0)))
+        data_dir, subset = record.get("data_dir"), record.get("subset")
+        if data_dir is None and subset is None:
+            raise UsageError("the checkpoint does not record where its data came from; pass "
+                             "--data-dir (and --subset if it was trained on one)")
+        if args.val_labels is None and record.get("val_labels"):
+            args.val_labels = record["val_labels"]
+    from minialexnet.data.imagenet import open_val_dataset
+    return open_val_dataset(data_dir, subset, image_size=image_size, val_fraction=val_fraction,
+                            seed=seed, cache_dir=args.cache_dir, log=log,
+                            val_labels=args.val_labels)
+
+
+def check_classes(meta: dict, dataset, path: str) -> None:
+    """``UsageError`` unless the checkpoint's classes are the dataset's, in the same order."""
+    trained = meta.get("class_names")
+    if trained is None:
+        if int(meta["num_classes"]) != dataset.num_classes:
+            raise UsageError(f"{path} predicts {meta['num_classes']} classes, the data has "
+                             f"{dataset.num_classes}")
+        return
+    if list(trained) != list(dataset.class_names):
+        only_ckpt = sorted(set(trained) - set(dataset.class_names))
+        only_data = sorted(set(dataset.class_names) - set(trained))
+        detail = (f"{len(only_ckpt)} only in the checkpoint (e.g. {only_ckpt[:3]}), "
+                  f"{len(only_data)} only in the data (e.g. {only_data[:3]})"
+                  if only_ckpt or only_data else "same names in another order")
+        raise UsageError(f"{path} was trained on other classes than this data: {detail}; "
+                         f"pass the --data-dir/--subset it was trained on")
+
+
+def on_backend(model, backend: str, batch_size: int):
+    """The network to run: ``model`` itself on the CPU kernels (``numba``/``numpy``), or its
+    GPU twin (``minialexnet.cuda_model.CudaAlexNet``, same ``forward``) for ``cuda``.
+
+    Raises ``UsageError`` when the backend cannot be used (no GPU, numba-cuda missing).
+    """
+    if backend != "cuda":
+        from minialexnet.train import select_backend
+        try:
+            select_backend(backend)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        return model
+    try:
+        from minialexnet.cuda_model import CudaAlexNet
+        return CudaAlexNet(model, batch_size=batch_size)
+    except (ImportError, RuntimeError) as err:
+        raise UsageError(f"--backend cuda is not usable here: {err}") from None
+
+
+def run(args, log=print) -> dict:
+    """Evaluate as the command line says; return ``{"center": {"top1_err", "top5_err"}, ...}``.
+
+    Errors in ``UsageError``, ``CheckpointError`` or ``DataError`` (all reported by ``main``).
+    """
+    from minialexnet.metrics import evaluate
+
+    model, ckpt = model_from_checkpoint(args.checkpoint)
+    if ckpt.stats is None:
+        raise UsageError(f"{args.checkpoint} holds no training-set mean image (data/mean), "
+                         f"which evaluation subtracts (§2); save it with stats=...")
+    net = on_backend(model, args.backend, args.batch_size * (1 if args.crops == "center" else 10))
+    dataset = validation_set_for(ckpt.meta, args, log)
+    check_classes(ckpt.meta, dataset, args.checkpoint)
+    if dataset.image_size != ckpt.stats.image_size:
+        raise UsageError(f"the data is {dataset.image_size} px but {args.checkpoint} was "
+                         f"trained on {ckpt.stats.image_size} px images")
+    results = {}
+    for crops in (("center", "ten") if args.crops == "both" else (args.crops,)):
+        top1, top5 = evaluate(net, dataset, ckpt.stats, batch_size=args.batch_size,
+                              crops=crops, workers=args.workers)
+        results[crops] = {"top1_err": top1, "top5_err": top5, "images": len(dataset)}
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m minialexnet.evaluate`` / ``minialexnet-evaluate``."""
+    args = build_parser().parse_args(argv)
+    log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    try:
+        results = run(args, log)
+    except (UsageError, CheckpointError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    n = next(iter(results.values()))["images"]
+    print(f"{args.checkpoint}: {n} validation images")
+    print(f"{'crops':<8}{'top-1 error':>12}{'top-5 error':>13}")
+    for crops, r in results.items():
+        print(f"{crops:<8}{100 * r['top1_err']:>11.2f}%{100 * r['top5_err']:>12.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Overlapping max pooling (§3.4), compiled with Numba: twin of kernels/numpy/maxpool.py.
+
+Same functions, signatures and results (exactly: taking a maximum involves no rounding, and
+the backward pass sums at most ``ceil(kernel/stride)**2`` terms per input).
+
+**Forward: a separable max.** The maximum over a k x k window is the maximum, over its k
+rows, of each row's k-wide maximum. So we first take the k-wide maximum along every input
+row at each output column (``row_best``, with the column where it was found), then the
+maximum of k of those down each output column. Why bother:
+
+- with overlapping windows (z = 3 > s = 2) every third row belongs to two windows; its row
+  maxima are computed once and used twice;
+- each maximum becomes a chain of k - 1 comparisons instead of k*k - 1, and the short
+  independent chains keep the CPU busy instead of waiting on one long chain (about 2x
+  faster than the direct 9-element loop, 2-3x faster than PyTorch's CPU forward).
+
+Ties still go to the first maximum in row-major window order: the row pass keeps the first
+(leftmost) maximum of a row, the column pass the first (topmost) row holding the maximum,
+and "topmost row, then leftmost in it" *is* row-major order. The comparison is strict
+(``>``), and a NaN wins over any number, so a diverging network shows NaN.
+
+The forward pass stores, for every output, the flat index ``h * W + w`` of its winner
+(``argmax``); the backward pass then adds each ``dy`` to ``dx`` at that index, with no
+comparisons at all.
+
+**Parallelism.** ``prange`` runs over (n, c) planes (grouped in tasks in the forward pass):
+every window lies in one plane, so no two tasks write the same element of ``y``, ``argmax``
+or ``dx``. Outputs and the per-task ``row_best`` scratch are allocated here in NumPy and
+passed in.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from minialexnet.shapes import conv_output_size
+
+
+@njit(cache=True, inline="always")
+def _wins(v, best):
+    """True if ``v`` replaces the current ``best``: strictly larger, or the first NaN.
+
+    Bitwise ``|`` and ``&`` rather than ``or``/``and``: no short-circuit branches, so the
+    callers compile to conditional moves; with random data a branch would mispredict often.
+    """
+    return (v > best) | ((v != v) & (best == best))
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_forward_kernel(x, kernel_size, stride, y, argmax, row_best, row_col):
+    """x: (P, H, W) planes; y, argmax: (P, OH, OW); row_best, row_col: (T, H, OW) scratch.
+
+    Task ``t`` handles planes t, t + T, t + 2T, ... with its own scratch row_best[t].
+    """
+    planes, height, width = x.shape
+    out_h, out_w = y.shape[1], y.shape[2]
+    tasks = row_best.shape[0]
+    for t in prange(tasks):
+        best_in_row = row_best[t]        # (H, OW): max of x[q, r, ow*s : ow*s + k]
+        col_in_row = row_col[t]          # (H, OW): the column w where it was found
+        for q in range(t, planes, tasks):
+            # Pass 1, along rows: the k-wide maximum at every output column of every row.
+            for r in range(height):
+                for ow in range(out_w):
+                    left = ow * stride
+                    best = x[q, r, left]
+                    best_col = left
+                    for j in range(1, kernel_size):
+                        v = x[q, r, left + j]
+                        wins = _wins(v, best)
+                        best = v if wins else best
+                        best_col = left + j if wins else best_col
+                    best_in_row[r, ow] = best
+                    col_in_row[r, ow] = best_col
+            # Pass 2, down columns: the maximum of the k row maxima of each window.
+            for oh in range(out_h):
+                top = oh * stride
+                for ow in range(out_w):
+                    best = best_in_row[top, ow]
+                    best_row = top
+                    for i in range(1, kernel_size):
+                        v = best_in_row[top + i, ow]
+                        wins = _wins(v, best)
+                        best = v if wins else best
+                        best_row = top + i if wins else best_row
+                    y[q, oh, ow] = best
+                    argmax[q, oh, ow] = best_row * width + col_in_row[best_row, ow]
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_backward_kernel(dy, argmax, dx):
+    """dy, argmax: (P, OH, OW); dx: (P, H*W), zeroed and filled here one plane per task."""
+    planes, out_h, out_w = dy.shape
+    for q in prange(planes):
+        dx[q, :] = 0.0                     # zeroing in the parallel loop: one pass, warm cache
+        for oh in range(out_h):
+            for ow in range(out_w):
+                dx[q, argmax[q, oh, ow]] += dy[q, oh, ow]
+
+
+def maxpool_forward(x: np.ndarray, kernel_size: int, stride: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Max over each window. Returns ``(y, argmax)``.
+
+    ``x``: (N, C, H, W) float32/float64. ``y``: (N, C, OH, OW) of ``x``'s dtype with
+    ``OH = (H - kernel_size) // stride + 1``; ``argmax``: int64 (N, C, OH, OW), the flat index
+    ``h * W + w`` of the winner in its plane. Ties go to the first maximum in row-major window
+    order; a NaN wins over any number.
+    """
+    n, c, h, w = x.shape
+    out_h = conv_output_size(h, kernel_size, stride)
+    out_w = conv_output_size(w, kernel_size, stride)
+    y = np.empty((n, c, out_h, out_w), dtype=x.dtype)
+    argmax = np.empty((n, c, out_h, out_w), dtype=np.int64)
+    # A few tasks per thread balance the load when other work shares the cores; each task
+    # has its own scratch (a few kB per row of the image), so tasks never share memory.
+    tasks = min(n * c, 4 * numba.get_num_threads())
+    row_best = np.empty((tasks, h, out_w), dtype=x.dtype)
+    row_col = np.empty((tasks, h, out_w), dtype=np.int64)
+    _maxpool_forward_kernel(np.ascontiguousarray(x).reshape(n * c, h, w), kernel_size, stride,
+                            y.reshape(n * c, out_h, out_w), argmax.reshape(n * c, out_h, out_w),
+                            row_best, row_col)
+    return y, argmax
+
+
+def maxpool_backward(dy: np.ndarray, argmax: np.ndarray, x_shape: tuple) -> np.ndarray:
+    """``dx`` (N, C, H, W) of ``dy``'s dtype: each input gets the sum of ``dy`` over the
+    windows whose winner (``argmax``, from :func:`maxpool_forward`) it is, others 0.
+    """
+    n, c, h, w = x_shape
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    dx = np.empty((n, c, h, w), dtype=dy.dtype)
+    _maxpool_backward_kernel(np.ascontiguousarray(dy).reshape(n * c, out_h, out_w),
+                             np.ascontiguousarray(argmax, dtype=np.int64).reshape(
+                                 n * c, out_h, out_w),
+                             dx.reshape(n * c, h * w))
+    return dx

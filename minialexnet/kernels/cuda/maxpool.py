@@ -1,0 +1,124 @@
+"""Overlapping max pooling (§3.4) on the GPU: twin of ``kernels/cpu/maxpool.py``.
+
+Same contract as the CPU kernels: ``y`` (N, C, OH, OW) is the max of each
+``kernel_size x kernel_size`` window (stride ``stride``, no padding), ``argmax`` (int64, same
+shape) the flat index ``h * W + w`` of the winner in its (n, c) plane; ties go to the first
+maximum in row-major window order, and a NaN wins over any number (so divergence shows).
+
+Thread mappings (one thread per output element, no atomics):
+
+- forward: one thread per output ``(n, c, oh, ow)`` scans its window.
+- backward: a *gather*, one thread per input ``(n, c, h, w)``. With overlapping windows
+  (3x3, stride 2) an input can win up to four windows, so a scatter "dx[argmax] += dy" from
+  the outputs would race. Instead each input thread visits the few windows that cover it
+  (``oh*stride <= h < oh*stride + kernel``) and adds ``dy`` where that window's argmax is
+  itself.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda
+
+from minialexnet.checks import check_positive_int
+from minialexnet.kernels.cuda._launch import (THREADS_PER_BLOCK, blocks_for,
+                                              check_device_array, output)
+from minialexnet.shapes import conv_output_size
+
+
+@cuda.jit
+def _maxpool_forward_kernel(x, kernel_size, stride, y, argmax):
+    """x: (P, H, W) planes; y, argmax: (P, OH, OW). Thread t -> y.flat[t]."""
+    t = cuda.grid(1)
+    planes, out_h, out_w = y.shape
+    if t >= planes * out_h * out_w:
+        return
+    ow = t % out_w
+    oh = (t // out_w) % out_h
+    q = t // (out_w * out_h)
+    width = x.shape[2]
+    best = x[q, oh * stride, ow * stride]
+    best_at = oh * stride * width + ow * stride
+    for i in range(kernel_size):             # row-major window order
+        row = oh * stride + i
+        for j in range(kernel_size):
+            col = ow * stride + j
+            v = x[q, row, col]
+            # Strictly greater keeps the first of equal maxima; v != v tests for NaN.
+            if v > best or (v != v and best == best):
+                best = v
+                best_at = row * width + col
+    y[q, oh, ow] = best
+    argmax[q, oh, ow] = best_at
+
+
+@cuda.jit
+def _maxpool_backward_kernel(dy, argmax, kernel_size, stride, dx):
+    """dy, argmax: (P, OH, OW); dx: (P, H, W). Thread t -> dx.flat[t] (gather)."""
+    t = cuda.grid(1)
+    planes, height, width = dx.shape
+    if t >= planes * height * width:
+        return
+    w = t % width
+    h = (t // width) % height
+    q = t // (width * height)
+    out_h, out_w = dy.shape[1], dy.shape[2]
+    # Windows covering row h: oh*stride <= h <= oh*stride + kernel - 1.
+    oh_first = max(0, (h - kernel_size + stride) // stride)
+    oh_last = min(out_h - 1, h // stride)
+    ow_first = max(0, (w - kernel_size + stride) // stride)
+    ow_last = min(out_w - 1, w // stride)
+    me = h * width + w
+    total = np.float32(0.0)
+    for oh in range(oh_first, oh_last + 1):
+        for ow in range(ow_first, ow_last + 1):
+            if argmax[q, oh, ow] == me:
+                total += dy[q, oh, ow]
+    dx[q, h, w] = total
+
+
+def maxpool_forward(x, kernel_size: int, stride: int, y=None, argmax=None, stream=0):
+    """Max over each window (§3.4) on the GPU. Returns ``(y, argmax)``.
+
+    x : float32 device array (N, C, H, W)
+    y : optional float32 device array (N, C, OH, OW), ``OH = (H - kernel_size) // stride + 1``
+    argmax : optional int64 device array (N, C, OH, OW): flat index ``h * W + w`` of each winner
+    One thread per output element.
+    """
+    check_device_array(x, "maxpool_forward", "x", ndim=4)
+    kernel_size = check_positive_int(kernel_size, "kernel_size")
+    stride = check_positive_int(stride, "stride")
+    n, c, h, w = x.shape
+    oh = conv_output_size(h, kernel_size, stride)
+    ow = conv_output_size(w, kernel_size, stride)
+    y = output(y, (n, c, oh, ow), "maxpool_forward", "y", stream=stream)
+    argmax = output(argmax, (n, c, oh, ow), "maxpool_forward", "argmax", dtype=np.int64,
+                    stream=stream)
+    _maxpool_forward_kernel[blocks_for(y.size), THREADS_PER_BLOCK, stream](
+        x.reshape(n * c, h, w), kernel_size, stride, y.reshape(n * c, oh, ow),
+        argmax.reshape(n * c, oh, ow))
+    return y, argmax
+
+
+def maxpool_backward(dy, argmax, x_shape: tuple, kernel_size: int, stride: int, dx=None,
+                     stream=0):
+    """Route each output's gradient to its window's winner, on the GPU: ``dx`` (N, C, H, W).
+
+    dy : float32 device array (N, C, OH, OW); argmax : int64 device array from
+    :func:`maxpool_forward`; x_shape : the forward input's (N, C, H, W);
+    ``kernel_size``, ``stride`` : the forward's window (the gather needs to know which
+    windows cover an input; the CPU twin scatters and does without). ``dx`` (optional) is
+    overwritten. ``dx_e = sum of dy over the windows whose winner is e``; one thread per input.
+    """
+    n, c, h, w = (int(v) for v in x_shape)
+    kernel_size = check_positive_int(kernel_size, "kernel_size")
+    stride = check_positive_int(stride, "stride")
+    out_shape = (n, c, conv_output_size(h, kernel_size, stride),
+                 conv_output_size(w, kernel_size, stride))
+    check_device_array(dy, "maxpool_backward", "dy", shape=out_shape)
+    check_device_array(argmax, "maxpool_backward", "argmax", shape=out_shape, dtype=np.int64)
+    dx = output(dx, (n, c, h, w), "maxpool_backward", "dx", stream=stream)
+    _, _, oh, ow = out_shape
+    _maxpool_backward_kernel[blocks_for(dx.size), THREADS_PER_BLOCK, stream](
+        dy.reshape(n * c, oh, ow), argmax.reshape(n * c, oh, ow), kernel_size, stride,
+        dx.reshape(n * c, h, w))
+    return dx

@@ -1,0 +1,199 @@
+"""Conv2D: the convolutional layer (§3.5), with the paper's two-GPU connectivity as groups (§3.2)."""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from minialexnet.backend import kernels
+from minialexnet.checks import check_array, check_pair, check_positive_int, check_same_shape
+from minialexnet.layers.base import Layer
+from minialexnet.shapes import conv_output_size
+
+
+def _im2col_kernels():
+    """(im2col, col2im) of the current CPU backend (``minialexnet.backend.kernels()``).
+
+    Taken from the backend's ``im2col`` *file*: the package attribute ``kernels().im2col``
+    is shadowed by that submodule once it has been imported (file and function share a name).
+    """
+    module = importlib.import_module(f"{kernels().__name__}.im2col")
+    return module.im2col, module.col2im
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as in every deep-learning library) with groups.
+
+    Shapes (float32 normally; float64 when ``minialexnet.gradcheck`` runs a copy)::
+
+        x  (N, C, H, W)         W  (F, C/G, KH, KW)       b  (F,)
+        y  (N, F, OH, OW)       OH = conv_output_size(H, KH, stride, padding), likewise OW
+
+    Formula, with ``x_pad`` = x with ``padding`` zeros on all four sides::
+
+        y[n, f, oh, ow] = b[f] + sum_{c in group(f), i, j} W[f, c, i, j] * x_pad[n, c, oh*s + i, ow*s + j]
+
+    where ``s`` is the stride and ``group(f)`` the input channels of filter f's group: with
+    ``groups = G`` the F filters and C channels are cut into G consecutive blocks, and the
+    filters of block g see only the channels of block g (``W[f, c]`` indexes c within the
+    group). That is AlexNet's two-GPU connectivity (§3.2): conv2, conv4 and conv5 use G = 2, so
+    each GPU's kernels read only the maps on the same GPU; conv1 and conv3 use G = 1.
+
+    How it is computed (im2col + GEMM, ``minialexnet/kernels/*/im2col.py``): im2col copies
+    every receptive field into one column of ``cols`` (C*KH*KW, N*OH*OW), rows in the order
+    of ``W.reshape(F, -1)``. The whole layer is then one matrix multiply per group over the
+    whole batch::
+
+        Y_g = W_g @ cols_g      W_g (F/G, C/G*KH*KW),  cols_g (C/G*KH*KW, N*OH*OW)
+
+    where ``cols_g`` is the g-th block of rows (rows are channel-major, so each group's
+    channels are contiguous rows). ``Y`` (F, N*OH*OW) is reordered to (N, F, OH, OW) and the
+    bias added.
+
+    Backward, from ``dy`` reordered the same way to ``dY`` (F, N*OH*OW)::
+
+        db     = dY.sum(axis=1)                                    (sum over n, oh, ow)
+        dW_g   = dY_g @ cols_g.T                                   (F/G, C/G*KH*KW)
+        dcols_g = W_g.T @ dY_g                                     (C/G*KH*KW, N*OH*OW)
+        dx     = col2im(dcols)        each column added back onto the pixels it was copied from
+
+    Parameters
+    ----------
+    in_channels, out_channels : C and F; both divisible by ``groups``
+    kernel_size : int or (KH, KW)
+    stride, padding : ints (the same on both axes); padding adds zeros
+    groups : number of independent channel groups G (AlexNet: 1 or 2)
+    rng : numpy Generator for the initial weights, N(0, 0.01^2) as in §5 (biases 0; the
+        model sets the paper's biases of 1 where §5 asks for them)
+
+    The layer reuses its large scratch matrices (``cols``, the reordered output/gradient,
+    ``dcols``) between calls of the same shape; the arrays it returns are always fresh.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1,
+                 padding: int = 0, groups: int = 1,
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        self.in_channels = check_positive_int(in_channels, "Conv2D in_channels")
+        self.out_channels = check_positive_int(out_channels, "Conv2D out_channels")
+        self.kernel_h, self.kernel_w = check_pair(kernel_size, "Conv2D kernel_size")
+        self.stride = check_positive_int(stride, "Conv2D stride")
+        self.padding = check_positive_int(padding, "Conv2D padding", minimum=0)
+        self.groups = check_positive_int(groups, "Conv2D groups")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"Conv2D groups={self.groups} must divide both in_channels={self.in_channels} "
+                f"and out_channels={self.out_channels} (each group gets an equal share of "
+                f"channels and filters); pick groups from the common divisors")
+        rng = rng if rng is not None else np.random.default_rng()
+        shape = (self.out_channels, self.in_channels // self.groups, self.kernel_h,
+                 self.kernel_w)
+        self.params = {"W": rng.normal(0.0, 0.01, size=shape).astype(np.float32),
+                       "b": np.zeros(self.out_channels, dtype=np.float32)}
+        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        self._buffers: dict[str, np.ndarray] = {}
+
+    # ----------------------------------------------------------------------------- shapes
+    def _output_hw(self, height: int, width: int) -> tuple[int, int]:
+        try:
+            return (conv_output_size(height, self.kernel_h, self.stride, self.padding),
+                    conv_output_size(width, self.kernel_w, self.stride, self.padding))
+        except ValueError as err:
+            raise ValueError(f"{self!r} cannot take a {height}x{width} input: {err}") from None
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        """(F, OH, OW) for one example of shape (C, H, W)."""
+        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
+            raise ValueError(f"{self!r} expects an input shape (C={self.in_channels}, H, W) "
+                             f"without the batch axis, got {tuple(input_shape)}")
+        return (self.out_channels, *self._output_hw(input_shape[1], input_shape[2]))
+
+    def macs(self, input_shape: tuple) -> int:
+        """Multiply-accumulates per example: F * OH * OW * (C/G) * KH * KW."""
+        f, oh, ow = self.output_shape(input_shape)
+        return f * oh * ow * (self.in_channels // self.groups) * self.kernel_h * self.kernel_w
+
+    # -------------------------------------------------------------------- forward/backward
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """y (N, F, OH, OW) of x's dtype from x (N, C, H, W); see the class docstring."""
+        check_array(x, "Conv2D", 4, "(N, C, H, W)", channels=self.in_channels)
+        n, _, height, width = x.shape
+        out_h, out_w = self._output_hw(height, width)
+        positions = n * out_h * out_w                  # one column of cols per window
+        weights, bias = self._weights_as(x.dtype)
+
+        im2col, _ = _im2col_kernels()
+        cols = im2col(x, self.kernel_h, self.kernel_w, self.stride, self.padding,
+                                out=self._buffer("cols", (self._rows_of_cols(), positions),
+                                                 x.dtype))
+        # One GEMM per group over the whole batch: (G, F/G, CKK/G) @ (G, CKK/G, N*P).
+        y_cols = self._buffer("f_by_positions", (self.out_channels, positions), x.dtype)
+        np.matmul(self._grouped(weights), self._grouped(cols),
+                  out=self._grouped(y_cols))
+        # Reorder (F, N, P) -> (N, F, P) and add the bias in the same pass.
+        y = np.empty((n, self.out_channels, out_h, out_w), dtype=x.dtype)
+        np.add(y_cols.reshape(self.out_channels, n, -1).transpose(1, 0, 2), bias[:, None],
+               out=y.reshape(n, self.out_channels, -1))
+        self._cache = (x.shape, cols)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dx (N, C, H, W) from dy (N, F, OH, OW); sets grads["W"] and grads["b"]."""
+        x_shape, cols = self._cached()
+        n = x_shape[0]
+        out_h, out_w = self._output_hw(x_shape[2], x_shape[3])
+        check_same_shape(dy, (n, self.out_channels, out_h, out_w), "Conv2D")
+        check_array(dy, "Conv2D.backward", 4, "(N, F, OH, OW)")
+        dtype = cols.dtype
+        weights, _ = self._weights_as(dtype)
+
+        # dy (N, F, P) -> dY (F, N*P): the layout of the forward GEMM's output.
+        dy_cols = self._buffer("f_by_positions", (self.out_channels, cols.shape[1]), dtype)
+        np.copyto(dy_cols.reshape(self.out_channels, n, -1),
+                  dy.reshape(n, self.out_channels, -1).transpose(1, 0, 2))
+        grad_b = dy_cols.sum(axis=1)
+
+        # dW_g = dY_g @ cols_g^T: one GEMM per group, summing over every window of the batch.
+        grad_w = np.empty(weights.shape, dtype=dtype)
+        np.matmul(self._grouped(dy_cols), self._grouped(cols).transpose(0, 2, 1),
+                  out=self._grouped(grad_w))
+        # dcols_g = W_g^T @ dY_g, then col2im adds each column back onto its pixels.
+        dcols = self._buffer("dcols", cols.shape, dtype)
+        np.matmul(self._grouped(weights).transpose(0, 2, 1), self._grouped(dy_cols),
+                  out=self._grouped(dcols))
+        _, col2im = _im2col_kernels()
+        dx = col2im(dcols, x_shape, self.kernel_h, self.kernel_w, self.stride,
+                              self.padding)
+        self.grads = {"W": grad_w, "b": grad_b}
+        return dx
+
+    # ----------------------------------------------------------------------------- helpers
+    def _rows_of_cols(self) -> int:
+        """C*KH*KW: one row of cols per (input channel, kernel row, kernel column)."""
+        return self.in_channels * self.kernel_h * self.kernel_w
+
+    def _grouped(self, matrix: np.ndarray) -> np.ndarray:
+        """View a (rows, cols) matrix -- or W -- as (G, rows/G, cols): group g's row block."""
+        return matrix.reshape(self.groups, matrix.shape[0] // self.groups, -1)
+
+    def _weights_as(self, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """W and b in the input's dtype (a no-op in normal use, where both are float32)."""
+        return (self.params["W"].astype(dtype, copy=False),
+                self.params["b"].astype(dtype, copy=False))
+
+    def _buffer(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """A scratch array reused between calls of the same shape and dtype.
+
+        The big matrices (cols is 224 MB for conv2 at batch 32) cost page faults every time
+        they are freshly allocated; reusing them saves about as much time as im2col takes.
+        """
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
+            buf = np.empty(shape, dtype=dtype)
+            self._buffers[name] = buf
+        return buf
+
+    def __repr__(self) -> str:
+        return (f"Conv2D({self.in_channels}, {self.out_channels}, "
+                f"kernel_size=({self.kernel_h}, {self.kernel_w}), stride={self.stride}, "
+                f"padding={self.padding}, groups={self.groups})")

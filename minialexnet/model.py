@@ -1,0 +1,388 @@
+"""AlexNet as a readable specification (Krizhevsky, Sutskever & Hinton 2012, §3 and Figure 2).
+
+Each variant is a table that reads like the paper's: one row per convolutional layer (kernel,
+stride, padding, filters, groups, bias init, LRN after it, pooling after it) and one row per
+fully connected layer. ``AlexNet`` turns a table into an ordered list of layers from
+``minialexnet.layers``::
+
+    conv1 -> relu1 -> norm1 -> pool1 -> conv2 -> relu2 -> norm2 -> pool2 -> conv3 -> relu3
+    -> conv4 -> relu4 -> conv5 -> relu5 -> pool5 -> flatten -> fc6 -> relu6 -> drop6
+    -> fc7 -> relu7 -> drop7 -> fc8  (logits; the softmax lives in the loss)
+
+Variants (``VARIANTS``):
+
+- ``"paper"``: the network of the paper (DESIGN.md §3), 227x227 input, 60,965,224 parameters,
+  724,406,816 multiply-accumulates per image.
+- ``"mini"``: the same topology and components, scaled to 59x59 crops of 64x64 images so that
+  it trains in minutes on a laptop CPU.
+- ``"tiny"``: the same topology on 31x31 inputs with a handful of channels, for whole-network
+  gradient checks (``minialexnet.gradcheck.check_model``) and unit tests; not for training.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from minialexnet.checks import check_array
+
+
+@dataclass(frozen=True)
+class Conv:
+    """One convolutional row of a variant's table (a convolution, its ReLU, then LRN/pool).
+
+    ``groups=2`` splits the filters into two halves that each see only their half of the input
+    channels, exactly as the two GPUs of §3.2 did for conv2, conv4 and conv5.
+    """
+    name: str
+    filters: int
+    kernel: int
+    stride: int
+    padding: int
+    groups: int
+    bias: float        # initial bias (§5: 1 where it "provides the ReLUs with positive inputs")
+    lrn: bool          # local response normalization after the ReLU (§3.3)
+    pool: bool         # max pooling after that (§3.4)
+
+
+@dataclass(frozen=True)
+class FC:
+    """One fully connected row; ``units=None`` means "the number of classes" (fc8)."""
+    name: str
+    units: int | None
+    bias: float
+    dropout: bool      # dropout after the ReLU (§4.2)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A whole network: input crop size, conv rows, FC rows, and how weights are drawn.
+
+    ``weight_init``: ``"paper"`` draws every weight from N(0, 0.01^2) (§5); ``"he"`` from
+    N(0, 2 / fan_in) (He et al. 2015), see ``AlexNet`` for why the small variants use it.
+    ``lrn_groups``: LRN sums only within each half of the channels (each GPU's maps, §3.2).
+    """
+    input_size: int
+    convs: tuple
+    fcs: tuple
+    weight_init: str = "paper"
+    lrn_groups: int = 2
+
+
+PAPER = Variant(
+    input_size=227,
+    convs=(
+        #    name    filters kernel stride pad groups bias   LRN    pool
+        Conv("conv1",   96,   11,    4,    0,   1,   0.0,  True,  True),
+        Conv("conv2",  256,    5,    1,    2,   2,   1.0,  True,  True),
+        Conv("conv3",  384,    3,    1,    1,   1,   0.0,  False, False),
+        Conv("conv4",  384,    3,    1,    1,   2,   1.0,  False, False),
+        Conv("conv5",  256,    3,    1,    1,   2,   1.0,  False, True),
+    ),
+    fcs=(
+        #  name   units  bias  dropout
+        FC("fc6", 4096,  1.0,  True),
+        FC("fc7", 4096,  1.0,  True),
+        FC("fc8", None,  0.0,  False),
+    ),
+    weight_init="paper",
+)
+
+MINI = Variant(
+    input_size=59,     # random 59x59 crops of 64x64 images (the paper: 227 of 256)
+    convs=(
+        #    name    filters kernel stride pad groups bias   LRN    pool      output
+        Conv("conv1",   32,    7,    2,    0,   1,   0.0,  True,  True),   # 27 -> 13
+        Conv("conv2",   64,    5,    1,    2,   2,   1.0,  True,  True),   # 13 -> 6
+        Conv("conv3",   96,    3,    1,    1,   1,   0.0,  False, False),  # 6
+        Conv("conv4",   96,    3,    1,    1,   2,   1.0,  False, False),  # 6
+        Conv("conv5",   64,    3,    1,    1,   2,   1.0,  False, True),   # 6 -> 2
+    ),
+    fcs=(
+        FC("fc6", 256,   1.0,  True),
+        FC("fc7", 256,   1.0,  True),
+        FC("fc8", None,  0.0,  False),
+    ),
+    weight_init="paper",
+)
+
+TINY = Variant(
+    input_size=31,
+    convs=(
+        Conv("conv1",    4,    3,    2,    0,   1,   0.0,  True,  True),   # 15 -> 7
+        Conv("conv2",    8,    5,    1,    2,   2,   1.0,  True,  True),   # 7 -> 3
+        Conv("conv3",    8,    3,    1,    1,   1,   0.0,  False, False),  # 3
+        Conv("conv4",    8,    3,    1,    1,   2,   1.0,  False, False),  # 3
+        Conv("conv5",    4,    3,    1,    1,   2,   1.0,  False, True),   # 3 -> 1
+    ),
+    fcs=(
+        FC("fc6", 8,     1.0,  True),
+        FC("fc7", 8,     1.0,  True),
+        FC("fc8", None,  0.0,  False),
+    ),
+    weight_init="he",
+)
+
+VARIANTS = {"paper": PAPER, "mini": MINI, "tiny": TINY}
+ACTIVATIONS = ("relu", "tanh")
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One row of ``AlexNet.shape_trace()``: a layer's output shape (no batch axis), its
+    parameter count and its multiply-accumulates per example."""
+    name: str
+    description: str
+    output_shape: tuple
+    parameters: int
+    macs: int
+
+
+class AlexNet:
+    """AlexNet (§3, Figure 2) on one device; ``forward`` returns the logits of fc8.
+
+    Parameters
+    ----------
+    num_classes : outputs of fc8 (1000 for ILSVRC)
+    variant : ``"paper"``, ``"mini"`` or ``"tiny"`` (see ``VARIANTS`` and the module docstring)
+    rng : ``numpy.random.Generator`` for the initial weights and, kept as ``self.rng``, for
+        the dropout masks (default: ``np.random.default_rng()``)
+    activation : ``"relu"`` (the paper) or ``"tanh"`` (the saturating baseline of Figure 1)
+    lrn : ``False`` removes both local response normalization layers (ablation of §3.3)
+    overlapping_pool : ``False`` pools with 2x2 windows of stride 2 instead of 3x3 of stride
+        2 (ablation of §3.4); in "paper" the output sizes stay 27, 13, 6 as the paper says,
+        in "mini" the last map becomes 3x3 instead of 2x2 (fc6 gets more inputs)
+    dropout : drop probability of the two dropout layers; ``0`` removes them (§4.2)
+
+    Attributes: ``input_size`` (crop side, e.g. 227), ``layers`` (``OrderedDict`` name ->
+    layer, in forward order), ``config`` (the constructor's arguments, JSON-ready, stored in
+    checkpoints), ``rng``.
+
+    Initialization (§5): "paper" draws weights from N(0, 0.01^2) and sets the biases of conv2,
+    conv4, conv5, fc6 and fc7 to 1 (the others to 0). The small variants keep those biases but
+    draw weights from N(0, 2 / fan_in) (He et al. 2015), with fan_in = in_channels/groups *
+    KH * KW or in_features: with a few dozen channels per layer, 0.01 makes the signal shrink
+    about tenfold per layer (the paper's layers have 4-20x more inputs per unit), and "mini"
+    then sits at chance for many epochs before it starts to learn.
+
+    Deviations from the paper, and why:
+
+    - Input 227x227 instead of the "224x224" of the text: 224 does not give conv1's 55x55
+      output with an 11x11 kernel of stride 4 ((227 - 11) / 4 + 1 = 55); Caffe crops 227 and
+      cuda-convnet effectively padded 224 by 3 pixels.
+    - One device: the two-GPU split (§3.2) is emulated by ``groups=2`` in conv2, conv4, conv5
+      and in both LRN layers, which computes exactly the same function (conv3 and the fully
+      connected layers read both halves, as in the paper); ``minialexnet.parallel`` runs the
+      real two-tower version.
+    - Inverted dropout: kept units are scaled by 1/(1-p) during training and the test-time
+      network is used as is, instead of multiplying the outputs by 0.5 at test time; the two
+      are equal in expectation (§4.2).
+    - LRN: ``alpha`` is used as printed in §3.3 (``k + alpha * sum a^2``); Caffe, cuda-convnet
+      and ``torch.nn.LocalResponseNorm`` divide alpha by the window size, so their alpha is
+      ``1e-4 * 5``.
+    - fc8 returns logits; the softmax is folded into ``SoftmaxCrossEntropy`` (the same
+      function, numerically stable).
+    """
+
+    def __init__(self, num_classes: int = 1000, variant: str = "paper",
+                 rng: np.random.Generator | None = None, *, activation: str = "relu",
+                 lrn: bool = True, overlapping_pool: bool = True, dropout: float = 0.5) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown AlexNet variant {variant!r}; choose one of "
+                             f"{', '.join(VARIANTS)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of "
+                             f"{', '.join(ACTIVATIONS)}")
+        if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        self.config = {"variant": variant, "num_classes": int(num_classes),
+                       "activation": activation, "lrn": bool(lrn),
+                       "overlapping_pool": bool(overlapping_pool), "dropout": float(dropout)}
+        self.variant = VARIANTS[variant]
+        self.num_classes = int(num_classes)
+        self.input_size = self.variant.input_size
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.layers: OrderedDict = OrderedDict()
+        self._descriptions: dict[str, str] = {}
+        self._build()
+
+    @classmethod
+    def from_config(cls, config: dict, rng: np.random.Generator | None = None) -> "AlexNet":
+        """Rebuild a network from ``model.config`` (as stored in a checkpoint's meta)."""
+        config = dict(config)
+        return cls(config.pop("num_classes"), config.pop("variant"), rng, **config)
+
+    # -- construction ---------------------------------------------------------------------
+
+    def _add(self, name: str, layer, description: str) -> None:
+        self.layers[name] = layer
+        self._descriptions[name] = description
+
+    def _build(self) -> None:
+        from minialexnet.layers import (Conv2D, Dropout, Flatten, Linear, LocalResponseNorm,
+                                        MaxPool2D, ReLU, Tanh)
+        cfg, v = self.config, self.variant
+        activation = {"relu": ReLU, "tanh": Tanh}[cfg["activation"]]
+        pool_k, pool_s = (3, 2) if cfg["overlapping_pool"] else (2, 2)
+        channels = 3
+        for row in v.convs:
+            i = row.name[len("conv"):]
+            conv = Conv2D(channels, row.filters, row.kernel, stride=row.stride,
+                          padding=row.padding, groups=row.groups, rng=self.rng)
+            self._init(conv, fan_in=channels // row.groups * row.kernel ** 2, bias=row.bias)
+            self._add(row.name, conv, f"conv {row.kernel}x{row.kernel}/{row.stride} pad "
+                                      f"{row.padding}, {row.filters} filters"
+                                      + (f", {row.groups} groups" if row.groups > 1 else ""))
+            self._add(f"{cfg['activation']}{i}", activation(), cfg["activation"])
+            if row.lrn and cfg["lrn"]:
+                self._add(f"norm{i}", LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0,
+                                                        groups=v.lrn_groups),
+                          f"LRN n=5 k=2 alpha=1e-4 beta=0.75, {v.lrn_groups} groups")
+            if row.pool:
+                self._add(f"pool{i}", MaxPool2D(kernel_size=pool_k, stride=pool_s),
+                          f"max pool {pool_k}x{pool_k}/{pool_s}")
+            channels = row.filters
+        self._add("flatten", Flatten(), "flatten")
+        features = math.prod(self._output_shape())
+        for row in v.fcs:
+            i = row.name[len("fc"):]
+            units = self.num_classes if row.units is None else row.units
+            fc = Linear(features, units, rng=self.rng)
+            self._init(fc, fan_in=features, bias=row.bias)
+            self._add(row.name, fc, f"fully connected {features} -> {units}")
+            if row.units is not None:      # hidden layers; fc8 stays linear (logits)
+                self._add(f"{cfg['activation']}{i}", activation(), cfg["activation"])
+                if row.dropout and cfg["dropout"] > 0:
+                    self._add(f"drop{i}", Dropout(p=cfg["dropout"], rng=self.rng),
+                              f"dropout p={cfg['dropout']:g}")
+            features = units
+
+    def _init(self, layer, fan_in: int, bias: float) -> None:
+        """Set ``b`` to ``bias`` and, for ``weight_init="he"``, redraw ``W`` from N(0, 2/fan_in).
+
+        ``"paper"`` keeps the layer's own draw: Conv2D and Linear already initialize their
+        weights from N(0, 0.01^2), the paper's §5 (drawing 61M numbers twice costs seconds).
+        """
+        if self.variant.weight_init == "he":
+            w = layer.params["W"]
+            std = np.float32(math.sqrt(2.0 / fan_in))
+            w[...] = self.rng.standard_normal(w.shape, dtype=np.float32) * std
+        layer.params["b"][...] = np.float32(bias)
+
+    def _output_shape(self) -> tuple:
+        shape = (3, self.input_size, self.input_size)
+        for layer in self.layers.values():
+            shape = tuple(layer.output_shape(shape))
+        return shape
+
+    # -- the layer protocol ---------------------------------------------------------------
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """Logits ``(N, num_classes)`` of images ``x`` of shape ``(N, 3, S, S)``.
+
+        ``S = input_size``; ``x`` is float32 (float64 in gradient checks), mean-subtracted
+        RGB in the 0..255 scale (§2). ``train=True`` turns dropout on.
+        """
+        check_array(x, "AlexNet", 4, "(N, 3, H, W)", channels=3)
+        if x.shape[2:] != (self.input_size, self.input_size):
+            raise ValueError(f"this AlexNet ({self.config['variant']!r}) takes "
+                             f"{self.input_size}x{self.input_size} crops, got images of "
+                             f"{x.shape[2]}x{x.shape[3]}; crop or resize the input first")
+        for layer in self.layers.values():
+            x = layer.forward(x, train=train)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dlogits: np.ndarray) -> np.ndarray:
+        """Back-propagate ``dL/dlogits`` ``(N, num_classes)``; sets every layer's grads and
+        returns ``dL/dx`` of the input's shape."""
+        for layer in reversed(self.layers.values()):
+            dlogits = layer.backward(dlogits)
+        return dlogits
+
+    def named_parameters(self):
+        """Yield ``(name, param, grad)`` in forward order, e.g. ``("conv1.W", W, dW)``.
+
+        ``grad`` is ``None`` before the first ``backward``. The arrays are the layers' own
+        (not copies): the optimizer updates them in place.
+        """
+        for layer_name, layer in self.layers.items():
+            for key, param in layer.params.items():
+                yield f"{layer_name}.{key}", param, layer.grads.get(key)
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Copies of every parameter, keyed ``"conv1.W"``, ``"conv1.b"``, ... in forward order."""
+        return OrderedDict((name, p.copy()) for name, p, _ in self.named_parameters())
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy ``state`` into the parameters in place (strict: the names and shapes must
+        match exactly); values are cast to the parameters' dtype."""
+        own = {name: p for name, p, _ in self.named_parameters()}
+        missing = [name for name in own if name not in state]
+        unexpected = [name for name in state if name not in own]
+        if missing or unexpected:
+            raise ValueError(f"state dict does not match this AlexNet "
+                             f"({self.config['variant']!r}, {self.num_classes} classes): "
+                             f"missing keys {missing}, unexpected keys {unexpected}")
+        for name, p in own.items():
+            value = np.asarray(state[name])
+            if value.shape != p.shape:
+                raise ValueError(f"state dict entry {name} has shape {value.shape}, this "
+                                 f"AlexNet expects {p.shape}; was it saved from another "
+                                 f"variant or number of classes?")
+        for name, p in own.items():
+            p[...] = state[name]
+
+    def astype(self, dtype) -> "AlexNet":
+        """Cast every parameter (and gradient) to ``dtype`` in place; returns ``self``."""
+        for layer in self.layers.values():
+            layer.astype(dtype)
+        return self
+
+    # -- description ----------------------------------------------------------------------
+
+    def shape_trace(self) -> list[LayerInfo]:
+        """Per layer, in order: output shape of one example, parameters, multiply-accumulates.
+
+        The first row is the input (``(3, S, S)``). Computed from ``output_shape`` and
+        ``macs`` without running the network.
+        """
+        shape = (3, self.input_size, self.input_size)
+        rows = [LayerInfo("input", "image crop", shape, 0, 0)]
+        for name, layer in self.layers.items():
+            macs = int(layer.macs(shape))
+            shape = tuple(layer.output_shape(shape))
+            params = sum(int(p.size) for p in layer.params.values())
+            rows.append(LayerInfo(name, self._descriptions[name], shape, params, macs))
+        return rows
+
+    def num_parameters(self) -> int:
+        """Total number of parameters (60,965,224 for the paper's network)."""
+        return sum(int(p.size) for _, p, _ in self.named_parameters())
+
+    def macs(self) -> int:
+        """Multiply-accumulates of one image's forward pass (724,406,816 for the paper's)."""
+        return sum(row.macs for row in self.shape_trace())
+
+    def summary(self) -> str:
+        """A table of every layer's output shape, parameters and multiply-accumulates."""
+        rows = self.shape_trace()
+        header = f"{'layer':<9} {'':<44} {'output shape':<16} {'parameters':>12} {'MACs':>14}"
+        lines = [f"AlexNet({self.config['variant']!r}, {self.num_classes} classes, "
+                 f"activation={self.config['activation']!r})", header, "-" * len(header)]
+        for r in rows:
+            lines.append(f"{r.name:<9} {r.description:<44} {str(r.output_shape):<16} "
+                         f"{r.parameters:>12,} {r.macs:>14,}")
+        lines.append("-" * len(header))
+        lines.append(f"{'total':<9} {'':<44} {'':<16} {self.num_parameters():>12,} "
+                     f"{sum(r.macs for r in rows):>14,}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"AlexNet(num_classes={self.num_classes}, variant={self.config['variant']!r}, "
+                f"activation={self.config['activation']!r})")

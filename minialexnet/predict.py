@@ -1,0 +1,137 @@
+"""Classify your own photos with a trained checkpoint: the top-k classes and their probabilities.
+
+    python -m minialexnet.predict --checkpoint runs/in100/checkpoint_best.npz cat.jpg dog.png
+    python -m minialexnet.predict --checkpoint ckpt.npz ~/Pictures/holiday/ --topk 3 --ten-crop
+
+Each image (any size; JPEG, PNG, ... whatever its name says; greyscale, palette, CMYK and
+16-bit images become RGB; the EXIF orientation of phone photos is applied) goes through the
+same steps as the training data (§2): the shorter side is scaled to the checkpoint's S and the
+central S x S square kept (``minialexnet.data.cache.decode_image``); then the centre crop of
+the network's input size, or the ten crops of §4.1 with ``--ten-crop`` (softmax averaged),
+minus the training set's mean image stored in the checkpoint. A folder argument stands for
+the images directly inside it.
+
+Output, per image: its path, then ``rank. probability  class``, where the class is the
+training folder's name, with the human-readable ImageNet name for a wnid ("tench
+(n01440764)").
+
+Exit status 0; 2 with a message (no traceback) for a missing or corrupt checkpoint or when an
+image cannot be read (the readable ones are still classified).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from minialexnet.checkpoint import CheckpointError, model_from_checkpoint
+from minialexnet.data.cache import UnreadableImage, decode_image
+from minialexnet.data.folders import DataError, is_image_file
+from minialexnet.data.subsets import display_name
+from minialexnet.prepare import positive_int
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m minialexnet.predict",
+        description="Top-k classes of your own images, with a trained minialexnet checkpoint.")
+    parser.add_argument("--checkpoint", "-c", required=True, help="a .npz written by training")
+    parser.add_argument("images", nargs="+", metavar="IMG",
+                        help="image files, or folders of images")
+    parser.add_argument("--topk", "-k", type=positive_int, default=5,
+                        help="classes to show (default 5)")
+    parser.add_argument("--ten-crop", action="store_true",
+                        help="average the softmax over the paper's ten crops (§4.1)")
+    parser.add_argument("-b", "--batch-size", type=positive_int, default=32)
+    parser.add_argument("--backend", choices=("numba", "numpy", "cuda"), default="numba")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    return parser
+
+
+def expand_paths(arguments: list[str]) -> list[str]:
+    """Files as given; a folder becomes its image files (sorted, not recursive).
+
+    Raises ``DataError`` for a path that does not exist or a folder without images.
+    """
+    paths = []
+    for arg in arguments:
+        if os.path.isdir(arg):
+            found = sorted(os.path.join(arg, name) for name in os.listdir(arg)
+                           if not name.startswith(".") and is_image_file(name)
+                           and os.path.isfile(os.path.join(arg, name)))
+            if not found:
+                raise DataError(f"the folder {arg} holds no image files")
+            paths.extend(found)
+        elif os.path.exists(arg):
+            paths.append(arg)
+        else:
+            raise DataError(f"{arg} does not exist")
+    return paths
+
+
+def predict_images(model, stats, class_names: list[str], images: np.ndarray, topk: int = 5,
+                   ten_crop: bool = False, batch_size: int = 32) -> list[list[tuple[str, float]]]:
+    """Top-``topk`` ``(class name, probability)`` pairs, most probable first, per image.
+
+    ``images``: uint8 ``(N, 3, S, S)`` as ``decode_image`` makes them, S = the checkpoint's
+    image size. Cropping and mean subtraction are ``minialexnet.metrics.predict_proba``'s, so
+    a photo is seen exactly as a validation image is.
+    """
+    from minialexnet.data.dataset import ImageDataset
+    from minialexnet.metrics import predict_proba
+
+    dataset = ImageDataset(images, np.zeros(len(images), dtype=np.int64), class_names)
+    probs = predict_proba(model, dataset, stats, batch_size=batch_size,
+                          crops="ten" if ten_crop else "center")
+    k = min(topk, probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[(class_names[c], float(p[c])) for c in row] for p, row in zip(probs, order)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m minialexnet.predict`` / ``minialexnet-predict``."""
+    args = build_parser().parse_args(argv)
+    from minialexnet.evaluate import UsageError, on_backend
+
+    try:
+        paths = expand_paths(args.images)
+        model, ckpt = model_from_checkpoint(args.checkpoint)
+        if ckpt.stats is None:
+            raise DataError(f"{args.checkpoint} holds no training-set mean image (data/mean), "
+                            f"which prediction subtracts (§2)")
+        net = on_backend(model, args.backend, args.batch_size * (10 if args.ten_crop else 1))
+    except (CheckpointError, DataError, UsageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    size = ckpt.stats.image_size
+    class_names = list(ckpt.meta.get("class_names") or
+                       [f"class {k}" for k in range(model.num_classes)])
+    readable, decoded, status = [], [], 0
+    for path in paths:
+        try:
+            decoded.append(decode_image(path, size))
+            readable.append(path)
+        except UnreadableImage as err:
+            print(f"error: {err}", file=sys.stderr)
+            status = 2
+    if not readable:
+        return 2
+    results = predict_images(net, ckpt.stats, class_names, np.stack(decoded), args.topk,
+                             args.ten_crop, args.batch_size)
+    if args.json:
+        print(json.dumps([{"image": path, "top": [{"class": name, "name": display_name(name),
+                                                   "probability": p} for name, p in top]}
+                          for path, top in zip(readable, results)], indent=1))
+        return status
+    for path, top in zip(readable, results):
+        print(path)
+        for rank, (name, p) in enumerate(top, start=1):
+            print(f"  {rank}. {100 * p:5.1f}%  {display_name(name)}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

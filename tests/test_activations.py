@@ -1,0 +1,86 @@
+"""ReLU and tanh (§3.1): hand-computed values, gradients, the layer protocol."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from minialexnet.gradcheck import check_layer
+from minialexnet.layers import ReLU, Tanh
+
+
+def test_relu_by_hand():
+    layer = ReLU()
+    x = np.array([[-2.0, -0.0, 0.0, 0.5, 3.0]], dtype=np.float32)
+    y = layer.forward(x)
+    np.testing.assert_array_equal(y, [[0, 0, 0, 0.5, 3]])
+    dx = layer.backward(np.array([[1.0, 2.0, 3.0, 4.0, 5.0]], dtype=np.float32))
+    # The derivative at exactly 0 is taken as 0, like PyTorch and Caffe.
+    np.testing.assert_array_equal(dx, [[0, 0, 0, 4, 5]])
+
+
+def test_relu_lets_nan_through():
+    assert np.isnan(ReLU().forward(np.array([[np.nan, 1.0]]))[0, 0])
+
+
+def test_tanh_by_hand():
+    layer = Tanh()
+    y = layer.forward(np.array([[0.0, 1.0, -2.0]]))
+    np.testing.assert_allclose(y, [[0.0, 0.7615941559557649, -0.9640275800758169]], rtol=1e-15)
+    dx = layer.backward(np.array([[2.0, -1.0, 3.0]]))
+    # d tanh / dx = 1 - tanh^2: 1 at 0, 0.41997... at 1, 0.07065... at -2.
+    np.testing.assert_allclose(dx, [[2.0, -0.41997434161402614, 3 * 0.07065082485316443]],
+                               rtol=1e-14)
+
+
+def test_tanh_saturates_where_relu_does_not():
+    # The point of Fig. 1: for large inputs tanh's gradient vanishes, ReLU's stays 1.
+    x = np.array([[10.0, 20.0]])
+    dy = np.array([[1.0, 1.0]])
+    tanh, relu = Tanh(), ReLU()
+    tanh.forward(x)
+    relu.forward(x)
+    assert np.all(tanh.backward(dy) < 1e-8)
+    np.testing.assert_array_equal(relu.backward(dy), dy)
+
+
+shapes = st.lists(st.integers(1, 5), min_size=2, max_size=4).map(tuple)
+
+
+@given(shapes, st.integers(0, 2**32 - 1), st.sampled_from([ReLU, Tanh]))
+def test_gradient_matches_finite_differences(shape, seed, layer_class):
+    rng = np.random.default_rng(seed)
+    # Keep inputs at least 0.05 away from ReLU's kink at 0, where no derivative exists.
+    x = rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.05, 3.0, size=shape)
+    errors = check_layer(layer_class(), x, rng=rng)
+    assert errors["x"] < 1e-7, errors
+
+
+@pytest.mark.parametrize("layer_class", [ReLU, Tanh])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_preserved_and_inputs_untouched(layer_class, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
+    dy = rng.standard_normal(x.shape)                  # float64 upstream on purpose
+    x_before, dy_before = x.copy(), dy.copy()
+    layer = layer_class()
+    y = layer.forward(x)
+    dx = layer.backward(dy)
+    assert y.dtype == dtype and dx.dtype == dtype and dx.shape == x.shape
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(dy, dy_before)
+    assert layer.params == {} and layer.output_shape((3, 4, 5)) == (3, 4, 5)
+
+
+@pytest.mark.parametrize("layer_class", [ReLU, Tanh])
+def test_bad_inputs_give_clear_errors(layer_class):
+    layer = layer_class()
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="float32"):
+        layer.forward(np.zeros((2, 3), dtype=np.int32))
+    with pytest.raises(TypeError, match="NumPy array"):
+        layer.forward([[1.0, 2.0]])
+    layer.forward(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="dy"):
+        layer.backward(np.zeros((3, 2)))

@@ -1,0 +1,214 @@
+"""The device-resident network (``minialexnet.cuda_model``) against the CPU ``AlexNet``.
+
+A training step on the GPU must produce the same loss, gradients and updated parameters as
+the CPU model, float32 rounding apart. The CPU's dropout layers are handed the GPU's masks
+(``keep_mask`` with the seed the step draws from ``model.rng``) so that both take the same
+step. Without a GPU this runs under the CUDA simulator in a child process (``cuda_sim.py``)
+on the "tiny" variant (31x31 inputs, a few channels) with batches of one to three.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
+
+HOST_TESTS = ("test_without_a_gpu_the_network_refuses_clearly",)
+_gate = cuda_gate("test_under_cuda_simulator", host_tests=HOST_TESTS)
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_under_cuda_simulator():
+    run_in_simulator(__file__)
+
+
+def tiny_model(seed: int = 1, **options):
+    from minialexnet.model import AlexNet
+    return AlexNet(num_classes=6, variant="tiny", rng=np.random.default_rng(seed), **options)
+
+
+def images(n: int, seed: int = 0, size: int = 31) -> np.ndarray:
+    # Mean-subtracted pixels are tens of units (§2): large enough for LRN to matter.
+    return (np.random.default_rng(seed).standard_normal((n, 3, size, size)) * 30).astype(
+        np.float32)
+
+
+class ReplayCoins:
+    """Stands in for a CPU Dropout layer's generator: its ``random`` returns 1.0 where the
+    GPU kernel keeps a unit and 0.0 where it drops one, so ``random(...) >= p`` reproduces
+    the GPU's mask exactly (for 0 < p <= 1)."""
+
+    def __init__(self, seed: int, sequence: int, p: float) -> None:
+        self.seed, self.sequence, self.p = seed, sequence, p
+
+    def random(self, shape):
+        from minialexnet.kernels.cuda.dropout import keep_mask
+        return keep_mask(self.seed, self.sequence, shape, self.p).astype(np.float64)
+
+
+def assert_close(got, want, rtol, atol, what=""):
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
+
+
+@pytest.fixture(scope="module")
+def one_step():
+    """One SGD step of a tiny AlexNet (with dropout), on the GPU and on the CPU."""
+    from minialexnet.cuda_model import CudaAlexNet
+    from minialexnet.layers import Dropout, SoftmaxCrossEntropy
+    from minialexnet.optim import SGD
+
+    model = tiny_model()
+    reference = copy.deepcopy(model)
+    x, labels = images(2), np.array([4, 1])
+    gpu = CudaAlexNet(model, SGD(model, lr=0.05), batch_size=2)
+    seed = int(copy.deepcopy(model.rng).integers(2 ** 63))    # what train_step will draw
+    result = gpu.train_step(x, labels)
+
+    for position, layer in enumerate(reference.layers.values()):
+        if isinstance(layer, Dropout):
+            layer.rng = ReplayCoins(seed, position, layer.p)
+    loss_fn = SoftmaxCrossEntropy()
+    logits = reference.forward(x, train=True)
+    loss = loss_fn.forward(logits, labels)
+    reference.backward(loss_fn.backward())
+    gradients = {name: g.copy() for name, _, g in reference.named_parameters()}
+    reference_opt = SGD(reference, lr=0.05)
+    reference_opt.step()
+    return SimpleNamespace(gpu=gpu, model=model, result=result, reference=reference,
+                           reference_opt=reference_opt, loss=loss, logits=logits,
+                           labels=labels, gradients=gradients)
+
+
+def test_training_step_loss_and_counts_match_cpu(one_step):
+    from minialexnet.metrics import topk_correct
+
+    r = one_step.result
+    assert r.updated and r.batch == 2
+    assert r.loss == pytest.approx(one_step.loss, rel=1e-5)
+    assert r.top1_correct == topk_correct(one_step.logits, one_step.labels, 1).sum()
+    assert r.top5_correct == topk_correct(one_step.logits, one_step.labels, 5).sum()
+
+
+def test_training_step_gradients_match_cpu(one_step):
+    got = one_step.gpu.gradients()
+    assert list(got) == list(one_step.gradients)              # same names, same order
+    for name, want in one_step.gradients.items():
+        scale = float(np.abs(want).max())
+        assert scale > 0, f"{name}: the reference gradient is zero; the test would be blind"
+        assert_close(got[name], want, rtol=1e-4, atol=1e-5 * scale, what=name)
+
+
+def test_training_step_updates_match_cpu_sgd(one_step):
+    """Parameters and momentum after the §5 update; copy_to_cpu writes both back."""
+    params = one_step.gpu.state_dict()
+    for name, want, _ in one_step.reference.named_parameters():
+        assert_close(params[name], want, rtol=1e-5, atol=1e-6, what=name)
+    one_step.gpu.copy_to_cpu()
+    for name, want, _ in one_step.reference.named_parameters():
+        np.testing.assert_array_equal(one_step.model.state_dict()[name], params[name])
+        assert_close(one_step.gpu.optimizer.velocity[name],
+                     one_step.reference_opt.velocity[name], rtol=1e-4, atol=1e-7, what=name)
+
+
+def test_forward_matches_cpu_in_pieces_larger_than_capacity():
+    """Two images through buffers for one: the batch is cut into pieces."""
+    from minialexnet.cuda_model import CudaAlexNet
+
+    model = tiny_model(seed=2)
+    x = images(2, seed=3)
+    got = CudaAlexNet(model, batch_size=1).forward(x)
+    want = model.forward(x, train=False)
+    assert got.shape == (2, 6) and got.dtype == np.float32
+    assert_close(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_tanh_variant_without_lrn_and_with_plain_pooling():
+    """The ablations of §3.1 (tanh), §3.3 (no LRN) and §3.4 (2x2 pools) build and agree."""
+    from minialexnet.cuda_model import CudaAlexNet
+
+    model = tiny_model(seed=4, activation="tanh", lrn=False, overlapping_pool=False,
+                       dropout=0.0)
+    x = images(1, seed=5)
+    gpu = CudaAlexNet(model, batch_size=1)
+    assert "norm1" not in gpu.layers and "drop6" not in gpu.layers
+    want = model.forward(x, train=False)
+    assert_close(gpu.forward(x), want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_evaluate_batch_smaller_than_the_buffers():
+    """One image in buffers for two: every layer works on the front of its buffers."""
+    from minialexnet.cuda_model import CudaAlexNet
+    from minialexnet.layers import SoftmaxCrossEntropy
+    from minialexnet.metrics import topk_correct
+
+    model = tiny_model(seed=6)
+    x, labels = images(1, seed=7), np.array([5])
+    loss_sum, top1, top5 = CudaAlexNet(model, batch_size=2).evaluate_batch(x, labels)
+    logits = model.forward(x, train=False)
+    assert loss_sum == pytest.approx(SoftmaxCrossEntropy().forward(logits, labels),
+                                         rel=1e-5)
+    assert (top1, top5) == (topk_correct(logits, labels, 1).sum(),
+                            topk_correct(logits, labels, 5).sum())
+
+
+def test_a_non_finite_loss_leaves_the_parameters_alone():
+    from minialexnet.cuda_model import CudaAlexNet
+    from minialexnet.optim import SGD
+
+    model = tiny_model(seed=8)
+    gpu = CudaAlexNet(model, SGD(model), batch_size=1)
+    before = gpu.state_dict()
+    x = np.full((1, 3, 31, 31), np.nan, dtype=np.float32)
+    result = gpu.train_step(x, np.array([2]))
+    assert not result.updated and not np.isfinite(result.loss)
+    for name, value in gpu.state_dict().items():
+        np.testing.assert_array_equal(value, before[name])
+
+
+def test_bad_input_is_refused_clearly():
+    from minialexnet.cuda_model import CudaAlexNet
+    from minialexnet.optim import SGD
+
+    model = tiny_model(seed=9)
+    gpu = CudaAlexNet(model, batch_size=1)
+    with pytest.raises(ValueError, match="31x31 crops"):
+        gpu.forward(np.zeros((1, 3, 32, 32), dtype=np.float32))
+    with pytest.raises(RuntimeError, match="needs an optimizer"):
+        gpu.train_step(images(1), np.array([0]))
+    gpu = CudaAlexNet(model, SGD(model), batch_size=1)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 6\)"):
+        gpu.train_step(images(1), np.array([6]))
+
+
+def test_without_a_gpu_the_network_refuses_clearly():
+    """Host test (a subprocess with neither GPU nor simulator)."""
+    code = ("import numpy as np\n"
+            "from minialexnet.model import AlexNet\n"
+            "from minialexnet.kernels.cuda import is_available\n"
+            "from minialexnet.cuda_model import CudaAlexNet\n"
+            "if is_available():\n"
+            "    print('has a GPU')\n"
+            "else:\n"
+            "    try:\n"
+            "        CudaAlexNet(AlexNet(6, 'tiny', np.random.default_rng(0)))\n"
+            "    except RuntimeError as err:\n"
+            "        print(err)\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    if "has a GPU" in done.stdout:
+        pytest.skip("this machine has a GPU")
+    assert "CudaAlexNet needs an NVIDIA GPU" in done.stdout
+    assert "NUMBA_ENABLE_CUDASIM=1" in done.stdout
+
+
+drop_device_tests(globals(), keep=("test_under_cuda_simulator", *HOST_TESTS))

@@ -1,0 +1,242 @@
+"""Overlapping max pooling (§3.4): hand-computed cases, ties, then properties."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from minialexnet import use_backend
+from minialexnet.gradcheck import check_layer
+from minialexnet.kernels import cpu as numba_kernels
+from minialexnet.kernels import numpy as numpy_kernels
+from minialexnet.layers import MaxPool2D
+from minialexnet.shapes import conv_output_size
+
+BACKENDS = ["numpy", "numba"]
+KERNELS = {"numpy": numpy_kernels, "numba": numba_kernels}
+
+
+def image(rows, dtype=np.float64):
+    """One single-channel image (1, 1, H, W) from nested lists."""
+    return np.array(rows, dtype=dtype)[None, None]
+
+
+# --------------------------------------------------------------------------------------------
+# Hand-computed cases
+# --------------------------------------------------------------------------------------------
+
+# 3x3 windows every 2 pixels on a 5x5 image: 2x2 outputs, windows overlap in row and
+# column 2. The 10 at (1, 2) sits in the shared column and wins both top windows.
+FIVE_BY_FIVE = [[1, 9, 2, 0, 3],
+                [4, 0, 10, 8, 1],
+                [7, 2, 6, 1, 0],
+                [0, 3, 1, 2, 9],
+                [5, 1, 0, 4, 2]]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_overlapping_3x3_stride_2_on_5x5_by_hand(backend):
+    with use_backend(backend):
+        layer = MaxPool2D(kernel_size=3, stride=2)
+        y = layer.forward(image(FIVE_BY_FIVE))
+        # windows: rows 0-2 x cols 0-2 -> 10 at (1,2); rows 0-2 x cols 2-4 -> 10 at (1,2);
+        #          rows 2-4 x cols 0-2 -> 7 at (2,0);  rows 2-4 x cols 2-4 -> 9 at (3,4)
+        np.testing.assert_array_equal(y[0, 0], [[10, 10], [7, 9]])
+        dx = layer.backward(np.array([[[[1.0, -2.0], [3.0, 0.5]]]]))
+    expected = np.zeros((5, 5))
+    expected[1, 2] = 1.0 - 2.0      # the shared winner collects both windows' gradients
+    expected[2, 0] = 3.0
+    expected[3, 4] = 0.5
+    np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_argmax_holds_flat_indices_in_the_plane(backend):
+    _, argmax = KERNELS[backend].maxpool_forward(image(FIVE_BY_FIVE), 3, 2)
+    assert argmax.dtype == np.int64
+    np.testing.assert_array_equal(argmax[0, 0], [[1 * 5 + 2, 1 * 5 + 2], [2 * 5 + 0, 3 * 5 + 4]])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_go_to_the_first_maximum_in_row_major_order(backend):
+    # Three 7s: (0, 2) comes first row by row; (1, 0) would be first column by column
+    # (or for a max taken down the columns first), (2, 2) would be the last one.
+    x = image([[0, 0, 7],
+               [7, 0, 0],
+               [0, 0, 7]])
+    with use_backend(backend):
+        layer = MaxPool2D(3, 2)
+        layer.forward(x)
+        dx = layer.backward(np.full((1, 1, 1, 1), 2.5))
+    expected = np.zeros((3, 3))
+    expected[0, 2] = 2.5
+    np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_all_zero_region_after_relu_routes_to_each_windows_top_left(backend):
+    x = np.zeros((1, 1, 5, 5))
+    with use_backend(backend):
+        layer = MaxPool2D(3, 2)
+        layer.forward(x)
+        dx = layer.backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    expected = np.zeros((5, 5))
+    expected[0, 0], expected[0, 2], expected[2, 0], expected[2, 2] = 1.0, 2.0, 3.0, 4.0
+    np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_propagates_and_the_first_nan_wins(backend):
+    nan = np.nan
+    x = image([[1, nan, 3, 4, 5, 6, 7],
+               [1, nan, 3, nan, 5, 6, 7],
+               [1, 2, 3, 4, 5, 6, 8]])
+    y, argmax = KERNELS[backend].maxpool_forward(x, 3, 2)
+    assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 0, 0, 1]) and y[0, 0, 0, 2] == 8
+    np.testing.assert_array_equal(argmax[0, 0], [[1, 1 * 7 + 3, 2 * 7 + 6]])
+
+
+# --------------------------------------------------------------------------------------------
+# Properties
+# --------------------------------------------------------------------------------------------
+
+def brute_force(x, kernel_size, stride):
+    """Definition by enumeration: np.argmax of each flattened window (first max, row-major)."""
+    n, c, h, w = x.shape
+    out_h = conv_output_size(h, kernel_size, stride)
+    out_w = conv_output_size(w, kernel_size, stride)
+    y = np.empty((n, c, out_h, out_w), dtype=x.dtype)
+    argmax = np.empty((n, c, out_h, out_w), dtype=np.int64)
+    for i in range(n):
+        for ch in range(c):
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    top, left = oh * stride, ow * stride
+                    window = x[i, ch, top:top + kernel_size, left:left + kernel_size]
+                    r, s = divmod(int(np.argmax(window)), kernel_size)
+                    y[i, ch, oh, ow] = window[r, s]
+                    argmax[i, ch, oh, ow] = (top + r) * w + left + s
+    return y, argmax
+
+
+@st.composite
+def pool_cases(draw):
+    kernel_size = draw(st.integers(1, 4))
+    stride = draw(st.integers(1, 3))
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 5)),
+             draw(st.integers(kernel_size, 11)), draw(st.integers(kernel_size, 11)))
+    return kernel_size, stride, shape, draw(st.integers(0, 2**32 - 1))
+
+
+@given(pool_cases(), st.booleans())
+def test_both_kernels_match_the_brute_force_definition(case, with_ties):
+    kernel_size, stride, shape, seed = case
+    rng = np.random.default_rng(seed)
+    if with_ties:        # few distinct values: many ties, resolved as in np.argmax
+        x = rng.integers(0, 3, size=shape).astype(np.float32)
+    else:
+        x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float32)
+    y_def, argmax_def = brute_force(x, kernel_size, stride)
+    dy = rng.standard_normal(y_def.shape).astype(np.float32)
+    dx = {}
+    for backend, kernels in KERNELS.items():
+        y, argmax = kernels.maxpool_forward(x, kernel_size, stride)
+        np.testing.assert_array_equal(y, y_def)
+        np.testing.assert_array_equal(argmax, argmax_def)
+        dx[backend] = kernels.maxpool_backward(dy, argmax, x.shape)
+        assert dx[backend].dtype == np.float32
+    np.testing.assert_allclose(dx["numba"], dx["numpy"], rtol=1e-6, atol=1e-6)
+    # Gradient mass is conserved: every output hands its dy to exactly one input.
+    np.testing.assert_allclose(dx["numba"].sum(), dy.sum(dtype=np.float64), rtol=1e-4, atol=1e-4)
+
+
+@given(pool_cases())
+def test_gradient_matches_finite_differences(case):
+    kernel_size, stride, shape, seed = case
+    rng = np.random.default_rng(seed)
+    # Distinct values one apart: a 1e-6 nudge never changes which element wins.
+    x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float64)
+    errors = check_layer(MaxPool2D(kernel_size, stride), x, rng=rng, max_entries=60)
+    assert errors["x"] < 1e-6, errors
+
+
+@pytest.mark.parametrize("channels, side, out", [(96, 55, 27), (256, 27, 13), (256, 13, 6)])
+def test_alexnet_geometry(channels, side, out):
+    rng = np.random.default_rng(side)
+    x = rng.standard_normal((2, channels, side, side)).astype(np.float32)
+    layer = MaxPool2D(3, 2)
+    assert layer.output_shape((channels, side, side)) == (channels, out, out)
+    dy = rng.standard_normal((2, channels, out, out)).astype(np.float32)
+    results = {}
+    for backend in BACKENDS:
+        with use_backend(backend):
+            y = layer.forward(x)
+            results[backend] = (y, layer.backward(dy))
+    assert results["numba"][0].shape == (2, channels, out, out)
+    np.testing.assert_array_equal(results["numba"][0], results["numpy"][0])
+    np.testing.assert_allclose(results["numba"][1], results["numpy"][1], rtol=1e-6, atol=1e-6)
+
+
+def test_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    for kernel_size, stride, shape in [(3, 2, (2, 3, 9, 7)), (2, 2, (1, 2, 6, 8)),
+                                       (3, 1, (1, 1, 5, 4))]:
+        x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float64)
+        layer = MaxPool2D(kernel_size, stride)
+        y = layer.forward(x)
+        dy = rng.standard_normal(y.shape)
+        dx = layer.backward(dy)
+        xt = torch.tensor(x, requires_grad=True)
+        yt, indices = torch.nn.functional.max_pool2d_with_indices(xt, kernel_size, stride)
+        yt.backward(torch.tensor(dy))
+        np.testing.assert_array_equal(y, yt.detach().numpy())
+        np.testing.assert_array_equal(layer._cache[0], indices.numpy())
+        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# The layer protocol: dtypes, no mutation, errors
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_preserved_and_inputs_untouched(backend, dtype):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 7, 9)).astype(dtype)
+    x_before = x.copy()
+    with use_backend(backend):
+        layer = MaxPool2D()
+        y = layer.forward(x)
+        dy = rng.standard_normal(y.shape)              # float64 upstream on purpose
+        dy_before = dy.copy()
+        dx = layer.backward(dy)
+    assert y.shape == (2, 3, 3, 4) and y.dtype == dtype and dx.dtype == dtype
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(dy, dy_before)
+
+
+def test_non_contiguous_input():
+    x = np.random.default_rng(4).standard_normal((2, 7, 9, 3)).transpose(0, 3, 1, 2)
+    for backend in BACKENDS:
+        y, argmax = KERNELS[backend].maxpool_forward(x, 3, 2)
+        y_def, argmax_def = brute_force(np.ascontiguousarray(x), 3, 2)
+        np.testing.assert_array_equal(y, y_def)
+        np.testing.assert_array_equal(argmax, argmax_def)
+
+
+def test_bad_inputs_give_clear_errors():
+    with pytest.raises(ValueError, match="kernel_size"):
+        MaxPool2D(kernel_size=0)
+    with pytest.raises(ValueError, match="stride"):
+        MaxPool2D(stride=1.5)
+    layer = MaxPool2D(3, 2)
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(np.zeros((1, 1, 2, 2)))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        layer.forward(np.zeros((5, 5)))
+    with pytest.raises(ValueError, match="does not fit"):
+        layer.forward(np.zeros((1, 1, 2, 8)))
+    layer.forward(np.zeros((1, 1, 5, 5)))
+    with pytest.raises(ValueError, match="dy"):
+        layer.backward(np.zeros((1, 1, 3, 3)))

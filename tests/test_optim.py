@@ -1,0 +1,169 @@
+"""SGD (§5) against the paper's formula worked by hand, and the learning-rate schedules."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minialexnet.optim import SGD, ReduceOnPlateau, StepSchedule
+
+
+class TwoParams:
+    """The smallest object with the model protocol SGD needs: named_parameters()."""
+
+    def __init__(self, w, b, dtype=np.float32):
+        self.params = {"fc.W": np.array(w, dtype=dtype), "fc.b": np.array(b, dtype=dtype)}
+        self.grads = {name: None for name in self.params}
+
+    def named_parameters(self):
+        for name, p in self.params.items():
+            yield name, p, self.grads[name]
+
+
+def test_two_steps_match_the_paper_formula_worked_by_hand():
+    # w = 1, 2 ; lr 0.1, momentum 0.9, weight decay 0.5 (big, so that its term is visible).
+    model = TwoParams([1.0, 2.0], [-1.0])
+    opt = SGD(model, lr=0.1, momentum=0.9, weight_decay=0.5)
+    model.grads = {"fc.W": np.array([0.5, -1.0], np.float32), "fc.b": np.array([2.0], np.float32)}
+    opt.step()
+    # v1 = 0.9*0 - 0.5*0.1*w - 0.1*g:  W: [-0.05 - 0.05, -0.1 + 0.1] = [-0.1, 0.0]
+    #                                   b: [0.05 - 0.2] = [-0.15]
+    np.testing.assert_allclose(opt.velocity["fc.W"], [-0.1, 0.0], atol=1e-7)
+    np.testing.assert_allclose(opt.velocity["fc.b"], [-0.15], atol=1e-7)
+    np.testing.assert_allclose(model.params["fc.W"], [0.9, 2.0], atol=1e-7)
+    np.testing.assert_allclose(model.params["fc.b"], [-1.15], atol=1e-7)
+    model.grads = {"fc.W": np.array([1.0, 0.0], np.float32), "fc.b": np.array([0.0], np.float32)}
+    opt.step()
+    # v2 = 0.9*v1 - 0.05*w1 - 0.1*g:  W: [-0.09 - 0.045 - 0.1, 0 - 0.1 - 0] = [-0.235, -0.1]
+    #                                   b: [-0.135 + 0.0575] = [-0.0775]
+    np.testing.assert_allclose(opt.velocity["fc.W"], [-0.235, -0.1], atol=1e-7)
+    np.testing.assert_allclose(opt.velocity["fc.b"], [-0.0775], atol=1e-7)
+    np.testing.assert_allclose(model.params["fc.W"], [0.665, 1.9], atol=1e-6)
+    np.testing.assert_allclose(model.params["fc.b"], [-1.2275], atol=1e-6)
+
+
+def test_update_is_in_place_and_keeps_float32():
+    model = TwoParams([1.0, 2.0], [0.0])
+    w_before = model.params["fc.W"]
+    opt = SGD(model)
+    model.grads = {k: np.ones_like(v) * 0.3 for k, v in model.params.items()}
+    opt.step()
+    assert model.params["fc.W"] is w_before
+    assert w_before.dtype == np.float32 and opt.velocity["fc.W"].dtype == np.float32
+    assert not np.allclose(w_before, [1.0, 2.0])
+
+
+@given(st.floats(0.001, 1.0), st.floats(0.0, 0.99), st.floats(0.0, 0.01),
+       st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_matches_the_formula_in_float64(lr, momentum, wd, steps, seed):
+    rng = np.random.default_rng(seed)
+    w0 = rng.standard_normal(5)
+    model = TwoParams(w0, [0.0], dtype=np.float64)
+    opt = SGD(model, lr=lr, momentum=momentum, weight_decay=wd)
+    w, v = w0.copy(), np.zeros(5)
+    for _ in range(steps):
+        g = rng.standard_normal(5)
+        model.grads = {"fc.W": g.copy(), "fc.b": np.zeros(1)}
+        opt.step()
+        v = momentum * v - wd * lr * w - lr * g
+        w = w + v
+    np.testing.assert_allclose(model.params["fc.W"], w, rtol=1e-12, atol=1e-12)
+
+
+def test_weight_decay_alone_shrinks_weights_geometrically():
+    model = TwoParams([4.0, -2.0], [1.0])
+    opt = SGD(model, lr=0.5, momentum=0.0, weight_decay=0.2)
+    model.grads = {k: np.zeros_like(v) for k, v in model.params.items()}
+    for _ in range(3):
+        opt.step()
+    np.testing.assert_allclose(model.params["fc.W"], np.array([4.0, -2.0]) * 0.9 ** 3, rtol=1e-6)
+    np.testing.assert_allclose(model.params["fc.b"], [0.9 ** 3], rtol=1e-6)
+
+
+def test_step_without_gradients_is_a_clear_error():
+    opt = SGD(TwoParams([1.0], [0.0]))
+    with pytest.raises(RuntimeError, match="backward"):
+        opt.step()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lr": 0}, "lr must be a finite number > 0"),
+    ({"lr": -0.1}, "lr must"),
+    ({"lr": float("nan")}, "lr must"),
+    ({"momentum": -0.5}, "momentum must"),
+    ({"weight_decay": "a lot"}, "weight_decay must be a number"),
+])
+def test_bad_hyperparameters_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SGD(TwoParams([1.0], [0.0]), **kwargs)
+
+
+def test_plateau_divides_by_ten_when_the_error_stops_improving_at_most_three_times():
+    opt = SGD(TwoParams([1.0], [0.0]), lr=0.01)
+    schedule = ReduceOnPlateau(opt, patience=1)
+    lrs = [schedule.step(err) for err in
+           [0.9, 0.8, 0.8, 0.81,      # 2 epochs without improvement -> 0.001
+            0.7, 0.7, 0.7,            # -> 0.0001
+            0.7, 0.7,                 # -> 0.00001 (third and last reduction)
+            0.7, 0.7, 0.7, 0.7]]      # no further reductions
+    expected = [0.01, 0.01, 0.01, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5, 1e-5, 1e-5, 1e-5]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
+    assert schedule.reductions == 3
+
+
+def test_plateau_with_zero_patience_reduces_at_the_first_bad_epoch():
+    opt = SGD(TwoParams([1.0], [0.0]), lr=1.0)
+    schedule = ReduceOnPlateau(opt, patience=0)
+    assert [schedule.step(e) for e in [0.5, 0.4, 0.45, 0.3]] == pytest.approx([1, 1, 0.1, 0.1])
+
+
+def test_step_schedule():
+    opt = SGD(TwoParams([1.0], [0.0]), lr=0.1)
+    schedule = StepSchedule(opt, step_size=2)
+    assert [schedule.step() for _ in range(5)] == pytest.approx([0.1, 0.01, 0.01, 1e-3, 1e-3])
+
+
+def test_state_round_trip_continues_identically():
+    rng = np.random.default_rng(3)
+    grads = [rng.standard_normal(2).astype(np.float32) for _ in range(6)]
+
+    def run(model, opt, schedule, steps):
+        for g in steps:
+            model.grads = {"fc.W": g, "fc.b": g[:1].copy()}
+            opt.step()
+            schedule.step(float(abs(g).sum()))
+
+    straight = TwoParams([1.0, 2.0], [0.5])
+    opt = SGD(straight, lr=0.1)
+    sched = ReduceOnPlateau(opt, patience=0)
+    run(straight, opt, sched, grads)
+
+    first = TwoParams([1.0, 2.0], [0.5])
+    opt1 = SGD(first, lr=0.1)
+    sched1 = ReduceOnPlateau(opt1, patience=0)
+    run(first, opt1, sched1, grads[:3])
+    opt_state, sched_state = opt1.state_dict(), sched1.state_dict()
+
+    second = TwoParams(first.params["fc.W"], first.params["fc.b"])
+    opt2 = SGD(second, lr=123.0, momentum=0.1)
+    sched2 = ReduceOnPlateau(opt2, patience=7)
+    opt2.load_state_dict(opt_state)
+    sched2.load_state_dict(sched_state)
+    run(second, opt2, sched2, grads[3:])
+
+    np.testing.assert_array_equal(second.params["fc.W"], straight.params["fc.W"])
+    np.testing.assert_array_equal(opt2.velocity["fc.W"], opt.velocity["fc.W"])
+    assert opt2.lr == opt.lr and sched2.state_dict() == sched.state_dict()
+    assert math.isfinite(sched.state_dict()["best"])
+
+
+def test_optimizer_state_must_match_the_model():
+    opt = SGD(TwoParams([1.0], [0.0]))
+    with pytest.raises(ValueError, match="missing momentum buffers"):
+        opt.load_state_dict({"velocity": {"fc.W": np.zeros(1, np.float32)}})
+    with pytest.raises(ValueError, match="shape"):
+        opt.load_state_dict({"velocity": {"fc.W": np.zeros(2, np.float32),
+                                          "fc.b": np.zeros(1, np.float32)}})
+    with pytest.raises(ValueError, match="schedule state is for 'step'"):
+        ReduceOnPlateau(opt).load_state_dict(StepSchedule(opt, 3).state_dict())
