@@ -5,6 +5,7 @@ from deep inside NumPy.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -19,6 +20,27 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_real(value, name: str, low: float | None = None, high: float | None = None, *,
+               low_inclusive: bool = True, high_inclusive: bool = True) -> float:
+    """Return ``value`` as a float, or raise ``ValueError`` unless it is a finite real number
+    within the bounds (``low <= value`` or ``low < value``; likewise for ``high``)."""
+    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real)
+          and math.isfinite(value))
+    if ok and low is not None:
+        ok = value >= low if low_inclusive else value > low
+    if ok and high is not None:
+        ok = value <= high if high_inclusive else value < high
+    if not ok:
+        bounds = []
+        if low is not None:
+            bounds.append(f"{'>=' if low_inclusive else '>'} {low:g}")
+        if high is not None:
+            bounds.append(f"{'<=' if high_inclusive else '<'} {high:g}")
+        raise ValueError(f"{name} must be a finite number{' ' if bounds else ''}"
+                         f"{' and '.join(bounds)}, got {value!r}")
+    return float(value)
+
+
 def check_pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
     """Accept ``k`` or ``(kh, kw)``; return ``(kh, kw)`` of ints >= minimum."""
     if isinstance(value, (tuple, list)):
@@ -30,9 +52,10 @@ def check_pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
     return v, v
 
 
-def check_array(x, layer: str, ndim: int, layout: str, channels: int | None = None,
+def check_array(x, layer: str, ndim: int | None, layout: str, channels: int | None = None,
                 channel_name: str = "C") -> np.ndarray:
-    """Check that ``x`` is a float32/float64 NumPy array with ``ndim`` axes (and ``channels``).
+    """Check that ``x`` is a float32/float64 NumPy array with ``ndim`` axes (any number with
+    ``None``) and, if given, ``channels`` along axis 1.
 
     ``layout`` names the axes for the message, e.g. ``"(N, C, H, W)"``. Returns ``x`` unchanged.
     """
@@ -42,7 +65,7 @@ def check_array(x, layer: str, ndim: int, layout: str, channels: int | None = No
     if x.dtype.type not in FLOAT_DTYPES:
         raise TypeError(f"{layer} expects float32 (or float64 for gradient checks), got "
                         f"dtype {x.dtype}; convert with x.astype(np.float32)")
-    if x.ndim != ndim:
+    if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{layer} expects an array of shape {layout}, got shape {x.shape}")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{layer} expects {channel_name}={channels} along axis 1 of "

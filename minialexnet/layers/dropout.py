@@ -23,9 +23,10 @@ class Dropout(Layer):
     is ``(1 - p) x_i = 0.5 x_i``, and its test-time "multiply by 0.5" reproduces exactly that
     expectation. Inverted dropout divides by ``1 - p`` during training instead, so the
     expected training output is ``x_i`` and the test network is the plain identity. The two
-    schemes are equivalent in expectation; their weights differ only by the constant factor
-    ``1 - p`` on these units, which the next layer absorbs. The gain: no test-time special
-    case, and ``train=False`` means "no dropout" everywhere.
+    schemes are equivalent in expectation, and interchangeable: the next layer's weights of
+    an inverted-dropout net are ``(1 - p)`` times those of the paper's net computing the same
+    function, in training and at test time. The gain: no test-time special case, and
+    ``train=False`` means "no dropout" everywhere.
 
     ``Dropout(p=0.5, rng=None)``: ``p`` in [0, 1) (``p = 1`` would drop everything and scale
     by infinity); ``rng`` a ``numpy.random.Generator`` for the masks (default: a fresh
@@ -46,7 +47,7 @@ class Dropout(Layer):
         self.rng = rng if rng is not None else np.random.default_rng()
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        check_array(x, "Dropout", ndim=np.ndim(x), layout="(N, ...)")
+        check_array(x, "Dropout", ndim=None, layout="(N, ...)")
         if not train:
             self._cache = (None, x.shape, x.dtype)
             return x.copy()                    # a copy: a caller may modify y in place

@@ -1,25 +1,13 @@
 """Local response normalization (§3.3)."""
 from __future__ import annotations
 
-import math
-import numbers
 
 import numpy as np
 
 from minialexnet.backend import kernels
-from minialexnet.checks import check_array, check_positive_int, check_same_shape
+from minialexnet.checks import check_array, check_positive_int, check_real, check_same_shape
 from minialexnet.layers.base import Layer
 
-
-def _check_real(value, name: str, low: float, low_inclusive: bool) -> float:
-    """A finite real number >= low (or > low); the LRN constants' own range checks."""
-    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real)
-          and math.isfinite(value) and (value >= low if low_inclusive else value > low))
-    if not ok:
-        bound = f">= {low}" if low_inclusive else f"> {low}"
-        raise ValueError(f"LocalResponseNorm: {name} must be a finite number {bound}, "
-                         f"got {value!r}")
-    return float(value)
 
 
 class LocalResponseNorm(Layer):
@@ -71,10 +59,10 @@ class LocalResponseNorm(Layer):
             raise ValueError(f"LocalResponseNorm size must be odd so that the window "
                              f"i - size//2 .. i + size//2 is centred on channel i and holds "
                              f"exactly size channels; got size={size} (the paper uses 5)")
-        self.alpha = _check_real(alpha, "alpha", 0.0, low_inclusive=True)
-        self.beta = _check_real(beta, "beta", 0.0, low_inclusive=True)
+        self.alpha = check_real(alpha, "LocalResponseNorm: alpha", 0.0)
+        self.beta = check_real(beta, "LocalResponseNorm: beta", 0.0)
         # k > 0 keeps the denominator's base positive even where every activity is 0.
-        self.k = _check_real(k, "k", 0.0, low_inclusive=False)
+        self.k = check_real(k, "LocalResponseNorm: k", 0.0, low_inclusive=False)
         self.groups = check_positive_int(groups, "LocalResponseNorm groups")
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:

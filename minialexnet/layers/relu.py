@@ -21,7 +21,7 @@ class ReLU(Layer):
     """
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        check_array(x, "ReLU", ndim=np.ndim(x), layout="(N, ...)")
+        check_array(x, "ReLU", ndim=None, layout="(N, ...)")
         # All backward needs: where the input was positive, and the dtype to return.
         self._cache = (x > 0, x.dtype)
         # np.maximum rather than np.where(x > 0, x, 0): NaN propagates, so divergence shows.
