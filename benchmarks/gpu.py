@@ -247,10 +247,14 @@ def step_table(model, gpu, batch, steps, clock, torch, torch_note, deadline) -> 
                      None))
     else:
         if time.perf_counter() < deadline:
+            # Default devices: cuda:0,cuda:1 where two GPUs are visible, else both towers
+            # on one GPU with a stream each (cuda:0,cuda:0).
             towers = CudaTwoTowerAlexNet(model, SGD(model), batch_size=batch)
-            towers.train_step(x_dev, labels_dev)
-            rows.append(("two towers (§3.2, minialexnet.parallel)",
+            towers.train_step(x_dev, labels_dev)                      # compile + warm up
+            where = ",".join(str(d) for d in towers.devices)
+            rows.append((f"two towers (§3.2) on {where} (batch on the GPU)",
                          clock.ms(lambda: towers.train_step(x_dev, labels_dev), steps)))
+            towers.close()
 
     if torch is None:
         rows.append((f"PyTorch peer: {torch_note}", None))

@@ -10,9 +10,10 @@ overlapping max-pools, dropout in training mode, fc6-fc8 and the softmax cross-e
 
 One timed call = ``forward(x, train=True)`` then ``backward(dy)`` with a fixed random ``dy``;
 the table shows the median over ``--repeats`` calls after ``--warmup`` untimed calls (which
-also pay Numba's compile or cache load). Every backward returns ``dx`` -- also for conv1,
-whose input gradient a network would not need -- and the PyTorch peer does the same
-(``x.requires_grad_()``), so the two do the same work.
+also pay Numba's compile or cache load). The implementations take turns call by call, so
+load from other processes on a shared machine spreads over all columns alike. Every backward
+returns ``dx`` -- also for conv1, whose input gradient a network would not need -- and the
+PyTorch peer does the same (``x.requires_grad_()``), so the two do the same work.
 
 PyTorch (an optional peer: the column is skipped if ``import torch`` fails) runs with
 ``torch.set_num_threads(os.cpu_count())``. Its ``LocalResponseNorm`` multiplies alpha by
@@ -139,62 +140,68 @@ def _torch_lrn(ours):
 
 
 # ----------------------------------------------------------------------------- timing
-def _median_ms(step: Callable[[], object], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
+def _median_ms(steps: dict[str, Callable[[], object]], warmup: int,
+               repeats: int) -> dict[str, float]:
+    """Median wall time of each step in ms; the steps take turns (round robin), so a burst
+    of load from another process on a shared machine hits all of them alike."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
-def time_ours(case: Case, x: np.ndarray, labels: np.ndarray, backend: str, warmup: int,
-              repeats: int) -> tuple[float, np.ndarray]:
-    minialexnet.set_backend(backend)
+def our_step(case: Case, x: np.ndarray, labels: np.ndarray, backend: str):
+    """(step, layer): step() runs forward + backward on ``backend``'s kernels."""
     layer = case.make()
     if case.loss:
         def step():
-            layer.forward(x, labels)
-            return layer.backward()
-        first = np.array(layer.forward(x, labels))
-    else:
-        first = layer.forward(x, train=True)
-        dy = np.random.default_rng(2).standard_normal(first.shape).astype(np.float32)
+            with minialexnet.use_backend(backend):
+                layer.forward(x, labels)
+                return layer.backward()
+        return step, layer
+    with minialexnet.use_backend(backend):
+        y = layer.forward(x, train=True)
+    dy = np.random.default_rng(2).standard_normal(y.shape).astype(np.float32)
 
-        def step():
+    def step():
+        with minialexnet.use_backend(backend):
             layer.forward(x, train=True)
             return layer.backward(dy)
-    return _median_ms(step, warmup, repeats), first
+    return step, layer
 
 
-def time_torch(case: Case, ours_layer, x: np.ndarray, labels: np.ndarray, warmup: int,
-               repeats: int) -> tuple[float, np.ndarray]:
+def torch_step(case: Case, ours_layer, x: np.ndarray, labels: np.ndarray):
+    """(step, forward output) of the PyTorch twin of ``ours_layer``."""
     module = case.torch_make(ours_layer)
     if isinstance(module, torch.nn.Module):
         module.train()
     xt = torch.from_numpy(x.copy()).requires_grad_()
     if case.loss:
         lt = torch.from_numpy(labels)
+        with torch.no_grad():
+            first = np.array(module(xt, lt).item())
 
         def step():
             xt.grad = None
             module(xt, lt).backward()
-        with torch.no_grad():
-            first = np.array(module(xt, lt).item())
-    else:
-        with torch.no_grad():
-            first = module(xt).numpy()
-        dy = torch.from_numpy(
-            np.random.default_rng(2).standard_normal(first.shape).astype(np.float32))
+        return step, first
+    with torch.no_grad():
+        first = module(xt).numpy()
+    dy = torch.from_numpy(
+        np.random.default_rng(2).standard_normal(first.shape).astype(np.float32))
 
-        def step():
-            xt.grad = None
-            if isinstance(module, torch.nn.Module):
-                module.zero_grad(set_to_none=True)
-            module(xt).backward(dy)
-    return _median_ms(step, warmup, repeats), first
+    def step():
+        xt.grad = None
+        if isinstance(module, torch.nn.Module):
+            module.zero_grad(set_to_none=True)
+        module(xt).backward(dy)
+    return step, first
 
 
 def _openblas_core() -> str:
@@ -270,21 +277,23 @@ def main(argv=None) -> int:
             x *= 50.0                     # mean-subtracted pixels are O(50), not O(1)
         labels = rng.integers(0, shape[-1], size=args.batch).astype(np.int64)
 
-        ms_numba, y_ours = time_ours(case, x, labels, "numba", args.warmup, args.repeats)
-        row = [case.name, "x".join(map(str, shape)), f"{ms_numba:.1f}"]
-        totals["numba"] += ms_numba
+        steps = {"numba": our_step(case, x, labels, "numba")[0]}
         if not args.no_numpy:
-            ms_numpy, _ = time_ours(case, x, labels, "numpy", args.warmup, args.repeats)
-            totals["numpy"] += ms_numpy
-            row.append(f"{ms_numpy:.1f}")
+            steps["numpy"] = our_step(case, x, labels, "numpy")[0]
         if use_torch:
-            minialexnet.set_backend("numba")
             ours = case.make()            # a fresh layer; the peer copies its weights
-            ms_torch, y_torch = time_torch(case, ours, x, labels, args.warmup, args.repeats)
-            totals["torch"] += ms_torch
-            row += [f"{ms_torch:.1f}", f"{ms_numba / ms_torch:.2f}"]
+            steps["torch"], y_torch = torch_step(case, ours, x, labels)
+        ms = _median_ms(steps, args.warmup, args.repeats)
+        for name, value in ms.items():
+            totals[name] += value
+
+        row = [case.name, "x".join(map(str, shape)), f"{ms['numba']:.1f}"]
+        if not args.no_numpy:
+            row.append(f"{ms['numpy']:.1f}")
+        if use_torch:
+            row += [f"{ms['torch']:.1f}", f"{ms['numba'] / ms['torch']:.2f}"]
             if not args.no_numpy:
-                row.append(f"{ms_numpy / ms_torch:.2f}")
+                row.append(f"{ms['numpy'] / ms['torch']:.2f}")
             if case.name.startswith("dropout"):
                 row.append("(random)")
             else:

@@ -183,9 +183,10 @@ class CudaAlexNet:
 
         x : float32 (N, 3, S, S), mean-subtracted crops (§2); labels : int (N,). Host arrays
         are copied to the GPU; device arrays (float32 / int64) are used in place (labels are
-        then not range-checked). Forward with dropout, softmax cross-entropy, backward, then for every parameter
-        ``v <- momentum v - weight_decay lr w - lr g; w <- w + v`` with the optimizer's
-        current settings. Returns a ``StepResult`` (only these scalars leave the device).
+        then not range-checked). Forward with dropout, softmax cross-entropy, backward, then
+        for every parameter ``v <- momentum v - weight_decay lr w - lr g; w <- w + v`` with
+        the optimizer's current settings. Returns a ``StepResult`` (only these scalars leave
+        the device).
         """
         if self.optimizer is None:
             raise RuntimeError("CudaAlexNet.train_step needs an optimizer: build it with "

@@ -4,11 +4,11 @@
 the two questions the split asks of a device, so that the split itself never mentions
 threads, GPUs or streams:
 
-1. **Where do a tower's arrays live?** A ``Device`` moves arrays in and out
-   (``asarray``, ``to_host``, ``assign``), turns a NumPy layer into the layer it runs (``adopt``), and
-   performs the two collectives of the split on its own memory: ``concatenate`` (gather every
-   tower's maps in forward) and ``sum_slices`` (add up every tower's gradient for this
-   tower's maps in backward).
+1. **Where do a tower's arrays live?** A ``Device`` moves arrays in and out (``asarray``,
+   ``to_host``, ``assign``), turns a NumPy layer into the layer it runs (``adopt``), runs a
+   tower's work with the device current (``run``), and performs the split's two
+   collectives on its own memory: ``concatenate`` (gather every tower's maps in forward)
+   and ``sum_slices`` (add up every tower's gradient for this tower's maps in backward).
 2. **How does the host drive the towers?** A ``TowerRunner`` runs one task per tower,
    either concurrently on a persistent pool of worker threads (``"threads"``) or one after
    another in the calling thread (``"sequential"``, for teaching and debugging: same
@@ -19,15 +19,17 @@ so the collectives are plain ``np.concatenate`` and ``+``. Its towers can run at
 time because OpenBLAS (NumPy's ``matmul``) and Numba's compiled kernels release the GIL.
 A GPU device (the same split on two GPUs, or on one GPU with one stream per tower,
 DESIGN.md §4) implements the same seven methods on device arrays and registers itself with
-``register_device_kind("cuda", factory)``; ``parse_devices("cuda:0,cuda:1")`` then builds it.
+``register_device_kind("cuda", factory)``; ``parse_devices("cuda:0,cuda:1")`` then builds it
+(``minialexnet.cuda_devices.CUDADevice`` does so when imported).
 
-**Numba's "workqueue" threading layer** aborts the whole process ("Terminating: Nested
-parallel kernel launch detected") when two threads launch ``parallel=True`` kernels at the
-same time. The "omp" and "tbb" layers are thread-safe. Numba picks a layer at its first
-parallel launch (``numba.threading_layer()``; this project's machines get "omp"), so the
-runner in ``"threads"`` mode runs its first round of tasks one after another, then looks:
-under "workqueue" it keeps running the towers one after another for good and says so with a
-``RuntimeWarning`` (set ``NUMBA_THREADING_LAYER=omp`` or install ``tbb`` to get concurrency).
+**Numba's "workqueue" threading layer** aborts the whole process ("Numba workqueue threading
+layer is terminating: Concurrent access has been detected") when two threads launch
+``parallel=True`` kernels at the same time; the "omp" and "tbb" layers are thread-safe.
+Numba picks a layer at its first parallel launch (``numba.threading_layer()``; this
+project's machines get "omp"), so the runner in ``"threads"`` mode runs its first round of
+tasks one after another, then looks: under "workqueue" it keeps running the towers one after
+another for good and says so with a ``RuntimeWarning`` (set ``NUMBA_THREADING_LAYER=omp`` or
+install ``tbb`` to get concurrency).
 """
 from __future__ import annotations
 
@@ -56,9 +58,16 @@ class Device:
 
     name: str = "device"
 
-    def adopt(self, layer):
+    def adopt(self, layer, in_shape: tuple):
         """The layer as this device runs it, with ``layer.params`` copied onto the device
-        (``CPUDevice``: the layer itself). Called once per layer when a tower is built."""
+        (``CPUDevice``: the layer itself). Called once per layer when a tower is built;
+        ``in_shape`` is the shape of one example of its input, e.g. (256, 13, 13) for conv3
+        of the paper's network (it reads both towers), for buffers sized in advance.
+
+        The returned object has the layer protocol: ``forward(x, train)``, ``backward(dy)``,
+        ``params`` / ``grads`` dicts (the optimizer reads them through
+        ``named_parameters()``), ``astype``; a layer that draws random numbers while running
+        keeps its generator in ``rng``, which the model replaces at every training pass."""
         raise NotImplementedError
 
     def asarray(self, x):
@@ -111,7 +120,7 @@ class CPUDevice(Device):
     def name(self) -> str:
         return f"cpu:{self.index}"
 
-    def adopt(self, layer):
+    def adopt(self, layer, in_shape: tuple):
         return layer
 
     def asarray(self, x):
@@ -149,8 +158,9 @@ _DEVICE_KINDS: dict[str, Callable[[int], Device]] = {"cpu": CPUDevice}
 def register_device_kind(kind: str, factory: Callable[[int], Device]) -> None:
     """Make ``parse_devices`` build ``factory(index)`` for names ``"<kind>:<index>"``.
 
-    The CUDA engine calls ``register_device_kind("cuda", CUDADevice)`` when it is imported,
-    so that ``--devices cuda:0,cuda:1`` (or ``0,1``) works without this file knowing CUDA.
+    ``minialexnet.cuda_devices`` calls ``register_device_kind("cuda", CUDADevice)`` when it
+    is imported, so that ``--devices cuda:0,cuda:1`` (or ``0,1``) works without this file
+    knowing CUDA.
     """
     if not kind.isidentifier():
         raise ValueError(f"device kind must be a plain name like 'cuda', got {kind!r}")
@@ -182,8 +192,9 @@ def parse_devices(spec) -> list[Device]:
             raise ValueError(f"cannot read the device name {name!r}: write 'cpu:0', 'cuda:1' "
                              f"or a bare GPU number like '1' (the whole list: {spec!r})")
         if kind not in _DEVICE_KINDS:
-            hint = (" GPU towers need the CUDA engine: import it first (it registers 'cuda'),"
-                    " or train on 'cpu:0,cpu:1'." if kind == "cuda" else "")
+            hint = (" GPU towers need the CUDA engine: import minialexnet.cuda_devices first"
+                    " (it registers 'cuda'), or train on 'cpu:0,cpu:1'." if kind == "cuda"
+                    else "")
             raise ValueError(f"unknown device kind {kind!r} in {name!r}; known kinds: "
                              f"{', '.join(sorted(_DEVICE_KINDS))}.{hint}")
         devices.append(_DEVICE_KINDS[kind](int(index)))

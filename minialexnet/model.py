@@ -35,6 +35,8 @@ class Conv:
 
     ``groups=2`` splits the filters into two halves that each see only their half of the input
     channels, exactly as the two GPUs of §3.2 did for conv2, conv4 and conv5.
+    ``init``: the standard deviation of the initial weights, or ``"he"`` for
+    ``sqrt(2 / fan_in)`` (He et al. 2015), fan_in = in_channels/groups * KH * KW.
     """
     name: str
     filters: int
@@ -42,6 +44,7 @@ class Conv:
     stride: int
     padding: int
     groups: int
+    init: float | str  # weights ~ N(0, init^2) (§5: 0.01)
     bias: float        # initial bias (§5: 1 where it "provides the ReLUs with positive inputs")
     lrn: bool          # local response normalization after the ReLU (§3.3)
     pool: bool         # max pooling after that (§3.4)
@@ -52,77 +55,72 @@ class FC:
     """One fully connected row; ``units=None`` means "the number of classes" (fc8)."""
     name: str
     units: int | None
+    init: float | str  # as in Conv; fan_in = in_features
     bias: float
     dropout: bool      # dropout after the ReLU (§4.2)
 
 
 @dataclass(frozen=True)
 class Variant:
-    """A whole network: input crop size, conv rows, FC rows, and how weights are drawn.
+    """A whole network: input crop size, conv rows and FC rows.
 
-    ``weight_init``: ``"paper"`` draws every weight from N(0, 0.01^2) (§5); ``"he"`` from
-    N(0, 2 / fan_in) (He et al. 2015), see ``AlexNet`` for why the small variants use it.
     ``lrn_groups``: LRN sums only within each half of the channels (each GPU's maps, §3.2).
     """
     input_size: int
     convs: tuple
     fcs: tuple
-    weight_init: str = "paper"
     lrn_groups: int = 2
 
 
 PAPER = Variant(
     input_size=227,
     convs=(
-        #    name    filters kernel stride pad groups bias   LRN    pool
-        Conv("conv1",   96,   11,    4,    0,   1,   0.0,  True,  True),
-        Conv("conv2",  256,    5,    1,    2,   2,   1.0,  True,  True),
-        Conv("conv3",  384,    3,    1,    1,   1,   0.0,  False, False),
-        Conv("conv4",  384,    3,    1,    1,   2,   1.0,  False, False),
-        Conv("conv5",  256,    3,    1,    1,   2,   1.0,  False, True),
+        #    name    filters kernel stride pad groups  init  bias   LRN    pool
+        Conv("conv1",   96,   11,    4,    0,   1,   0.01,  0.0,  True,  True),
+        Conv("conv2",  256,    5,    1,    2,   2,   0.01,  1.0,  True,  True),
+        Conv("conv3",  384,    3,    1,    1,   1,   0.01,  0.0,  False, False),
+        Conv("conv4",  384,    3,    1,    1,   2,   0.01,  1.0,  False, False),
+        Conv("conv5",  256,    3,    1,    1,   2,   0.01,  1.0,  False, True),
     ),
     fcs=(
-        #  name   units  bias  dropout
-        FC("fc6", 4096,  1.0,  True),
-        FC("fc7", 4096,  1.0,  True),
-        FC("fc8", None,  0.0,  False),
+        #  name   units  init  bias  dropout
+        FC("fc6", 4096,  0.01, 1.0,  True),
+        FC("fc7", 4096,  0.01, 1.0,  True),
+        FC("fc8", None,  0.01, 0.0,  False),
     ),
-    weight_init="paper",
 )
 
 MINI = Variant(
     input_size=59,     # random 59x59 crops of 64x64 images (the paper: 227 of 256)
     convs=(
-        #    name    filters kernel stride pad groups bias   LRN    pool      output
-        Conv("conv1",   32,    7,    2,    0,   1,   0.0,  True,  True),   # 27 -> 13
-        Conv("conv2",   64,    5,    1,    2,   2,   1.0,  True,  True),   # 13 -> 6
-        Conv("conv3",   96,    3,    1,    1,   1,   0.0,  False, False),  # 6
-        Conv("conv4",   96,    3,    1,    1,   2,   1.0,  False, False),  # 6
-        Conv("conv5",   64,    3,    1,    1,   2,   1.0,  False, True),   # 6 -> 2
+        #    name    filters kernel stride pad groups  init  bias   LRN    pool      output
+        Conv("conv1",   32,    7,    2,    0,   1,   0.01,  0.0,  True,  True),   # 27 -> 13
+        Conv("conv2",   64,    5,    1,    2,   2,   "he",  1.0,  True,  True),   # 13 -> 6
+        Conv("conv3",   96,    3,    1,    1,   1,   "he",  0.0,  False, False),  # 6
+        Conv("conv4",   96,    3,    1,    1,   2,   "he",  1.0,  False, False),  # 6
+        Conv("conv5",   64,    3,    1,    1,   2,   "he",  1.0,  False, True),   # 6 -> 2
     ),
     fcs=(
-        FC("fc6", 256,   1.0,  True),
-        FC("fc7", 256,   1.0,  True),
-        FC("fc8", None,  0.0,  False),
+        FC("fc6", 256,   0.03, 1.0,  True),
+        FC("fc7", 256,   0.03, 1.0,  True),
+        FC("fc8", None,  0.01, 0.0,  False),
     ),
-    weight_init="paper",
 )
 
 TINY = Variant(
     input_size=31,
     convs=(
-        Conv("conv1",    4,    3,    2,    0,   1,   0.0,  True,  True),   # 15 -> 7
-        Conv("conv2",    8,    5,    1,    2,   2,   1.0,  True,  True),   # 7 -> 3
-        Conv("conv3",    8,    3,    1,    1,   1,   0.0,  False, False),  # 3
-        Conv("conv4",    8,    3,    1,    1,   2,   1.0,  False, False),  # 3
-        Conv("conv5",    4,    3,    1,    1,   2,   1.0,  False, True),   # 3 -> 1
+        Conv("conv1",    4,    3,    2,    0,   1,   "he",  0.0,  True,  True),   # 15 -> 7
+        Conv("conv2",    8,    5,    1,    2,   2,   "he",  1.0,  True,  True),   # 7 -> 3
+        Conv("conv3",    8,    3,    1,    1,   1,   "he",  0.0,  False, False),  # 3
+        Conv("conv4",    8,    3,    1,    1,   2,   "he",  1.0,  False, False),  # 3
+        Conv("conv5",    8,    3,    1,    1,   2,   "he",  1.0,  False, True),   # 3 -> 1
     ),
     fcs=(
-        FC("fc6", 8,     1.0,  True),
-        FC("fc7", 8,     1.0,  True),
-        FC("fc8", None,  0.0,  False),
+        FC("fc6", 8,     "he", 1.0,  True),
+        FC("fc7", 8,     "he", 1.0,  True),
+        FC("fc8", None,  "he", 0.0,  False),
     ),
-    weight_init="he",
 )
 
 VARIANTS = {"paper": PAPER, "mini": MINI, "tiny": TINY}
@@ -160,12 +158,19 @@ class AlexNet:
     layer, in forward order), ``config`` (the constructor's arguments, JSON-ready, stored in
     checkpoints), ``rng``.
 
-    Initialization (§5): "paper" draws weights from N(0, 0.01^2) and sets the biases of conv2,
-    conv4, conv5, fc6 and fc7 to 1 (the others to 0). The small variants keep those biases but
-    draw weights from N(0, 2 / fan_in) (He et al. 2015), with fan_in = in_channels/groups *
-    KH * KW or in_features: with a few dozen channels per layer, 0.01 makes the signal shrink
-    about tenfold per layer (the paper's layers have 4-20x more inputs per unit), and "mini"
-    then sits at chance for many epochs before it starts to learn.
+    Initialization (§5, the ``init`` and ``bias`` columns of the tables): "paper" draws every
+    weight from N(0, 0.01^2) and sets the biases of conv2, conv4, conv5, fc6 and fc7 to 1 (the
+    others to 0). "mini" keeps those biases and 0.01 for conv1 (its inputs are 0..255 pixel
+    values, as in the paper) and fc8, but draws conv2-conv5 from N(0, 2 / fan_in) (He et al.
+    2015) and fc6/fc7 from N(0, 0.03^2). Why, measured on the built-in dataset: a layer
+    scales its input by about ``std * sqrt(fan_in)``; with 0.01 that gain is 0.2-1.0 in the
+    paper's wide layers but 0.12-0.24 in mini's narrow ones, so the signal (and conv1-conv4's
+    gradient) all but vanishes and mini with 0.01 everywhere stays at chance for many epochs.
+    He in the conv layers fixes that. He in fc6/fc7 as well (std 0.088) makes the fully
+    connected activations ~20 on these 0..255-scale inputs, and fc8 and the loss blow up in
+    the first steps (the training loss rose to 10-100 on 24 images); 0.03 is in between and
+    learns from a few hundred steps at lr 0.003 (lr 0.01 stalls). "tiny" (gradient checks
+    only) uses He everywhere.
 
     Deviations from the paper, and why:
 
@@ -233,7 +238,8 @@ class AlexNet:
             i = row.name[len("conv"):]
             conv = Conv2D(channels, row.filters, row.kernel, stride=row.stride,
                           padding=row.padding, groups=row.groups, rng=self.rng)
-            self._init(conv, fan_in=channels // row.groups * row.kernel ** 2, bias=row.bias)
+            self._init(conv, row.init, fan_in=channels // row.groups * row.kernel ** 2,
+                       bias=row.bias)
             self._add(row.name, conv, f"conv {row.kernel}x{row.kernel}/{row.stride} pad "
                                       f"{row.padding}, {row.filters} filters"
                                       + (f", {row.groups} groups" if row.groups > 1 else ""))
@@ -252,7 +258,7 @@ class AlexNet:
             i = row.name[len("fc"):]
             units = self.num_classes if row.units is None else row.units
             fc = Linear(features, units, rng=self.rng)
-            self._init(fc, fan_in=features, bias=row.bias)
+            self._init(fc, row.init, fan_in=features, bias=row.bias)
             self._add(row.name, fc, f"fully connected {features} -> {units}")
             if row.units is not None:      # hidden layers; fc8 stays linear (logits)
                 self._add(f"{cfg['activation']}{i}", activation(), cfg["activation"])
@@ -261,16 +267,16 @@ class AlexNet:
                               f"dropout p={cfg['dropout']:g}")
             features = units
 
-    def _init(self, layer, fan_in: int, bias: float) -> None:
-        """Set ``b`` to ``bias`` and, for ``weight_init="he"``, redraw ``W`` from N(0, 2/fan_in).
+    def _init(self, layer, init: float | str, fan_in: int, bias: float) -> None:
+        """Weights ~ N(0, std^2) with std = ``init`` or sqrt(2 / fan_in) for ``"he"``; b = bias.
 
-        ``"paper"`` keeps the layer's own draw: Conv2D and Linear already initialize their
+        A std of 0.01 keeps the layer's own draw: Conv2D and Linear already initialize their
         weights from N(0, 0.01^2), the paper's §5 (drawing 61M numbers twice costs seconds).
         """
-        if self.variant.weight_init == "he":
+        std = math.sqrt(2.0 / fan_in) if init == "he" else float(init)
+        if std != 0.01:
             w = layer.params["W"]
-            std = np.float32(math.sqrt(2.0 / fan_in))
-            w[...] = self.rng.standard_normal(w.shape, dtype=np.float32) * std
+            w[...] = self.rng.standard_normal(w.shape, dtype=np.float32) * np.float32(std)
         layer.params["b"][...] = np.float32(bias)
 
     def _output_shape(self) -> tuple:

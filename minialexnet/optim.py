@@ -114,10 +114,11 @@ class ReduceOnPlateau:
     without improvement, ``optimizer.lr *= factor`` and the count starts again; this happens
     at most ``max_reductions`` times (the paper: three times, 0.01 -> 0.00001).
 
-    The paper watched the curves by hand; ``patience`` makes "stopped improving" a rule.
+    The paper watched the curves by hand; ``patience`` makes "stopped improving" a rule (the
+    default 2 lets one noisy epoch of a small validation set pass without a reduction).
     """
 
-    def __init__(self, optimizer: SGD, factor: float = 0.1, patience: int = 1,
+    def __init__(self, optimizer: SGD, factor: float = 0.1, patience: int = 2,
                  max_reductions: int = 3, threshold: float = 0.0) -> None:
         if not 0 < factor < 1:
             raise ValueError(f"factor must lie in (0, 1), got {factor!r}")

@@ -68,9 +68,21 @@ tower (grouped convolutions, grouped LRN) need the halves to be equal.
 **Devices** (``minialexnet.devices``): two CPU threads by default (``"cpu:0,cpu:1"``), each
 tower's stage submitted to a persistent two-worker thread pool (OpenBLAS and Numba release
 the GIL), or ``mode="sequential"`` (one tower after the other, the same numbers) for
-teaching and debugging. On a 2-core machine expect no speed-up: OpenBLAS already uses both
-cores for one tower's GEMMs. Dropout draws from one generator per tower, reseeded from
-``self.rng`` at every training forward pass, so the model's ``rng`` alone fixes every mask.
+teaching and debugging. On a 2-core machine expect no speed-up: OpenBLAS and Numba already
+use both cores for one tower's work, and two towers at once oversubscribe them (with
+``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1`` each tower gets one core, as each GPU was one
+device). The split pays off where the devices are really separate: two GPUs.
+
+**GPUs** (``minialexnet.cuda_devices``, which registers the device kind ``"cuda"`` when
+imported): ``"cuda:0,cuda:1"`` puts one tower on each GPU, ``"cuda:0,cuda:0"`` both on one
+GPU with a stream each. This class then keeps every activation on the GPUs but speaks NumPy
+at its edges (host logits, host dx) and leaves the update to ``minialexnet.optim.SGD``,
+which cannot update device arrays. ``CudaTwoTowerAlexNet`` (``minialexnet.cuda_parallel``,
+also importable from here) adds the GPU training step: loss, backward and the §5 update on
+the devices, as ``CudaAlexNet`` does on one GPU.
+
+Dropout draws from one generator per tower, reseeded from ``self.rng`` at every training
+forward pass, so the model's ``rng`` alone fixes every mask (and a resumed run repeats them).
 """
 from __future__ import annotations
 
@@ -127,14 +139,20 @@ class Tower:
             x = layer.forward(x, train=train)
         return x
 
-    def backward_stage(self, s: int, grads: list, start: int, stop: int):
+    def backward_stage(self, s: int, grads: list, start: int, stop: int,
+                       need_dx: bool = True):
         """This tower's output gradient is ``sum_u grads[u][:, start:stop]`` (every tower's
         gradient w.r.t. the gathered input of stage s+1, or ``[dlogits]``); back-propagate it
-        through stage ``s`` and return the gradient w.r.t. the stage's whole gathered input."""
+        through stage ``s`` and return the gradient w.r.t. the stage's whole gathered input.
+
+        ``need_dx=False`` (a GPU training step, stage 0: nobody needs the image's gradient)
+        asks the stage's first layer, a GPU layer with ``backward(dy, need_dx)``, to skip its
+        input gradient; the result is then None."""
         dy = self.device.sum_slices(grads, start, stop)
-        for layer in reversed(self.stages[s].values()):
+        layers = list(self.stages[s].values())
+        for layer in reversed(layers[1:]):
             dy = layer.backward(dy)
-        return dy
+        return layers[0].backward(dy) if need_dx else layers[0].backward(dy, need_dx=False)
 
     def __repr__(self) -> str:
         return f"Tower({self.index}, {self.device}, {len(self.layers)} layers)"
@@ -204,8 +222,10 @@ class TwoTowerAlexNet:
         self.runner = TowerRunner(mode, workers=NUM_TOWERS,
                                   guard_numba=any(isinstance(d, CPUDevice)
                                                   for d in self.devices))
-        stages, self._params, self._rows, self._stage_sizes = _split_layers(model, NUM_TOWERS)
-        self.towers = [Tower(t, device, [OrderedDict((name, device.adopt(layer))
+        stages, in_shapes, self._params, self._rows, self._stage_widths = _split_layers(
+            model, NUM_TOWERS)
+        self.towers = [Tower(t, device, [OrderedDict((name, device.adopt(layer,
+                                                                         in_shapes[t][name]))
                                                      for name, layer in stage.items())
                                          for stage in stages[t]])
                        for t, device in enumerate(self.devices)]
@@ -226,13 +246,7 @@ class TwoTowerAlexNet:
             raise ValueError(f"this AlexNet ({self.config['variant']!r}) takes "
                              f"{self.input_size}x{self.input_size} crops, got images of "
                              f"{x.shape[2]}x{x.shape[3]}; crop or resize the input first")
-        if train:
-            self._reseed_dropout()
-        pieces = [x]
-        for s in range(len(self._stage_sizes)):
-            pieces = self.runner.map([
-                partial(tower.device.run, partial(tower.forward_stage, s, pieces, train))
-                for tower in self.towers])
+        pieces = self._forward_stages(x, train)
         logits = np.concatenate([tower.device.to_host(piece)
                                  for tower, piece in zip(self.towers, pieces)], axis=1)
         self._logits_shape = logits.shape
@@ -250,16 +264,35 @@ class TwoTowerAlexNet:
         if dlogits.shape != self._logits_shape:
             raise ValueError(f"TwoTowerAlexNet.backward expects dlogits of the logits' shape "
                              f"{self._logits_shape}, got {dlogits.shape}")
-        grads = [dlogits]
-        for s in reversed(range(len(self._stage_sizes))):
-            grads = self.runner.map([
-                partial(tower.device.run,
-                        partial(tower.backward_stage, s, grads, start, stop))
-                for tower, (start, stop) in zip(self.towers, _offsets(self._stage_sizes[s]))])
+        grads = self._backward_stages(dlogits)
         dx = np.array(self.towers[0].device.to_host(grads[0]), copy=True)
         for tower, g in zip(self.towers[1:], grads[1:]):
             dx += tower.device.to_host(g)
         return dx
+
+    def _forward_stages(self, x, train: bool) -> list:
+        """Every stage in turn, the towers of a stage at once (``self.runner``); returns each
+        tower's output of the last stage (its piece of the logits), on its device. ``x``: the
+        images, on the host or (a GPU engine's) device."""
+        if train:
+            self._reseed_dropout()
+        pieces = [x]
+        for s in range(len(self._stage_widths)):
+            pieces = self.runner.map([
+                partial(tower.device.run, partial(tower.forward_stage, s, pieces, train))
+                for tower in self.towers])
+        return pieces
+
+    def _backward_stages(self, dlogits, need_dx: bool = True) -> list:
+        """The stages in reverse order from ``dlogits`` (host or device); returns each tower's
+        gradient w.r.t. the image (None with ``need_dx=False``, see ``Tower.backward_stage``)."""
+        grads = [dlogits]
+        for s in reversed(range(len(self._stage_widths))):
+            grads = self.runner.map([
+                partial(tower.device.run,
+                        partial(tower.backward_stage, s, grads, start, stop, need_dx or s > 0))
+                for tower, (start, stop) in zip(self.towers, _offsets(self._stage_widths[s]))])
+        return grads
 
     def named_parameters(self):
         """Yield ``(name, param, grad)``: per single-device parameter in forward order, each
@@ -278,9 +311,10 @@ class TwoTowerAlexNet:
         merged = OrderedDict()
         for single, (_, _, shape, parts) in self._params.items():
             for part, start, stop in parts:
-                if np.shape(arrays[part])[:1] != (stop - start,):
+                if np.shape(arrays[part]) != (stop - start, *shape[1:]):
                     raise ValueError(f"{part} has shape {np.shape(arrays[part])}; this split "
-                                     f"expects {stop - start} rows (of {single}'s {shape})")
+                                     f"expects {(stop - start, *shape[1:])} (rows {start}:"
+                                     f"{stop} of {single}, shape {shape})")
             merged[single] = np.concatenate([np.asarray(arrays[part])
                                              for part, _, _ in parts], axis=0)
         return merged
@@ -370,9 +404,9 @@ class TwoTowerAlexNet:
     def _reseed_dropout(self) -> None:
         """Give each tower a fresh generator for this pass, seeded from ``self.rng``: the
         towers draw independent masks concurrently, and ``self.rng``'s state (saved in
-        checkpoints) still fixes every mask of a run."""
-        from minialexnet.layers import Dropout
-        dropouts = [[layer for layer in tower.layers.values() if isinstance(layer, Dropout)]
+        checkpoints) still fixes every mask of a run. A layer that draws random numbers while
+        running (``Dropout``, or a device's twin of it) keeps its generator in ``layer.rng``."""
+        dropouts = [[layer for layer in tower.layers.values() if hasattr(layer, "rng")]
                     for tower in self.towers]
         if not any(dropouts):
             return
@@ -386,8 +420,9 @@ class TwoTowerAlexNet:
         return self.towers[self._where[tower_name][0]].device
 
     def _check_names(self, arrays: dict, expected: list, kind: str) -> None:
+        known = set(expected)
         missing = [name for name in expected if name not in arrays]
-        unexpected = [name for name in arrays if name not in set(expected)]
+        unexpected = [name for name in arrays if name not in known]
         if missing or unexpected:
             raise ValueError(f"expected {kind} names of this TwoTowerAlexNet "
                              f"({self.config['variant']!r}, {self.num_classes} classes): "
@@ -403,10 +438,12 @@ def _split_layers(model, n: int):
     convolution, a fully connected layer) starts a new stage and splits its filters/units;
     a grouped convolution or LRN stays on each tower; other layers are copied per tower.
 
-    Returns ``(stages, params, rows, stage_widths)``:
+    Returns ``(stages, in_shapes, params, rows, stage_widths)``:
 
     - ``stages[t][s]``: ``OrderedDict`` name -> layer of tower ``t``'s stage ``s``, weights
       copied from ``model``;
+    - ``in_shapes[t][name]``: the input shape of tower ``t``'s layer (no batch axis; the
+      gathered shape for a layer that reads both towers), for ``Device.adopt``;
     - ``params``: single-device name -> ``(layer name, key, full shape, [(tower name, start,
       stop)])``, the rows of the parameter each tower holds;
     - ``rows``: ``(name, reads, per-tower output shapes, per-tower parameter counts)`` for
@@ -417,6 +454,7 @@ def _split_layers(model, n: int):
                                     MaxPool2D, ReLU, Tanh)
 
     stages = [[] for _ in range(n)]
+    in_shapes = [{} for _ in range(n)]
     params, rows, stage_widths = OrderedDict(), [], []
     shape = (3, model.input_size, model.input_size)    # single-device, no batch axis
     widths = None
@@ -432,6 +470,8 @@ def _split_layers(model, n: int):
             raise ValueError(f"{name} ({layer!r}) is the first layer but does not read the "
                              f"whole image; the split needs a first layer that every tower "
                              f"reads whole (conv1 with groups=1)")
+        for t in range(n):
+            in_shapes[t][name] = shape if reads_all else (widths[t], *shape[1:])
         out_shape = tuple(layer.output_shape(shape))
         if isinstance(layer, Conv2D):
             if layer.groups == 1:
@@ -490,7 +530,7 @@ def _split_layers(model, n: int):
                      [sum(int(p.size) for p in tw.params.values()) for tw in towers]))
         shape = out_shape
     stage_widths.append(widths)
-    return stages, params, rows, stage_widths
+    return stages, in_shapes, params, rows, stage_widths
 
 
 def _require_equal(widths: list[int], name: str, what: str) -> None:
@@ -502,3 +542,12 @@ def _require_equal(widths: list[int], name: str, what: str) -> None:
                          f"but {total} does not divide evenly (the towers would hold "
                          f"{widths}); give the layer before it a multiple of {len(widths)} "
                          f"filters")
+
+
+def __getattr__(name: str):
+    """``CudaTwoTowerAlexNet`` lives in ``minialexnet.cuda_parallel`` (it needs numba.cuda);
+    it is imported on first use, so importing this module never loads CUDA."""
+    if name == "CudaTwoTowerAlexNet":
+        from minialexnet.cuda_parallel import CudaTwoTowerAlexNet
+        return CudaTwoTowerAlexNet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,9 +18,10 @@ Every epoch writes, into the output folder, atomically (never half a file, even 
   and the history, so that ``--resume`` continues *bit-identically* to an uninterrupted run;
 - ``metrics.csv`` (one row per epoch) and ``training_curves.png``.
 
-Randomness: one ``numpy.random.Generator`` (``--seed``) draws the initial weights and the
-dropout masks (it is the model's ``rng``) and, once per epoch, the seed of that epoch's data
-generator (order, crops, flips, colour noise). A checkpoint stores both generators' states.
+Randomness: one ``numpy.random.Generator`` (``--seed``) draws the initial weights, the dropout
+masks (it is the model's ``rng``) and, at the start of each epoch, all of that epoch's data
+choices (order, crops, flips, colour noise; ``BatchLoader`` draws them in the main thread, so
+``--workers`` does not change them). A checkpoint stores the generator's state.
 """
 from __future__ import annotations
 
@@ -129,8 +130,7 @@ def fit(model, train_set, val_set, *, epochs: int, batch_size: int = 128, lr: fl
     run_start = time.perf_counter()
     for epoch in range(start_epoch, epochs):
         record = _train_one_epoch(model, loss_fn, optimizer, train_set, stats, batch_size,
-                                  np.random.default_rng(rng.integers(2 ** 63)), workers,
-                                  epoch, epochs, print_freq, log, output)
+                                  rng, workers, epoch, epochs, print_freq, log, output)
         top1, top5 = evaluate(model, val_set, stats, batch_size=batch_size, crops=val_crops,
                               workers=workers)
         record.update(val_top1_err=top1, val_top5_err=top5)

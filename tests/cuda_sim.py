@@ -41,8 +41,10 @@ IN_CHILD = os.environ.get(CHILD_FLAG) == "1"
 
 @dataclass(frozen=True)
 class CudaMode:
-    """``here``: this process runs CUDA kernels (``simulator`` tells which kind);
-    ``delegate``: run the file in a simulator child; ``reason``: why, for skip messages."""
+    """``installed``: numba-cuda is importable; ``here``: this process runs CUDA kernels
+    (``simulator`` tells which kind); ``delegate``: run the file in a simulator child;
+    ``reason``: why, for skip messages."""
+    installed: bool
     here: bool
     simulator: bool
     delegate: bool
@@ -50,24 +52,23 @@ class CudaMode:
 
 
 def _probe() -> CudaMode:
-    if importlib.util.find_spec("numba_cuda") is None and importlib.util.find_spec(
-            "numba.cuda") is None:
-        return CudaMode(False, False, False, "numba-cuda is not installed "
-                                             "(pip install 'minialexnet[cuda]')")
+    if importlib.util.find_spec("numba_cuda") is None:
+        return CudaMode(False, False, False, False, "numba-cuda is not installed "
+                                                    "(pip install 'minialexnet[cuda]')")
     import numba
 
     if numba.config.ENABLE_CUDASIM:
-        return CudaMode(True, True, False, "running under the CUDA simulator")
+        return CudaMode(True, True, True, False, "running under the CUDA simulator")
     try:
         from numba import cuda
         has_gpu = bool(cuda.is_available())
     except Exception:  # noqa: BLE001 - a broken driver counts as no GPU
         has_gpu = False
     if has_gpu:
-        return CudaMode(True, False, False, "running on the GPU")
-    return CudaMode(False, False, True, "no GPU in this process: these tests run in a child "
-                                        "process under the CUDA simulator "
-                                        "(test_under_cuda_simulator)")
+        return CudaMode(True, True, False, False, "running on the GPU")
+    return CudaMode(True, False, False, True, "no GPU in this process: these tests run in a "
+                                              "child process under the CUDA simulator "
+                                              "(test_under_cuda_simulator)")
 
 
 CUDA = _probe()
@@ -80,8 +81,8 @@ if CUDA.simulator:
 
 def cuda_gate(delegate_test: str, host_tests: tuple = ()):
     """An autouse fixture for the tests that stay in every process: ``delegate_test`` runs
-    only where a simulator child is needed, ``host_tests`` (which need no CUDA) only outside
-    that child, so each runs once."""
+    only where a simulator child is needed, ``host_tests`` (which need numba-cuda but no GPU)
+    only outside that child, so each runs once."""
 
     @pytest.fixture(autouse=True)
     def _gate(request):
@@ -89,8 +90,11 @@ def cuda_gate(delegate_test: str, host_tests: tuple = ()):
         if name == delegate_test and not CUDA.delegate:
             pytest.skip("the CUDA tests of this file run directly in this process"
                         if CUDA.here else CUDA.reason)
-        if name in host_tests and IN_CHILD:
-            pytest.skip("runs in the parent process")
+        if name in host_tests:
+            if IN_CHILD:
+                pytest.skip("runs in the parent process")
+            if not CUDA.installed:
+                pytest.skip(CUDA.reason)
 
     return _gate
 

@@ -449,3 +449,17 @@ def test_a_second_run_waits_for_the_one_preparing_the_cache(tmp_path):
     holder.close()
     worker.join(timeout=30)
     assert not worker.is_alive() and len(logged[-1].dataset) == 6
+
+
+def test_statistics_are_added_to_a_cache_made_without_them(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    make_folder(root)
+    folder = str(tmp_path / "c")
+    build_split(folder, files_of(root), identity(root), "val", log=quiet)
+    calls = _count_decodes(monkeypatch)
+    again = build_split(folder, files_of(root), identity(root), "val", with_stats=True,
+                        log=quiet)
+    assert calls == [] and again.stats is not None                # no image decoded again
+    np.testing.assert_allclose(again.stats.mean,
+                               np.asarray(again.dataset.images, np.float64).mean(axis=0),
+                               atol=1e-4)

@@ -7,8 +7,9 @@ outputs per launch, GEMMs at most 32-ish per side, batches of one or two.
 References: ``minialexnet.kernels.numpy`` (im2col, LRN, max pooling), the layers
 (softmax cross-entropy, ReLU, tanh), ``minialexnet.optim.SGD``, ``minialexnet.metrics`` and
 NumPy itself. ``im2col`` and ``gemm`` are imported from their files: the package attribute
-of the same name is shadowed by the submodule once that has been imported. Three tests need no GPU and run in the parent process: the package imports
-without CUDA, the dropout hash's statistics, and every kernel compiling for sm_90 in float32.
+of the same name is shadowed by the submodule once that has been imported. Three tests need
+no GPU and run in the parent process: the package imports without CUDA, the dropout hash's
+statistics, and every kernel compiling for sm_90 in float32.
 """
 from __future__ import annotations
 

@@ -179,7 +179,7 @@ def test_bad_input_is_refused_clearly():
 
     model = tiny_model(seed=9)
     gpu = CudaAlexNet(model, batch_size=1)
-    with pytest.raises(ValueError, match="31x31 crops"):
+    with pytest.raises(ValueError, match="31x31 RGB crops"):
         gpu.forward(np.zeros((1, 3, 32, 32), dtype=np.float32))
     with pytest.raises(RuntimeError, match="needs an optimizer"):
         gpu.train_step(images(1), np.array([0]))

@@ -329,7 +329,8 @@ def test_labels_file_formats(tmp_path):
 
 @pytest.mark.parametrize("content, expected", [
     ("ILSVRC2012_val_00000001.JPEG n01440764\n", "1 val image\\(s\\) have no label"),
-    ("a b c\n", "expected 'filename class'"),
+    ("only-a-name.JPEG\n", "expected 'filename class'"),
+    ("a.JPEG\tb\tc\n", "expected 'filename class'"),
     ("ILSVRC2012_val_00000001.JPEG 7\nILSVRC2012_val_00000002.JPEG 0\n", "out of range"),
     ("", "is empty"),
 ])
@@ -487,3 +488,10 @@ def test_dataset_record_for_checkpoints(tmp_path):
     (tmp_path / "w.txt").write_text("n01440764\n")
     record = imagenet.dataset_record(None, tmp_path / "w.txt")
     assert record["subset"] == str(tmp_path / "w.txt") and record["data_dir"] is None
+
+
+def test_labels_file_separators(tmp_path):
+    names = ["my photo 1.jpg", "b.jpg", "c.jpg"]
+    labels = tmp_path / "labels.txt"
+    labels.write_text("my photo 1.jpg dog\nb.jpg\tthe bird\nc.jpg,cat\n")
+    assert read_val_labels(str(labels), names, []) == ["dog", "the bird", "cat"]

@@ -103,10 +103,11 @@ def test_mini_shapes_match_the_spec_and_a_real_forward():
     assert groups == [1, 2, 1, 2, 2]
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_every_variant_has_the_papers_topology(variant):
+@pytest.mark.parametrize("variant", sorted(set(VARIANTS) - {"paper"}))
+def test_every_variant_has_the_papers_topology(variant, paper):
+    kinds = [type(layer).__name__ for layer in paper.layers.values()]
     model = AlexNet(7, variant, rng=np.random.default_rng(0))
-    kinds = [type(layer).__name__ for layer in model.layers.values()]
+    assert [type(layer).__name__ for layer in model.layers.values()] == kinds
     assert kinds.count("Conv2D") == 5 and kinds.count("Linear") == 3
     assert kinds.count("LocalResponseNorm") == 2 and kinds.count("MaxPool2D") == 3
     assert kinds.count("Dropout") == 2 and kinds[-1] == "Linear"
@@ -145,9 +146,9 @@ def test_whole_network_gradient_matches_finite_differences(activation):
     # 0..255-scale inputs so that LRN really acts; smaller ones for tanh, which would
     # saturate (and have a vanishing, uncheckable gradient) at that scale.
     x = rng.normal(0, 40 if activation == "relu" else 2, (3, 3, 31, 31))
-    errors = check_model(model, x, np.array([0, 4, 2]), rng=rng, max_entries=8)
+    errors = check_model(model, x, np.array([0, 4, 2]), rng=rng, eps=1e-4, max_entries=8)
     assert set(errors) == {"x", *(name for name, _, _ in model.named_parameters())}
-    assert max(errors.values()) < 1e-5, errors
+    assert max(errors.values()) < 1e-6, errors
 
 
 def test_backward_returns_the_input_gradient_and_fills_every_grad():
@@ -170,10 +171,9 @@ def test_state_dict_round_trip():
     state = a.state_dict()
     assert list(state)[:4] == ["conv1.W", "conv1.b", "conv2.W", "conv2.b"]
     assert len(state) == 16
-    state["conv1.W"] += 1.0                      # a copy: the model is untouched
-    assert not np.allclose(a.layers["conv1"].params["W"], state["conv1.W"])
-    state["conv1.W"] -= 1.0
-    b.load_state_dict(state)
+    state["conv1.W"][...] = 0.0                  # copies: the model is untouched
+    assert np.abs(a.layers["conv1"].params["W"]).min() > 0
+    b.load_state_dict(a.state_dict())
     np.testing.assert_array_equal(a.forward(x), b.forward(x))
 
 

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minialexnet import model as model_module
+from minialexnet.backend import use_backend
 from minialexnet.devices import CPUDevice, TowerRunner, parse_devices, register_device_kind
 from minialexnet.gradcheck import check_model
 from minialexnet.layers import SoftmaxCrossEntropy
@@ -133,11 +134,13 @@ def test_float64_matches_to_rounding(variant, num_classes, mode):
 
 @given(st.integers(2, 13), st.integers(1, 4), st.integers(0, 2**31 - 1))
 def test_any_class_count_and_batch_in_float64(num_classes, batch, seed):
-    # Odd class counts split fc8 unevenly (3 + 2 rows for 5 classes); still exact.
+    # Odd class counts split fc8 unevenly (3 + 2 rows for 5 classes); still exact. A property
+    # of the split, not of the kernels: the NumPy ones keep it free of Numba compile times.
     single = healthy_alexnet("tiny", num_classes, seed=seed % 1000).astype(np.float64)
     split = TwoTowerAlexNet.from_model(single, mode="sequential")
-    assert_equal_up_to(run_both(single, split, images(single, batch, seed, np.float64),
-                                seed=seed + 1), rtol=1e-12)
+    with use_backend("numpy"):
+        pairs = run_both(single, split, images(single, batch, seed, np.float64), seed=seed + 1)
+    assert_equal_up_to(pairs, rtol=1e-12)
 
 
 def test_odd_widths_where_both_towers_are_read(monkeypatch):
@@ -179,9 +182,12 @@ def test_threads_and_sequential_give_identical_bits():
 
 def test_the_split_model_passes_a_finite_difference_check():
     # Independent of the single-device model: the towers' own backward vs central differences.
+    # On the readable NumPy kernels: a few hundred forwards of tiny shapes, where launching
+    # Numba's parallel kernels would cost more than the arithmetic.
     split = TwoTowerAlexNet.from_model(healthy_alexnet("tiny", 3), mode="sequential")
     x = images(split, 2, 11) / 60
-    errors = check_model(split, x, np.array([0, 2]), max_entries=3)
+    with use_backend("numpy"):
+        errors = check_model(split, x, np.array([0, 2]), max_entries=3)
     assert len(errors) == 1 + 2 * 16            # x, and 16 parameters per tower
     assert max(errors.values()) < 1e-6, errors
 
@@ -191,6 +197,11 @@ def test_a_device_with_its_own_memory_gives_the_same_numbers():
     # every call goes through the Device interface; the numbers must not change.
     class CopyingDevice(CPUDevice):
         calls: list = []
+        in_shapes: dict = {}
+
+        def adopt(self, layer, in_shape):
+            self.in_shapes[self.index, type(layer).__name__, in_shape] = True
+            return layer
 
         def asarray(self, x):
             return np.array(x, copy=True)
@@ -218,6 +229,11 @@ def test_a_device_with_its_own_memory_gives_the_same_numbers():
     assert CopyingDevice.calls.count("concatenate") == 2 * stages   # per tower, per stage
     assert CopyingDevice.calls.count("sum_slices") == 2 * stages
     assert CopyingDevice.calls.count("run") == 4 * stages
+    # What a GPU needs to size its buffers: tiny's conv2 reads its own 2 maps of 7x7, conv3
+    # the gathered 8 maps of 3x3, conv4 its own 4, fc6 both towers' 2 + 2 features.
+    for shape in [("Conv2D", (3, 31, 31)), ("Conv2D", (2, 7, 7)), ("Conv2D", (8, 3, 3)),
+                  ("Conv2D", (4, 3, 3)), ("Linear", (4,)), ("Linear", (8,))]:
+        assert (1, *shape) in CopyingDevice.in_shapes, shape
 
 
 # -- state dicts, checkpoints, the optimizer ------------------------------------------------

@@ -57,8 +57,9 @@ CACHE_FORMAT_VERSION = 1
 DECODER = "pillow; exif-transpose; alpha on white; jpeg draft >= 2S; central square -> S bilinear"
 
 DEFAULT_CHUNK_SIZE = 256
-"""Images per work unit: large enough to amortise the per-chunk overhead, small enough that an
-interruption loses little work and the progress bar moves."""
+"""Largest number of images per work unit: large enough to amortise the per-chunk overhead,
+small enough that an interruption loses little work and the progress bar moves. Small
+datasets use smaller chunks (at least 16 images, about 64 chunks) so every worker gets some."""
 
 _CACHE_FILES = ("images.npy", "labels.npy", "manifest.json", "stats.npz", "skipped.txt",
                 "plan.json")
@@ -473,15 +474,19 @@ def build_split(folder: str, files: FileList, identity: dict, split: str, *,
         workers: decoding processes (1: in this process).
         with_stats: also compute and store ``DatasetStats`` (for training splits).
         log: a ``print``-like function for progress and warnings.
-        chunk_size: files per resumable work unit (default ``DEFAULT_CHUNK_SIZE``).
+        chunk_size: files per resumable work unit (default: ``DEFAULT_CHUNK_SIZE``, less for
+            small splits; it depends on the number of files only, so a resumed run with
+            another number of workers still continues).
 
     Returns a ``SplitCache`` whose dataset is an ``np.memmap`` of uint8 ``(N, 3, S, S)``, N =
     the number of files that could be decoded. Raises ``DataError`` when none could.
     """
     os.makedirs(folder, exist_ok=True)
     with exclusive(folder, log):
+        if chunk_size is None:
+            chunk_size = min(DEFAULT_CHUNK_SIZE, max(16, -(-len(files) // 64)))
         return _build_or_reuse(folder, files, identity, split, workers, with_stats, log,
-                               chunk_size or DEFAULT_CHUNK_SIZE)
+                               chunk_size)
 
 
 def _build_or_reuse(folder, files, identity, split, workers, with_stats, log, chunk_size):
@@ -493,13 +498,16 @@ def _build_or_reuse(folder, files, identity, split, workers, with_stats, log, ch
     manifest_path = os.path.join(folder, "manifest.json")
     manifest = _read_json(manifest_path)
     if manifest is not None:
-        if {k: manifest.get(k) for k in signature} == signature and \
-                (not with_stats or os.path.exists(os.path.join(folder, "stats.npz"))):
+        if {k: manifest.get(k) for k in signature} == signature:
             log(f"{split}: using the cache in {folder} ({manifest['num_images']} images)")
             if manifest.get("skipped"):
                 log(f"{split}: note: {len(manifest['skipped'])} unreadable file(s) were left "
                     f"out, see {os.path.join(folder, 'skipped.txt')}")
-            return load_split(folder)
+            found = load_split(folder)
+            if with_stats and found.stats is None:       # made without them: add them now
+                found.stats = compute_stats(found.dataset)
+                save_stats(os.path.join(folder, "stats.npz"), found.stats)
+            return found
         log(f"{split}: the cache in {folder} is out of date ({_what_changed(manifest, signature)}"
             f"); rebuilding it")
         _remove_cache_files(folder)
@@ -513,9 +521,7 @@ def _what_changed(old: dict, new: dict) -> str:
         return "the classes changed"
     if old.get("num_files") != new["num_files"]:
         return f"it holds {old.get('num_files')} files, the folder now {new['num_files']}"
-    if old.get("files_sha256") != new["files_sha256"]:
-        return "files were added, removed or modified"
-    return "its statistics are missing"
+    return "files were added, removed or modified"
 
 
 def _build(folder, files, signature, split, size, workers, with_stats, log, chunk_size):
@@ -589,7 +595,7 @@ def _build(folder, files, signature, split, size, workers, with_stats, log, chun
             log(f"{split}: WARNING: skipping {rel}: {reason}")
         message = f"{split}: skipped {len(bad)} unreadable file(s); the list is in {report}"
         log(f"WARNING: {message}")
-        warnings.warn(message, stacklevel=3)
+        warnings.warn(message, stacklevel=4)   # the caller of build_split
         # Plan first says "compacting": rows then move, so an interruption now cannot resume.
         _write_json(plan_path, dict(plan, compacting=True))
         _compact(images_path, bad, total, size)

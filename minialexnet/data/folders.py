@@ -1,7 +1,8 @@
 """Reading an image-classification folder tree: which files exist, and which class each is.
 
-Two layouts are understood (hidden files and folders, names starting with ``.``, are ignored
-everywhere, so a cache or ``.DS_Store`` inside the data folder never becomes a class):
+Two layouts are understood (hidden files and folders, names starting with ``.``, and folders
+holding a minialexnet cache are ignored everywhere, so neither ``.DS_Store`` nor a cache kept
+inside the data folder ever becomes a class):
 
 1. The ImageNet layout::
 
@@ -17,8 +18,10 @@ A flat ``val/`` (as ILSVRC2012_img_val.tar extracts) needs a labels file, given 
 ``--val-labels FILE`` or found under one of the names in ``VAL_LABEL_FILES`` in ``<root>``.
 Accepted formats (one image per line; blank lines and ``#`` comments are ignored):
 
-- ``filename class``: e.g. ``ILSVRC2012_val_00000001.JPEG n01751748``, separated by spaces
-  or a tab. ``class`` is a class folder name (a wnid for ImageNet).
+- ``filename class``: e.g. ``ILSVRC2012_val_00000001.JPEG n01751748``, separated by a tab,
+  a comma or spaces (with spaces the last word is the class, so file names may contain
+  spaces; a class name with spaces needs a tab). ``class`` is a class folder name (a wnid
+  for ImageNet).
 - ``filename index``: e.g. Caffe's ``val.txt`` (``ILSVRC2012_val_00000001.JPEG 65``). The
   integer is 0-based: into the standard sorted 1000-class ILSVRC-2012 list when every
   ``train/`` folder is an ImageNet wnid, else into the sorted ``train/`` class folders.
@@ -298,8 +301,10 @@ def read_val_labels(path: str, filenames: list[str], index_classes: list[str]) -
 
     by_name = {}
     for n, line in rows:
-        words = line.replace(",", " ").split()
-        if len(words) != 2:
+        separator = "\t" if "\t" in line else "," if "," in line else None
+        words = line.split(separator) if separator else line.rsplit(None, 1)
+        words = [w.strip() for w in words]
+        if len(words) != 2 or not all(words):
             raise DataError(f"{path}, line {n}: expected 'filename class' or 'filename index', "
                             f"got {line!r}")
         name, label = words

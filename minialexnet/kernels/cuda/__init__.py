@@ -21,6 +21,11 @@ element (reductions: one block per output). Importing this package never initial
 so it is safe on a machine without a GPU; ``is_available()`` tells whether the kernels can
 run (a GPU, or the CUDA simulator with ``NUMBA_ENABLE_CUDASIM=1`` set before Numba is
 imported) and ``require_cuda()`` raises a clear error when they cannot.
+
+Two files share their name with their main function (``im2col``, ``gemm``): once the file
+has been imported (the network imports them all), the package attribute is the *module*, as
+in ``kernels/cpu/``. Import those functions from their file:
+``from minialexnet.kernels.cuda.gemm import gemm``.
 """
 import importlib
 

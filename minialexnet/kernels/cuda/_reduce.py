@@ -43,7 +43,8 @@ def block_sum(scratch, value):
 
 @cuda.jit(device=True)
 def block_max(scratch, value):
-    """Maximum of ``value`` over the threads of the block (NaN-propagating); every thread gets it."""
+    """Maximum of ``value`` over the threads of the block (NaN-propagating); every thread
+    gets it."""
     tid = cuda.threadIdx.x
     scratch[tid] = value
     cuda.syncthreads()

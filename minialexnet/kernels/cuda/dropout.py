@@ -10,11 +10,12 @@ buffer per layer. Instead each element's coin is a pure function of ``(seed, seq
     y_i   = x_i * keep_i / (1 - p)                     inverted dropout: E[y_i] = x_i
 
 ``mix64`` is the output function of SplitMix64 (Steele, Lea & Flood 2014), a bijective bit
-mixer; SplitMix64's stream passes the BigCrush battery. ``seed`` and ``sequence`` are any two integers >= 0 that name the mask;
-the GPU network (``minialexnet.cuda_model``) draws one seed per training step from the
-model's generator and uses each dropout layer's position as its sequence number. The backward
-pass recomputes the same coins from the same ``(seed, sequence)`` instead of reading a stored
-mask, so masks need no state or memory and any step can be replayed exactly.
+mixer; SplitMix64's stream passes the BigCrush battery. ``seed`` and ``sequence`` are any
+two integers >= 0 that name the mask; the GPU network (``minialexnet.cuda_model``) draws one
+seed per training step from the model's generator and uses each dropout layer's position as
+its sequence number. The backward pass recomputes the same coins from the same
+``(seed, sequence)`` instead of reading a stored mask, so masks need no state or memory and
+any step can be replayed exactly.
 
 Scaling the kept units by ``1/(1-p)`` during training and using the network unchanged at
 test time is equivalent in expectation to the paper's "multiply the outputs by 0.5 at test

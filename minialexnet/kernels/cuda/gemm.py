@@ -8,8 +8,9 @@ Every convolution (§3.5, as im2col + GEMM) and fully connected layer reduces to
     C = A^T @ B      conv backward dcols = W^T @ dy,   fc backward dW = dy^T @ x
     C = A @ B^T      conv backward dW = dy @ cols^T,   fc forward  y  = x @ W^T
 
-so this file handles all four combinations of ``trans_a`` / ``trans_b``, on matrices of any
-size (edges of partial tiles are zero-filled when loaded and masked when stored).
+so this file handles every combination of ``trans_a`` / ``trans_b`` (A^T @ B^T too), on
+matrices of any size (edges of partial tiles are zero-filled when loaded and masked when
+stored). A transpose costs nothing: it only changes which index a thread reads.
 
 How the kernel is built (the CUDA-C "SGEMM ladder": a naive kernel reaches a few percent of
 cuBLAS, shared-memory tiling ~13%, 2-D register blocking ~69%, warp tiling ~94%):
@@ -31,11 +32,12 @@ Batches. ``a``, ``b`` and ``c`` may carry a leading batch axis of the same size 
 grouped convolution (§3.2) is such a batch: group ``g``'s weights ``(F/G, C/G*KH*KW)`` times
 its rows of the im2col matrix ``(C/G*KH*KW, N*OH*OW)``. 2-D arrays are a batch of one.
 
-Split-K. AlexNet's weight gradients have small outputs and huge K (conv1: a 96 x 363 output
-summed over 128 images x 3025 positions = 387,200 products) and the fc layers at batch 128 have only 32 output
-tiles; a GPU with 132 SMs would sit idle. A ``GemmPlan`` then splits the K loop over ``S``
-blocks per tile that write partial sums to a workspace, and a second kernel adds the ``S``
-partials in a fixed order (deterministic: no atomics).
+Split-K. AlexNet's weight gradients have small outputs and huge K (conv1's dW is 96 x 363,
+each entry a sum over 128 images x 3025 positions = 387,200 products: 3 tiles) and the fc
+layers at batch 128 have 8-72 output tiles; a GPU with 132 SMs would sit mostly idle. A
+``GemmPlan`` then splits the K loop over ``S`` blocks per tile that write partial sums to a
+workspace, and a second kernel adds the ``S`` partials in a fixed order (deterministic: no
+atomics).
 
 Data layout: float32, C-contiguous. ``a`` is ``(B, M, K)`` (``(B, K, M)`` when ``trans_a``),
 ``b`` is ``(B, K, N)`` (``(B, N, K)`` when ``trans_b``), ``c`` is ``(B, M, N)``.
@@ -68,10 +70,10 @@ class GemmTile(NamedTuple):
         return (self.block_m // self.thread_m) * (self.block_n // self.thread_n)
 
 
-# Largest first. 128x128 with 8x8 per thread is the classic register-blocked configuration
-# (256 threads, 8 KiB of shared memory, ~100 registers per thread); 64x64 wastes less on
-# AlexNet's 13x13 layers (169 columns fill 3 tiles of 64 but only 1.3 of 128); 32x32 is for
-# tiny matrices (and keeps the CUDA simulator fast in the tests).
+# Largest first. 128x128 with 8x8 per thread is the classic register-blocked configuration:
+# 256 threads, 8.25 KiB of shared memory, 146-160 registers per thread for sm_90 (ptxas, no
+# spills), so one block per SM. 64x64 (4x4 per thread) and 32x32 pad less when M or N is
+# small or just past a multiple of 128; 32x32 (64 threads) also keeps the simulator fast.
 TILE_128 = GemmTile(128, 128, 8, 8, 8)
 TILE_64 = GemmTile(64, 64, 8, 4, 4)
 TILE_32 = GemmTile(32, 32, 8, 4, 4)
@@ -96,6 +98,11 @@ def _gemm_kernel(trans_a: bool, trans_b: bool, tile: GemmTile):
     THREADS = THREADS_M * THREADS_N
     A_LOADS = BM * BK // THREADS         # elements of the A slab each thread copies
     B_LOADS = BK * BN // THREADS
+    # Padded slab rows: copying row-major A (or B^T) writes down a column of the k-major
+    # slab; with rows of exactly BM words those 8 writes would share a bank (8-way conflict).
+    # (Precomputed here: a shared array's shape must be a constant, not an expression.)
+    A_ROW = BM + 4
+    B_ROW = BN + 4
     TRANS_A, TRANS_B = trans_a, trans_b
     assert BM * BK % THREADS == 0 and BK * BN % THREADS == 0, tile
 
@@ -121,8 +128,8 @@ def _gemm_kernel(trans_a: bool, trans_b: bool, tile: GemmTile):
 
         # Stored k-major ([k][m], [k][n]) so the inner loop reads rows of both.
         # (One shared array per source line: the CUDA simulator aliases two on one line.)
-        a_slab = cuda.shared.array((BK, BM), np.float32)
-        b_slab = cuda.shared.array((BK, BN), np.float32)
+        a_slab = cuda.shared.array((BK, A_ROW), np.float32)
+        b_slab = cuda.shared.array((BK, B_ROW), np.float32)
         acc = cuda.local.array((TM, TN), np.float32)
         a_reg = cuda.local.array(TM, np.float32)
         b_reg = cuda.local.array(TN, np.float32)
@@ -213,7 +220,8 @@ def choose_tile(m: int, n: int) -> GemmTile:
     """The largest tile whose zero padding wastes at most ``MAX_TILE_WASTE`` of its work."""
     best, best_waste = TILES[-1], 2.0
     for tile in TILES:
-        padded = math.ceil(m / tile.block_m) * tile.block_m * math.ceil(n / tile.block_n) * tile.block_n
+        padded = (math.ceil(m / tile.block_m) * tile.block_m
+                  * math.ceil(n / tile.block_n) * tile.block_n)
         waste = 1.0 - (m * n) / padded
         if waste <= MAX_TILE_WASTE:
             return tile
@@ -317,7 +325,10 @@ class GemmPlan:
 
 def gemm(a, b, c=None, trans_a: bool = False, trans_b: bool = False,
          tile: GemmTile | None = None, split_k: int | None = None, stream=0):
-    """``c = op(a) @ op(b)`` (batched: ``c[g] = op(a[g]) @ op(b[g])``) on device arrays.
+    """``c = op(a) @ op(b)`` (batched: ``c[g] = op(a[g]) @ op(b[g])``) on device arrays: the
+    products of the convolutional and fully connected layers (§3.5). Grid: one block of
+    ``tile.threads`` threads per ``tile.block_m x tile.block_n`` tile of ``c`` (times the
+    batch and the K slices), each thread ``tile.thread_m x tile.thread_n`` outputs.
 
     a : float32 device array (M, K) or (B, M, K); (K, M) / (B, K, M) when ``trans_a``
     b : float32 device array (K, N) or (B, K, N); (N, K) / (B, N, K) when ``trans_b``

@@ -35,7 +35,8 @@ def _swap_outer_axes_kernel(src, dst):
 
 
 def to_image_major(y_cm, n_images: int, out=None, stream=0):
-    """(F, N*P) channel-major GEMM output -> (N, F, P) image-major; returns ``out``.
+    """(F, N*P) channel-major output of a convolution's GEMM (§3.5) -> (N, F, P)
+    image-major; returns ``out``.
 
     y_cm : float32 device array (F, N*P); out : optional float32 (N, F, P) to overwrite (reshape
     the result to (N, F, OH, OW) for the next layer). One thread per element.
@@ -52,7 +53,8 @@ def to_image_major(y_cm, n_images: int, out=None, stream=0):
 
 
 def to_channel_major(dy, out=None, stream=0):
-    """(N, F, P) image-major -> (F, N*P) channel-major; returns ``out``.
+    """(N, F, P) image-major gradient -> (F, N*P) channel-major, the layout of the
+    convolution's backward GEMMs (§3.5); returns ``out``.
 
     dy : float32 device array (N, F, P) (an (N, F, OH, OW) array reshaped); out : optional
     float32 (F, N*P) to overwrite. One thread per element.

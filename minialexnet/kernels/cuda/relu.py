@@ -35,7 +35,8 @@ def _relu_backward_kernel(y, dy, dx):
 
 
 def relu_forward(x, y=None, stream=0):
-    """``y = max(x, 0)`` (§3.1); x : float32 device array; y : optional output (may be x)."""
+    """``y = max(x, 0)`` (§3.1; NaN stays NaN); x : float32 device array of any shape;
+    y : optional output (may be x). One thread per element."""
     check_device_array(x, "relu_forward", "x")
     y = output(y, x.shape, "relu_forward", "y", stream=stream)
     _relu_forward_kernel[blocks_for(x.size), THREADS_PER_BLOCK, stream](
@@ -44,8 +45,8 @@ def relu_forward(x, y=None, stream=0):
 
 
 def relu_backward(y, dy, dx=None, stream=0):
-    """``dx = dy * (y > 0)`` from the forward *output* ``y``; all float32 device arrays of
-    one shape; ``dx`` optional (may be dy)."""
+    """``dx = dy * (y > 0)`` (§3.1) from the forward *output* ``y``; all float32 device
+    arrays of one shape; ``dx`` optional (may be dy). One thread per element."""
     check_device_array(y, "relu_backward", "y")
     check_device_array(dy, "relu_backward", "dy", shape=y.shape)
     dx = output(dx, y.shape, "relu_backward", "dx", stream=stream)

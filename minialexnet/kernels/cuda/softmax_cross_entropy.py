@@ -102,7 +102,8 @@ def _check(logits, labels, who):
 
 def softmax_cross_entropy_forward(logits, labels, log_z=None, example=None, totals=None,
                                   stream=0):
-    """Loss and top-1/top-5 counts of a batch. Returns ``(totals, log_z, example)``.
+    """Loss (§3.5) and top-1/top-5 counts (§4.1) of a batch. Returns ``(totals, log_z,
+    example)``. One block per example, then one block for the totals.
 
     logits : float32 device array (N, C); labels : int64 device array (N,), values in [0, C)
     (not checked on the device: the caller validates labels on the host)
@@ -123,7 +124,7 @@ def softmax_cross_entropy_forward(logits, labels, log_z=None, example=None, tota
 
 
 def softmax_cross_entropy_backward(logits, labels, log_z, dlogits=None, stream=0):
-    """Gradient of the mean loss: ``dlogits = (softmax(logits) - onehot(labels)) / N``.
+    """Gradient of the mean loss (§3.5): ``dlogits = (softmax(logits) - onehot(labels)) / N``.
 
     logits (N, C), labels (N,) int64, log_z (N,) from the forward; dlogits : optional float32
     (N, C) to overwrite. One thread per element.

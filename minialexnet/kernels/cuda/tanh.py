@@ -34,7 +34,8 @@ def _tanh_backward_kernel(y, dy, dx):
 
 
 def tanh_forward(x, y=None, stream=0):
-    """``y = tanh(x)``; x : float32 device array; y : optional output (may be x)."""
+    """``y = tanh(x)`` (§3.1's saturating baseline); x : float32 device array; y : optional
+    output (may be x). One thread per element."""
     check_device_array(x, "tanh_forward", "x")
     y = output(y, x.shape, "tanh_forward", "y", stream=stream)
     _tanh_forward_kernel[blocks_for(x.size), THREADS_PER_BLOCK, stream](
@@ -44,7 +45,7 @@ def tanh_forward(x, y=None, stream=0):
 
 def tanh_backward(y, dy, dx=None, stream=0):
     """``dx = dy * (1 - y**2)`` from the forward output ``y``; float32 device arrays of one
-    shape; ``dx`` optional (may be dy)."""
+    shape; ``dx`` optional (may be dy). One thread per element."""
     check_device_array(y, "tanh_backward", "y")
     check_device_array(dy, "tanh_backward", "dy", shape=y.shape)
     dx = output(dx, y.shape, "tanh_backward", "dx", stream=stream)

@@ -12,11 +12,13 @@ layer become a single GEMM (``minialexnet.layers.conv``)::
     cols has shape (C*KH*KW, N*OH*OW): the whole batch side by side, image-major.
 
 Why this layout: the weights of one group ``W_g`` (F/G, C/G*KH*KW) then multiply *all* the
-batch's windows at once, ``W_g @ cols_g`` with ``cols_g = cols.reshape(G, C/G*KH*KW, N*OH*OW)[g]``
-(rows are channel-major, so the G groups are G consecutive row blocks). One large GEMM per
-group keeps OpenBLAS near its peak; one small GEMM per image was measurably slower on AlexNet's
-grouped conv2 (see benchmarks/layers.py). Each image's block of columns
-``cols[:, n*OH*OW:(n+1)*OH*OW]`` is still contiguous along the row.
+batch's windows at once, ``W_g @ cols_g`` with
+``cols_g = cols.reshape(G, C/G*KH*KW, N*OH*OW)[g]`` (rows are channel-major, so the G groups
+are G consecutive row blocks). One large GEMM per group keeps OpenBLAS near its peak:
+batched per-image GEMMs (``cols`` as (N, C*KH*KW, OH*OW), ``W_g @ cols[n, g]`` per image)
+made the forward + backward of every AlexNet conv layer 1.5-2x slower at batch 32 on the
+2-core development machine. Each image's block of columns ``cols[:, n*OH*OW:(n+1)*OH*OW]``
+is still contiguous along every row.
 
 ``col2im`` is the adjoint (transpose) of ``im2col``: every entry of ``cols`` is added back to
 the input pixel it was copied from, so a pixel covered by several windows receives the sum of
@@ -48,7 +50,8 @@ def im2col(x: np.ndarray, kernel_h: int, kernel_w: int, stride: int, padding: in
     Returns
     -------
     cols : array (C*KH*KW, N*OH*OW) of x's dtype, with
-        ``cols[(c*KH + i)*KW + j, n*OH*OW + oh*OW + ow] = x_pad[n, c, oh*stride + i, ow*stride + j]``
+        ``cols[(c*KH + i)*KW + j, n*OH*OW + oh*OW + ow]
+        = x_pad[n, c, oh*stride + i, ow*stride + j]``
         where ``OH = conv_output_size(H, KH, stride, padding)`` (likewise OW).
     """
     n, c, h, w = x.shape

@@ -1,0 +1,365 @@
+"""GPU towers for the two-device split (§3.2): ``CUDADevice``, the ``Device`` of numba.cuda.
+
+``minialexnet.parallel`` cuts AlexNet into two towers and asks each tower's ``Device`` (see
+``minialexnet.devices``) to hold its arrays, run its work and perform the split's two
+collectives. This file answers those questions for a GPU, and registers the device kind
+``"cuda"`` when it is imported, so that ``parse_devices("cuda:0,cuda:1")`` builds it:
+
+- **arrays** are numba.cuda device arrays (float32). ``adopt`` copies a tower's share of each
+  layer's parameters onto the GPU and wraps the layer's device twin
+  (``minialexnet.cuda_layers``) in the layer protocol (``TowerLayer``);
+- **work** runs in ``run(task)``: inside ``with cuda.gpus[index]`` (allocations and launches
+  go to this GPU), every kernel on the device's own stream, then a stream synchronize,
+  because the next gather reads the result from the other tower;
+- **gather** (``concatenate``, forward): every tower's maps joined along the channel axis,
+  ``out[:, offset_u : offset_u + C_u] = piece_u``, one thread per output element;
+- **reduce** (``sum_slices``, backward): ``out = sum_u arrays[u][:, start:stop]`` in tower
+  order, one thread per output element (gather-style: each thread reads the values it
+  adds, so no atomics and a fixed order of additions).
+
+A piece that lives on the *other* GPU is first copied into a local staging buffer with
+``copy_to_device`` (a device-to-device copy that the driver performs peer-to-peer where the
+two GPUs allow it), and the small kernels then read local memory only. The paper's GPUs
+likewise "read from and write to one another's memory directly" (§3.2).
+
+**Which names mean what.** Each ``CUDADevice`` object owns one stream, so:
+
+- ``"cuda:0,cuda:1"``: two GPUs, the paper's setup, one tower each;
+- ``"cuda:0,cuda:0"``: one GPU running both towers, each on its own stream (the towers'
+  kernels may overlap when the runner uses threads); the only two-tower configuration the
+  CUDA simulator can run (it has one device), and the default on a one-GPU machine.
+
+**What has and has not been tested.** The tests (``tests/test_cuda_parallel.py``) run
+``"cuda:0,cuda:0"`` under the CUDA simulator: one device, streams that execute
+synchronously, kernels that run one at a time (the simulator allows no other: there the
+towers take turns, ``_SIMULATOR_TURN``). Not run anywhere yet: two host threads driving
+two real streams at once, and everything only two GPUs do, ``with cuda.gpus[1]``, copies
+between GPUs (``_gpu_of`` finding an array on the other device) and two GPUs computing at
+once. That code follows numba-cuda's documented API, but a first run on such a machine
+should compare the split against the CPU model (as the tests do) before it is trusted.
+
+Buffers are allocated once and reused (numba.cuda frees memory lazily, and a flush
+synchronises the device): the gathered input of every stage has its own buffer (it must
+live until that stage's backward: a fully connected layer keeps its input for
+``dW = dy^T x``), the reduced gradient and the staging copies one buffer each per device.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import threading
+from typing import Callable, Sequence
+
+import numpy as np
+from numba import cuda
+
+from minialexnet.cuda_layers import device_layer
+from minialexnet.devices import Device, register_device_kind
+from minialexnet.kernels.cuda import require_cuda
+from minialexnet.kernels.cuda._launch import (SIMULATOR, THREADS_PER_BLOCK, blocks_for,
+                                              check_device_array, is_device_array)
+
+# The CUDA simulator executes one kernel at a time per process (it asserts so): under it the
+# towers take turns, whatever the runner's mode. On a GPU the towers run freely.
+_SIMULATOR_TURN = threading.RLock() if SIMULATOR else contextlib.nullcontext()
+
+
+# -- the two collectives: one thread per output element --------------------------------------
+
+@cuda.jit
+def _place_columns_kernel(piece, out, offset):
+    """piece (N, Cp, P); out (N, C, P): ``out[n, offset + c, p] = piece[n, c, p]``.
+
+    Thread t -> the t-th element of out's block ``[:, offset : offset + Cp]``; launched once
+    per tower's piece, so every element of ``out`` is written exactly once."""
+    t = cuda.grid(1)
+    n_images, width, pixels = piece.shape
+    if t < n_images * width * pixels:
+        p = t % pixels
+        c = (t // pixels) % width
+        n = t // (pixels * width)
+        out[n, offset + c, p] = piece[n, c, p]
+
+
+@cuda.jit
+def _add_columns_kernel(full, start, out, accumulate):
+    """full (N, C, P); out (N, W, P): ``out[n, c, p] (+)= full[n, start + c, p]``.
+
+    ``accumulate`` False for the first tower's array (a copy), True for the next (a sum), so
+    the float32 additions happen in tower order, as ``CPUDevice.sum_slices`` does them.
+    Thread t -> out.flat[t]."""
+    t = cuda.grid(1)
+    n_images, width, pixels = out.shape
+    if t < n_images * width * pixels:
+        p = t % pixels
+        c = (t // pixels) % width
+        n = t // (pixels * width)
+        value = full[n, start + c, p]
+        if accumulate:
+            value = out[n, c, p] + value
+        out[n, c, p] = value
+
+
+def _as_ncp(a):
+    """(N, C) or (N, C, H, W) -> an (N, C, P) view (P = H*W, or 1 for feature vectors)."""
+    n, c = a.shape[0], a.shape[1]
+    return a.reshape(n, c, a.size // (n * c))
+
+
+def _gpu_of(a) -> int:
+    """The index of the GPU whose memory holds device array ``a`` (0 in the simulator)."""
+    if SIMULATOR:
+        return 0
+    return a.gpu_data.context.device.id
+
+
+def _address(a) -> int:
+    """The device address of ``a``'s first element: which buffer (and where in it) ``a`` views."""
+    if SIMULATOR:               # a FakeCUDAArray wraps a NumPy array
+        return a.__array_interface__["data"][0]
+    return a.__cuda_array_interface__["data"][0]
+
+
+# -- the device ------------------------------------------------------------------------------
+
+class CUDADevice(Device):
+    """A tower on GPU ``index`` (``"cuda:0"``), with its own CUDA stream (see the module
+    docstring). Two objects for the same GPU are two towers on two streams.
+
+    Raises ``RuntimeError`` when no GPU (or simulator) is usable, ``ValueError`` when GPU
+    ``index`` does not exist. Array arguments are float32 device arrays (or host NumPy arrays,
+    which are copied up), shaped (N, C, H, W) or (N, D); every result lives on this GPU.
+    """
+
+    def __init__(self, index: int = 0) -> None:
+        require_cuda(f"the device 'cuda:{index}'")
+        count = len(cuda.gpus)
+        if not 0 <= int(index) < count:
+            have = "the CUDA simulator has one device" if SIMULATOR else (
+                f"this machine has {count} GPU{'s' if count != 1 else ''}")
+            raise ValueError(
+                f"there is no GPU 'cuda:{index}': {have} ("
+                f"{', '.join(f'cuda:{i}' for i in range(count))}). To run both towers of the "
+                f"§3.2 split on one GPU, each on its own stream, write devices='cuda:0,cuda:0'.")
+        self.index = int(index)
+        self._stream = None
+        self._buffers: dict = {}
+
+    @property
+    def name(self) -> str:
+        return f"cuda:{self.index}"
+
+    @property
+    def stream(self):
+        """This tower's CUDA stream (created in the GPU's context on first use)."""
+        if self._stream is None:
+            with cuda.gpus[self.index]:
+                self._stream = cuda.stream()
+        return self._stream
+
+    # -- the Device interface -----------------------------------------------------------------
+
+    def adopt(self, layer, in_shape: tuple):
+        """``TowerLayer`` (``TowerDropout`` for a ``Dropout``): ``layer`` on this GPU."""
+        from minialexnet.layers import Dropout
+
+        with cuda.gpus[self.index]:
+            kind = TowerDropout if isinstance(layer, Dropout) else TowerLayer
+            return kind(layer, in_shape, self)
+
+    def asarray(self, x):
+        """A new device array on this GPU holding ``x``: a host array (as float32), or a
+        device array of any GPU (same dtype)."""
+        with cuda.gpus[self.index]:
+            if is_device_array(x):
+                out = cuda.device_array(tuple(x.shape), dtype=x.dtype, stream=self.stream)
+                out.copy_to_device(x, stream=self.stream)
+            else:
+                out = cuda.to_device(np.ascontiguousarray(x, dtype=np.float32),
+                                     stream=self.stream)
+            self.stream.synchronize()
+        return out
+
+    def to_host(self, a) -> np.ndarray:
+        if not is_device_array(a):
+            return np.asarray(a)
+        with cuda.gpus[self.index]:
+            host = a.copy_to_host(stream=self.stream)
+            self.stream.synchronize()
+        return host
+
+    def assign(self, dst, src: np.ndarray) -> None:
+        src = np.ascontiguousarray(src, dtype=dst.dtype)
+        if src.shape != tuple(dst.shape):
+            raise ValueError(f"{self}: cannot copy an array of shape {src.shape} into a device "
+                             f"array of shape {tuple(dst.shape)}")
+        with cuda.gpus[self.index]:
+            dst.copy_to_device(src, stream=self.stream)
+            self.stream.synchronize()
+
+    def concatenate(self, pieces: Sequence):
+        """Gather along axis 1 (see ``Device.concatenate``); a single piece (the image) is
+        returned as is when it lives on this GPU, else copied here. Call inside ``run``."""
+        if len(pieces) == 1:
+            return self.local(pieces[0], "input")
+        n, rest = pieces[0].shape[0], tuple(pieces[0].shape[2:])
+        for u, piece in enumerate(pieces):
+            if piece.shape[0] != n or tuple(piece.shape[2:]) != rest:
+                raise ValueError(f"{self}.concatenate: tower {u}'s piece has shape "
+                                 f"{tuple(piece.shape)}, tower 0's {tuple(pieces[0].shape)}; "
+                                 f"they may differ only along axis 1")
+        widths = [piece.shape[1] for piece in pieces]
+        # Every stage gathers the outputs of other layers: their buffers name its own buffer.
+        out = self._buffer(("gather", *(_address(piece) for piece in pieces)),
+                           (n, sum(widths), *rest))
+        out3 = _as_ncp(out)
+        offset = 0
+        for u, piece in enumerate(pieces):
+            here = _as_ncp(self.local(piece, ("peer", u)))
+            _place_columns_kernel[blocks_for(here.size), THREADS_PER_BLOCK, self.stream](
+                here, out3, offset)
+            offset += widths[u]
+        return out
+
+    def sum_slices(self, arrays: Sequence, start: int, stop: int):
+        """Reduce along axis 1 (see ``Device.sum_slices``), in tower order. The result is a
+        view of one reused buffer, valid until the next ``sum_slices`` on this device (the
+        stage's backward consumes it first). Call inside ``run``."""
+        n, rest = arrays[0].shape[0], tuple(arrays[0].shape[2:])
+        out = self._buffer("reduce", (n, stop - start, *rest))
+        out3 = _as_ncp(out)
+        for u, full in enumerate(arrays):
+            if full.shape[0] != n or tuple(full.shape[2:]) != rest or full.shape[1] < stop:
+                raise ValueError(f"{self}.sum_slices: tower {u}'s gradient has shape "
+                                 f"{tuple(full.shape)}, which has no columns {start}:{stop} "
+                                 f"of a (N={n}, ..., {rest}) array")
+            here = _as_ncp(self.local(full, ("peer", u)))
+            _add_columns_kernel[blocks_for(out.size), THREADS_PER_BLOCK, self.stream](
+                here, start, out3, u > 0)
+        return out
+
+    def run(self, task: Callable):
+        with _SIMULATOR_TURN, cuda.gpus[self.index]:
+            result = task()
+            self.stream.synchronize()
+        return result
+
+    # -- buffers --------------------------------------------------------------------------------
+
+    def local(self, a, slot, dtype=np.float32):
+        """``a`` as an array of this GPU: ``a`` itself when it already lives here, else a copy
+        in the reused buffer ``slot`` (a host upload, or a copy from the other GPU). Host
+        arrays are converted to ``dtype``. Call inside ``run`` (the copy is on this stream)."""
+        if is_device_array(a):
+            if _gpu_of(a) == self.index:
+                return a
+            check_device_array(a, f"{self}.local", "a", dtype=a.dtype)
+            here = self._buffer(slot, tuple(a.shape), a.dtype)
+            here.copy_to_device(a, stream=self.stream)         # peer-to-peer where possible
+            return here
+        host = np.ascontiguousarray(a, dtype=dtype)
+        here = self._buffer(slot, host.shape, host.dtype)
+        here.copy_to_device(host, stream=self.stream)
+        return here
+
+    def drop_buffers(self) -> None:
+        """Forget the gather, reduce and staging buffers (their memory is freed once no layer
+        holds a view of them). Called when the layers' buffers are rebuilt for a larger batch:
+        the old gathers are named after buffers that no longer exist."""
+        self._buffers.clear()
+
+    def _buffer(self, slot, shape: tuple, dtype=np.float32):
+        """A C-contiguous device array of ``shape``: the front of a flat buffer kept under
+        ``slot`` and reallocated only when a larger (or differently typed) one is needed."""
+        size = math.prod(shape)
+        flat = self._buffers.get(slot)
+        if flat is None or flat.size < size or np.dtype(flat.dtype) != np.dtype(dtype):
+            flat = cuda.device_array(max(size, 1), dtype=dtype, stream=self.stream)
+            self._buffers[slot] = flat
+        return flat[:size].reshape(tuple(shape))
+
+    def __repr__(self) -> str:
+        return f"CUDADevice({self.index})"
+
+
+# -- a tower's layer on the GPU ----------------------------------------------------------------
+
+class TowerLayer:
+    """One layer of a tower on a GPU, with the layer protocol ``TwoTowerAlexNet`` speaks.
+
+    Wraps the layer's device twin (``minialexnet.cuda_layers.device_layer``):
+    ``forward(x, train=False) -> y`` and ``backward(dy, need_dx=True) -> dx`` take and return
+    float32 device arrays ((N, C, H, W) or (N, D)); ``need_dx=False`` skips the input
+    gradient (the first layer in training) and returns None. ``params`` / ``grads``: dicts of
+    float32 device arrays on this GPU, owned here (the twin computes into them), so the GPU's
+    SGD kernel updates them in place. The twin's buffers hold ``capacity`` examples; a larger
+    batch rebuilds them (``reserve``). Outputs are views of the twin's buffers, valid until
+    the layer runs again. GPU arithmetic is float32 only.
+    """
+
+    def __init__(self, layer, in_shape: tuple, device: CUDADevice) -> None:
+        # A parameter-free copy of the CPU layer: its hyper-parameters describe the twin.
+        self.template = copy.copy(layer)
+        self.template.params, self.template.grads = {}, {}
+        self._description = repr(layer)
+        self.in_shape = tuple(in_shape)
+        self.device = device
+        stream = device.stream
+        self.params = {key: cuda.to_device(np.ascontiguousarray(value, dtype=np.float32),
+                                           stream=stream)
+                       for key, value in layer.params.items()}
+        self.grads = {key: cuda.to_device(np.zeros(value.shape, dtype=np.float32),
+                                          stream=stream)
+                      for key, value in layer.params.items()}
+        self.capacity = 0
+        self._twin = None
+
+    def reserve(self, batch: int):
+        """Make the buffers hold ``batch`` examples (rebuilding them if smaller); returns the
+        twin. Call with this tower's GPU current (inside ``device.run``)."""
+        if batch > self.capacity:
+            self._twin = device_layer(self.template, self.in_shape, batch, self.params,
+                                      sequence=0, stream=self.device.stream)
+            self._twin.grads = self.grads
+            self.capacity = batch
+        return self._twin
+
+    def forward(self, x, train: bool = False):
+        return self.reserve(x.shape[0]).forward(x, train, 0)
+
+    def backward(self, dy, need_dx: bool = True):
+        if self._twin is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        return self._twin.backward(dy, need_dx)
+
+    def astype(self, dtype) -> "TowerLayer":
+        if np.dtype(dtype) != np.float32:
+            raise TypeError(f"the GPU towers compute in float32 only, not {np.dtype(dtype)}; "
+                            f"run float64 gradient checks on the CPU split "
+                            f"(TwoTowerAlexNet with devices='cpu:0,cpu:1')")
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._description} on {self.device})"
+
+
+class TowerDropout(TowerLayer):
+    """Dropout (§4.2) of a tower on a GPU. ``rng`` (replaced by the model at every training
+    pass) draws one 63-bit seed per training forward; the seed names the mask that the
+    counter-based kernel (``kernels/cuda/dropout.py``) computes in forward and recomputes in
+    backward. ``seed`` and ``sequence`` (0: the seed alone tells masks apart) are kept, so
+    ``keep_mask(seed, sequence, shape, p)`` reproduces the last mask on the host."""
+
+    def __init__(self, layer, in_shape: tuple, device: CUDADevice) -> None:
+        super().__init__(layer, in_shape, device)
+        self.rng = layer.rng
+        self.p = layer.p
+        self.seed, self.sequence = None, 0
+
+    def forward(self, x, train: bool = False):
+        self.seed = int(self.rng.integers(2 ** 63)) if train else None
+        return self.reserve(x.shape[0]).forward(x, train, self.seed or 0)
+
+
+register_device_kind("cuda", CUDADevice)

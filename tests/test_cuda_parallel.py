@@ -1,0 +1,316 @@
+"""The two-tower split (§3.2) on GPU towers (``minialexnet.cuda_devices``, ``cuda_parallel``).
+
+On ``"cuda:0,cuda:0"`` (one device, a stream per tower) the split must compute what the
+single-device grouped CPU ``AlexNet`` computes: logits, dx and every merged parameter
+gradient, and one SGD step on the devices must leave the CPU step's parameters and momentum,
+float32 rounding apart. Without a GPU this runs under the CUDA simulator in a child process
+(``cuda_sim.py``) on the "tiny" variant with batches of two; the simulator has one device,
+so "cuda:0,cuda:1" (two GPUs, peer copies) is only checked for its error message here.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
+
+HOST_TESTS = ("test_importing_the_split_loads_no_cuda_and_no_gpu_is_refused_clearly",)
+_gate = cuda_gate("test_under_cuda_simulator", host_tests=HOST_TESTS)
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_CLASSES = 5          # fc8 splits 3 + 2: uneven widths through the GPU gather of the logits
+
+
+def test_under_cuda_simulator():
+    run_in_simulator(__file__)
+
+
+def healthy_alexnet(seed: int):
+    """A tiny AlexNet with He weights and uniform biases, so that no gradient is trivially
+    zero: with 0.01 weights the tiny net's signal dies out, and fc6/fc7 (8 units, half of
+    them dropped in training) get positive biases, the paper's reason for its biases of 1
+    (§5), so that dropout rather than dead ReLUs decides which units pass."""
+    from minialexnet.model import AlexNet
+
+    net = AlexNet(NUM_CLASSES, "tiny", rng=np.random.default_rng(seed))
+    rng = np.random.default_rng(seed + 1)
+    for name, p, _ in net.named_parameters():
+        if name.endswith(".W"):
+            p[...] = rng.standard_normal(p.shape) * math.sqrt(2.0 / p[0].size)
+        elif name in ("fc6.b", "fc7.b"):
+            p[...] = rng.uniform(0.5, 1.5, p.shape)
+        else:
+            p[...] = rng.uniform(-1, 1, p.shape)
+    return net
+
+
+def images(n: int, seed: int) -> np.ndarray:
+    # Mean-subtracted pixels are tens of units (§2): large enough for LRN to matter.
+    return (np.random.default_rng(seed).standard_normal((n, 3, 31, 31)) * 30).astype(
+        np.float32)
+
+
+def assert_close(got, want, what: str, rtol: float = 1e-4) -> None:
+    """Equal up to ``rtol`` times the largest magnitude of the reference (float32 sums in
+    another order on the GPU); a reference of zeros would make the comparison blind."""
+    got = np.asarray(got)
+    assert got.shape == want.shape and got.dtype == np.float32, what
+    scale = float(np.abs(want).max())
+    assert scale > 0, f"{what}: the reference is all zeros; the test would be blind"
+    err = float(np.abs(got - want).max()) / scale
+    assert err <= rtol, f"{what}: relative difference {err:.3g} > {rtol:g}"
+
+
+class ReplayCoins:
+    """Stands in for a CPU Dropout layer's generator: ``random`` returns 1.0 where the GPU
+    towers kept a unit and 0.0 where they dropped it, so ``random(...) >= p`` is their mask."""
+
+    def __init__(self, keep: np.ndarray) -> None:
+        self.keep = keep
+
+    def random(self, shape):
+        assert shape == self.keep.shape
+        return self.keep.astype(np.float64)
+
+
+# -- the collectives, by hand -----------------------------------------------------------------
+
+def test_gather_and_reduce_by_hand():
+    from numba import cuda
+
+    from minialexnet.cuda_devices import CUDADevice
+
+    dev = CUDADevice(0)
+    a = cuda.to_device(np.array([[1.0, 2.0, 3.0]], dtype=np.float32))    # tower 0: 3 channels
+    b = cuda.to_device(np.array([[10.0, 20.0]], dtype=np.float32))       # tower 1: 2
+    gathered = dev.run(lambda: dev.concatenate([a, b]))
+    np.testing.assert_array_equal(gathered.copy_to_host(), [[1, 2, 3, 10, 20]])
+    # Another stage's gather gets its own buffer: the first stays valid for its backward.
+    c = cuda.to_device(np.array([[-1.0]], dtype=np.float32))
+    d = cuda.to_device(np.array([[7.0, 8.0, 9.0]], dtype=np.float32))
+    np.testing.assert_array_equal(dev.run(lambda: dev.concatenate([c, d])).copy_to_host(),
+                                  [[-1, 7, 8, 9]])
+    np.testing.assert_array_equal(gathered.copy_to_host(), [[1, 2, 3, 10, 20]])
+    # Backward: this tower owns columns 3:5; the towers' gradients add in tower order, and a
+    # host array (the CPU protocol's dlogits) is copied up first.
+    g0 = cuda.to_device(np.array([[1.0, 2.0, 3.0, 4.0, 5.0]], dtype=np.float32))
+    g1 = np.array([[0.5, 0.5, 0.5, -4.0, 0.25]], dtype=np.float32)
+    total = dev.run(lambda: dev.sum_slices([g0, g1], 3, 5))
+    np.testing.assert_array_equal(total.copy_to_host(), [[0.0, 5.25]])
+    np.testing.assert_array_equal(g0.copy_to_host(), [[1, 2, 3, 4, 5]])   # inputs untouched
+    # Maps (N, C, H, W): the same along the channel axis.
+    rng = np.random.default_rng(0)
+    m0, m1 = (rng.standard_normal((2, c, 3, 2)).astype(np.float32) for c in (2, 3))
+    joined = dev.run(lambda: dev.concatenate([cuda.to_device(m0), cuda.to_device(m1)]))
+    np.testing.assert_array_equal(joined.copy_to_host(), np.concatenate([m0, m1], axis=1))
+    part = dev.run(lambda: dev.sum_slices([cuda.to_device(m1), cuda.to_device(2 * m1)], 1, 3))
+    np.testing.assert_array_equal(part.copy_to_host(), m1[:, 1:3] + 2 * m1[:, 1:3])
+    assert str(dev) == "cuda:0"
+
+
+def test_two_gpus_where_there_is_one_is_refused_clearly():
+    from minialexnet.cuda_devices import CUDADevice
+    from minialexnet.cuda_parallel import CudaTwoTowerAlexNet
+    from minialexnet.devices import parse_devices
+
+    for spec in ("cuda:0,cuda:1", "0,1"):
+        with pytest.raises(ValueError, match=r"no GPU 'cuda:1'.*devices='cuda:0,cuda:0'"):
+            parse_devices(spec)
+    with pytest.raises(ValueError, match=r"no GPU 'cuda:1'"):
+        CudaTwoTowerAlexNet(healthy_alexnet(0), batch_size=1, devices="cuda:0,cuda:1")
+    with pytest.raises(ValueError, match="runs its towers on GPUs"):
+        CudaTwoTowerAlexNet(healthy_alexnet(0), batch_size=1, devices="cpu:0,cpu:1")
+    # One GPU twice: two towers, each with its own stream.
+    first, second = parse_devices("cuda:0,cuda:0")
+    assert isinstance(first, CUDADevice) and first is not second
+    assert first.stream is not second.stream and str(second) == "cuda:0"
+
+
+# -- equivalence with the single-device grouped CPU model -------------------------------------
+
+@pytest.fixture(scope="module")
+def both_passes():
+    """Forward (no dropout) and backward of a random upstream gradient through the CPU
+    AlexNet and its split on one simulated GPU, towers one after the other. One image (the
+    simulator is slow); the training step below runs two through the same gathers."""
+    from minialexnet.cuda_parallel import CudaTwoTowerAlexNet
+
+    single = healthy_alexnet(0)
+    split = CudaTwoTowerAlexNet(single, batch_size=1, devices="cuda:0,cuda:0",
+                                mode="sequential")
+    x = images(1, seed=1)
+    logits = single.forward(x)
+    dlogits = np.random.default_rng(2).standard_normal(logits.shape).astype(np.float32)
+    dx = single.backward(dlogits)
+    return SimpleNamespace(single=single, split=split, logits=logits, dx=dx,
+                           logits2=split.forward(x), dx2=split.backward(dlogits),
+                           gradients=split.gradients())
+
+
+def test_logits_and_dx_match_the_grouped_cpu_model(both_passes):
+    assert both_passes.logits2.shape == (1, NUM_CLASSES)
+    assert_close(both_passes.logits2, both_passes.logits, "logits")
+    assert_close(both_passes.dx2, both_passes.dx, "dx")
+
+
+def test_every_merged_gradient_matches(both_passes):
+    got = both_passes.gradients
+    want = {name: g for name, _, g in both_passes.single.named_parameters()}
+    assert list(got) == list(want)                       # same names, same order
+    for name, g in want.items():
+        assert_close(got[name], g, name)
+
+
+def test_the_towers_hold_halves_on_the_gpu(both_passes):
+    from minialexnet.kernels.cuda._launch import is_device_array
+
+    split = both_passes.split
+    shapes = {name: tuple(p.shape) for name, p, _ in split.named_parameters()}
+    assert shapes["tower0.conv2.W"] == (4, 2, 5, 5)      # own tower's 2 maps of conv1
+    assert shapes["tower1.conv3.W"] == (4, 8, 3, 3)      # both towers' 8 maps
+    assert shapes["tower0.fc8.W"] == (3, 8) and shapes["tower1.fc8.W"] == (2, 8)
+    assert all(is_device_array(p) for _, p, _ in split.named_parameters())
+    state = split.state_dict()
+    for name, p in both_passes.single.state_dict().items():
+        np.testing.assert_array_equal(state[name], p, err_msg=name)
+    with pytest.raises(TypeError, match="float32 only"):
+        split.astype(np.float64)
+
+
+def test_evaluate_batch_in_pieces_larger_than_the_buffers(both_passes):
+    """Two images through buffers for one: the batch runs in two pieces, and only the loss
+    and the counts come back."""
+    from minialexnet.layers import SoftmaxCrossEntropy
+    from minialexnet.metrics import topk_correct
+
+    x, labels = images(2, seed=7), np.array([3, 0])
+    loss_sum, top1, top5 = both_passes.split.evaluate_batch(x, labels)
+    logits = both_passes.single.forward(x)
+    assert loss_sum == pytest.approx(2 * SoftmaxCrossEntropy().forward(logits, labels),
+                                     rel=1e-5)
+    assert (top1, top5) == (topk_correct(logits, labels, 1).sum(), 2)
+
+
+# -- one training step on the devices ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def one_step():
+    """One SGD step with dropout and non-zero momentum: on the GPU towers (at the same time,
+    on two streams of one simulated GPU) and on the CPU, which replays the towers' masks."""
+    from minialexnet.cuda_parallel import CudaTwoTowerAlexNet
+    from minialexnet.kernels.cuda.dropout import keep_mask
+    from minialexnet.layers import SoftmaxCrossEntropy
+    from minialexnet.optim import SGD
+
+    model = healthy_alexnet(3)
+    reference = copy.deepcopy(model)
+    optimizer = SGD(model, lr=0.05, momentum=0.9, weight_decay=0.0005)
+    rng = np.random.default_rng(4)
+    for v in optimizer.velocity.values():             # as if after earlier steps
+        v[...] = 0.01 * rng.standard_normal(v.shape)
+    reference_opt = SGD(reference, lr=0.05, momentum=0.9, weight_decay=0.0005)
+    reference_opt.load_state_dict(optimizer.state_dict())
+
+    # The dropout generator: its masks keep 9 and 11 of fc6's and fc7's 16 units. (With 8
+    # units a layer, some generators cut every live path, leaving conv1's gradient zero: the
+    # comparison would be blind, and assert_close says so.)
+    gpu = CudaTwoTowerAlexNet(model, optimizer, batch_size=2, devices="cuda:0,cuda:0",
+                              rng=np.random.default_rng(2))
+    x, labels = images(2, seed=5), np.array([4, 1])
+    result = gpu.train_step(x, labels)
+
+    for name in ("drop6", "drop7"):
+        keep = [keep_mask(tower.layers[name].seed, tower.layers[name].sequence,
+                          (2, tower.layers[name].in_shape[0]), tower.layers[name].p)
+                for tower in gpu.towers]
+        reference.layers[name].rng = ReplayCoins(np.concatenate(keep, axis=1))
+    loss_fn = SoftmaxCrossEntropy()
+    logits = reference.forward(x, train=True)
+    loss = loss_fn.forward(logits, labels)
+    reference.backward(loss_fn.backward())
+    gradients = {name: g.copy() for name, _, g in reference.named_parameters()}
+    reference_opt.step()
+    return SimpleNamespace(gpu=gpu, model=model, optimizer=optimizer, result=result,
+                           reference=reference, reference_opt=reference_opt, loss=loss,
+                           logits=logits, labels=labels, gradients=gradients)
+
+
+def test_training_step_loss_and_counts_match_cpu(one_step):
+    from minialexnet.metrics import topk_correct
+
+    r = one_step.result
+    assert r.updated and r.batch == 2
+    assert r.loss == pytest.approx(one_step.loss, rel=1e-5)
+    assert r.top1_correct == topk_correct(one_step.logits, one_step.labels, 1).sum()
+    assert r.top5_correct == 2                             # 5 classes: always in the top 5
+
+
+def test_training_step_gradients_match_cpu(one_step):
+    got = one_step.gpu.gradients()
+    for name, want in one_step.gradients.items():
+        assert_close(got[name], want, name)
+
+
+def test_training_step_updates_match_cpu_sgd(one_step):
+    """Parameters and momentum after the §5 update; copy_to_cpu writes both back merged."""
+    after = one_step.gpu.state_dict()
+    for name, want, _ in one_step.reference.named_parameters():
+        assert_close(after[name], want, name, rtol=1e-5)
+    one_step.gpu.copy_to_cpu()
+    state = one_step.model.state_dict()
+    for name, want in one_step.reference_opt.velocity.items():
+        np.testing.assert_array_equal(state[name], after[name])
+        assert_close(one_step.optimizer.velocity[name], want, f"velocity {name}")
+
+
+def test_bad_batches_are_refused_before_any_work(one_step, both_passes):
+    # (A non-finite loss skips backward and update exactly as in CudaAlexNet, whose tests
+    # cover it; another pass through the simulator would cost ten seconds.)
+    with pytest.raises(RuntimeError, match="needs an optimizer"):
+        both_passes.split.train_step(images(1, seed=6), np.array([0]))
+    gpu = one_step.gpu
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
+        gpu.train_step(images(1, seed=6), np.array([5]))
+    with pytest.raises(ValueError, match="31x31 RGB crops"):
+        gpu.train_step(np.zeros((1, 3, 32, 32), np.float32), np.array([0]))
+
+
+# -- without the simulator ------------------------------------------------------------------------
+
+def test_importing_the_split_loads_no_cuda_and_no_gpu_is_refused_clearly():
+    """Host test (a subprocess with neither GPU nor simulator): ``minialexnet.parallel``
+    re-exports ``CudaTwoTowerAlexNet`` lazily, and building it without a GPU says what to do."""
+    code = ("import sys\n"
+            "import numpy as np\n"
+            "import minialexnet.parallel as parallel\n"
+            "print('cuda loaded:', 'numba.cuda' in sys.modules)\n"
+            "from minialexnet.parallel import CudaTwoTowerAlexNet\n"
+            "from minialexnet.kernels.cuda import is_available\n"
+            "from minialexnet.model import AlexNet\n"
+            "if is_available():\n"
+            "    print('has a GPU')\n"
+            "else:\n"
+            "    try:\n"
+            "        CudaTwoTowerAlexNet(AlexNet(6, 'tiny', np.random.default_rng(0)))\n"
+            "    except RuntimeError as err:\n"
+            "        print(err)\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "cuda loaded: False" in done.stdout
+    if "has a GPU" in done.stdout:
+        pytest.skip("this machine has a GPU")
+    assert "CudaTwoTowerAlexNet needs an NVIDIA GPU" in done.stdout
+    assert "NUMBA_ENABLE_CUDASIM=1" in done.stdout
+
+
+drop_device_tests(globals(), keep=("test_under_cuda_simulator", *HOST_TESTS))
