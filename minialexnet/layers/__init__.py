@@ -12,19 +12,16 @@ Linear, Flatten        fully connected layers                 §3.5
 SoftmaxCrossEntropy    softmax + multinomial logistic loss    §3.5
 =====================  =====================================  ==============
 """
-import importlib
-
 from minialexnet.layers.base import Layer
+from minialexnet.layers.conv import Conv2D
+from minialexnet.layers.dropout import Dropout
+from minialexnet.layers.flatten import Flatten
+from minialexnet.layers.linear import Linear
+from minialexnet.layers.lrn import LocalResponseNorm
+from minialexnet.layers.maxpool import MaxPool2D
+from minialexnet.layers.relu import ReLU
+from minialexnet.layers.softmax_cross_entropy import SoftmaxCrossEntropy
+from minialexnet.layers.tanh import Tanh
 
-_WHERE = {
-    "Conv2D": "conv", "Linear": "linear", "Flatten": "flatten",
-    "ReLU": "relu", "Tanh": "tanh", "LocalResponseNorm": "lrn",
-    "MaxPool2D": "maxpool", "Dropout": "dropout", "SoftmaxCrossEntropy": "softmax_cross_entropy",
-}
-__all__ = ["Layer", *_WHERE]
-
-
-def __getattr__(name):  # PEP 562: import each layer's module on first use
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"minialexnet.layers.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'minialexnet.layers' has no attribute {name!r}")
+__all__ = ["Layer", "Conv2D", "ReLU", "Tanh", "LocalResponseNorm", "MaxPool2D", "Dropout",
+           "Linear", "Flatten", "SoftmaxCrossEntropy"]

@@ -1,8 +1,6 @@
 """Conv2D: the convolutional layer (§3.5); groups give the paper's two-GPU connectivity (§3.2)."""
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 
 from minialexnet.backend import kernels
@@ -10,15 +8,6 @@ from minialexnet.checks import check_array, check_pair, check_positive_int, chec
 from minialexnet.layers.base import Layer
 from minialexnet.shapes import conv_output_size
 
-
-def _im2col_kernels():
-    """(im2col, col2im) of the current CPU backend (``minialexnet.backend.kernels()``).
-
-    Taken from the backend's ``im2col`` *file*: the package attribute ``kernels().im2col``
-    is shadowed by that submodule once it has been imported (file and function share a name).
-    """
-    module = importlib.import_module(f"{kernels().__name__}.im2col")
-    return module.im2col, module.col2im
 
 
 class Conv2D(Layer):
@@ -129,8 +118,7 @@ class Conv2D(Layer):
         positions = n * out_h * out_w                  # one column of cols per window
         weights, bias = self._weights_as(x.dtype)
 
-        im2col, _ = _im2col_kernels()
-        cols = im2col(x, self.kernel_h, self.kernel_w, self.stride, self.padding,
+        cols = kernels().im2col(x, self.kernel_h, self.kernel_w, self.stride, self.padding,
                       out=self._buffer("cols", (self._rows_of_cols(), positions), x.dtype))
         # One GEMM per group over the whole batch, Y_g = W_g @ cols_g, computed as its
         # transpose Y_g^T = cols_g^T @ W_g^T (G, N*P, F/G): the same numbers, but with the
@@ -172,8 +160,7 @@ class Conv2D(Layer):
         dcols = self._buffer("dcols", cols.shape, dtype)
         np.matmul(self._grouped(weights).transpose(0, 2, 1), self._grouped(dy_cols),
                   out=self._grouped(dcols))
-        _, col2im = _im2col_kernels()
-        dx = col2im(dcols, x_shape, self.kernel_h, self.kernel_w, self.stride, self.padding)
+        dx = kernels().col2im(dcols, x_shape, self.kernel_h, self.kernel_w, self.stride, self.padding)
         self.grads = {"W": grad_w, "b": grad_b}
         return dx
 

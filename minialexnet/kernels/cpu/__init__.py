@@ -1,13 +1,12 @@
-"""Numba CPU kernels: compiled twins of kernels/numpy/, same file and function names."""
-import importlib
+"""Numba CPU kernels: compiled twins of ``kernels/numpy/``, same file and function names.
 
-_WHERE = {"im2col": "im2col", "col2im": "im2col",
-          "lrn_forward": "lrn", "lrn_backward": "lrn",
-          "maxpool_forward": "maxpool", "maxpool_backward": "maxpool"}
-__all__ = list(_WHERE)
+Imported eagerly, so ``kernels.cpu.im2col`` is the function (not its file of the same name).
+Compilation is lazy and cached on disk (``cache=True``): the first call in a fresh install
+compiles, later processes load the machine code.
+"""
+from minialexnet.kernels.cpu.im2col import col2im, im2col
+from minialexnet.kernels.cpu.lrn import lrn_backward, lrn_forward
+from minialexnet.kernels.cpu.maxpool import maxpool_backward, maxpool_forward
 
-
-def __getattr__(name):  # import each kernel file on first use
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["im2col", "col2im", "lrn_forward", "lrn_backward", "maxpool_forward",
+           "maxpool_backward"]

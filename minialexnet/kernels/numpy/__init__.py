@@ -1,13 +1,7 @@
 """Readable NumPy reference kernels: the specification the Numba and CUDA twins are tested against."""
-import importlib
+from minialexnet.kernels.numpy.im2col import col2im, im2col
+from minialexnet.kernels.numpy.lrn import lrn_backward, lrn_forward
+from minialexnet.kernels.numpy.maxpool import maxpool_backward, maxpool_forward
 
-_WHERE = {"im2col": "im2col", "col2im": "im2col",
-          "lrn_forward": "lrn", "lrn_backward": "lrn",
-          "maxpool_forward": "maxpool", "maxpool_backward": "maxpool"}
-__all__ = list(_WHERE)
-
-
-def __getattr__(name):  # import each kernel file on first use
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["im2col", "col2im", "lrn_forward", "lrn_backward", "maxpool_forward",
+           "maxpool_backward"]
