@@ -58,10 +58,15 @@ def save_checkpoint(path, model, optimizer=None, stats=None, meta: dict | None =
     info = {"format_version": FORMAT_VERSION, "arch": model.config["variant"],
             "model": model.config, "num_classes": model.num_classes,
             "input_size": model.input_size}
-    arrays = {f"param/{name}": p for name, p, _ in model.named_parameters()}
+    # Single-device names (conv1.W) even for the two-tower split (§3.2), whose state_dict
+    # and merge() translate tower0.conv1.W + tower1.conv1.W back: one checkpoint format.
+    arrays = {f"param/{name}": p for name, p in model.state_dict().items()}
     if optimizer is not None:
         state = optimizer.state_dict()
-        arrays.update({f"optim/{name}": v for name, v in state.pop("velocity").items()})
+        velocity = state.pop("velocity")
+        if hasattr(model, "merge"):
+            velocity = model.merge(velocity)
+        arrays.update({f"optim/{name}": v for name, v in velocity.items()})
         info["optimizer"] = state
         info["lr"] = state["lr"]
     if stats is not None:

@@ -44,7 +44,7 @@ from minialexnet.optim import SGD, ReduceOnPlateau, StepSchedule
 #: built-in dataset in a few minutes on two CPU cores.
 ARCH_DEFAULTS = {
     "paper": {"epochs": 90, "batch_size": 128, "lr": 0.01, "image_size": 256},
-    "mini": {"epochs": 12, "batch_size": 64, "lr": 0.01, "image_size": 64},
+    "mini": {"epochs": 20, "batch_size": 32, "lr": 0.003, "image_size": 64},
 }
 CHECKPOINT_LAST = "checkpoint_last.npz"
 CHECKPOINT_BEST = "checkpoint_best.npz"
@@ -64,7 +64,8 @@ def fit(model, train_set, val_set, *, epochs: int, batch_size: int = 128, lr: fl
         momentum: float = 0.9, weight_decay: float = 0.0005, schedule="plateau",
         stats=None, rng: np.random.Generator | None = None, workers: int = 0,
         val_crops: str = "center", output: str | None = None, resume: str | None = None,
-        print_freq: int = 20, log=print, meta: dict | None = None) -> list[dict]:
+        print_freq: int = 20, log=print, meta: dict | None = None,
+        device: str = "cpu", devices: str | None = None) -> list[dict]:
     """Train ``model`` for ``epochs`` epochs in total; returns the history (one dict per epoch).
 
     Parameters
@@ -89,6 +90,12 @@ def fit(model, train_set, val_set, *, epochs: int, batch_size: int = 128, lr: fl
     print_freq : log a progress line every this many batches
     log : called with each progress line (default ``print``)
     meta : extra JSON-serialisable entries stored in every checkpoint
+    device : ``"cpu"`` (the layers, on the current CPU backend) or ``"cuda"`` (the whole
+        step stays on the GPU: ``minialexnet.cuda_model.CudaAlexNet``; parameters are copied
+        back to ``model`` before every evaluation and checkpoint)
+    devices : with ``device="cuda"``, the paper's two-tower split (§3.2) on these GPUs, e.g.
+        ``"cuda:0,cuda:1"`` or ``"cuda:0,cuda:0"`` (one GPU, two streams). For the split on
+        CPU threads, pass a ``minialexnet.parallel.TwoTowerAlexNet`` as ``model`` instead.
 
     Each history entry holds ``epoch`` (1-based), ``lr``, ``train_loss``, ``train_top1_err``
     (on the augmented batches, dropout on), ``val_top1_err``, ``val_top5_err``,
@@ -126,13 +133,17 @@ def fit(model, train_set, val_set, *, epochs: int, batch_size: int = 128, lr: fl
     if output is not None:
         os.makedirs(output, exist_ok=True)
 
+    engine = _gpu_engine(model, optimizer, batch_size, devices) if device == "cuda" else None
     loss_fn = SoftmaxCrossEntropy()
     run_start = time.perf_counter()
     for epoch in range(start_epoch, epochs):
-        record = _train_one_epoch(model, loss_fn, optimizer, train_set, stats, batch_size,
+        record = _train_one_epoch(model, engine, loss_fn, optimizer, train_set, stats,
+                                  batch_size,
                                   rng, workers, epoch, epochs, print_freq, log, output)
-        top1, top5 = evaluate(model, val_set, stats, batch_size=batch_size, crops=val_crops,
-                              workers=workers)
+        if engine is not None:
+            engine.copy_to_cpu()           # parameters and momentum, for the checkpoint
+        top1, top5 = evaluate(engine or model, val_set, stats, batch_size=batch_size,
+                              crops=val_crops, workers=workers)
         record.update(val_top1_err=top1, val_top5_err=top5)
         history.append(record)
         is_best = top1 < best_top1
@@ -194,7 +205,8 @@ def _restore_training_state(ckpt, path, optimizer, scheduler, rng, model, train_
                               f"classes, e.g. {(meta.get('class_names') or [])[:3]}); resume it on "
                               f"the same dataset")
     try:
-        optimizer.load_state_dict({"velocity": ckpt.optim, **meta["optimizer"]})
+        velocity = model.split(ckpt.optim) if hasattr(model, "split") else ckpt.optim
+        optimizer.load_state_dict({"velocity": velocity, **meta["optimizer"]})
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     if (scheduler is None) != (meta["schedule"] is None):
@@ -218,9 +230,27 @@ def _restore_training_state(ckpt, path, optimizer, scheduler, rng, model, train_
     return int(meta["epoch"]), list(meta["history"]), math.inf if best is None else best
 
 
-def _train_one_epoch(model, loss_fn, optimizer, train_set, stats, batch_size, data_rng,
-                     workers, epoch, epochs, print_freq, log, output) -> dict:
-    """One pass over the training set; returns the epoch's history entry (without val)."""
+def _gpu_engine(model, optimizer, batch_size: int, devices: str | None):
+    """The device-resident training step: one GPU, or the two-tower split over GPUs (§3.2).
+
+    Either engine reads ``optimizer.lr``/momentum/weight decay at every step (so schedules
+    work unchanged) and copies parameters and momentum back with ``copy_to_cpu()``.
+    """
+    if devices:
+        from minialexnet.cuda_parallel import CudaTwoTowerAlexNet
+        return CudaTwoTowerAlexNet(model, optimizer, batch_size=batch_size, devices=devices)
+    from minialexnet.cuda_model import CudaAlexNet
+    return CudaAlexNet(model, optimizer, batch_size=batch_size)
+
+
+def _train_one_epoch(model, engine, loss_fn, optimizer, train_set, stats, batch_size,
+                     data_rng, workers, epoch, epochs, print_freq, log, output) -> dict:
+    """One pass over the training set; returns the epoch's history entry (without val).
+
+    With ``engine`` (a GPU engine, see ``_gpu_engine``) each step runs on the device and only
+    the loss and the correct count come back; otherwise forward, loss, backward and the SGD
+    step run here on the CPU layers.
+    """
     from minialexnet.data.loader import BatchLoader
 
     loader = BatchLoader(train_set, batch_size, model.input_size, stats, train=True,
@@ -230,9 +260,14 @@ def _train_one_epoch(model, loss_fn, optimizer, train_set, stats, batch_size, da
     loss_sum, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     for i, (x, labels) in enumerate(loader, start=1):
-        logits = model.forward(x, train=True)
-        loss = loss_fn.forward(logits, labels)
-        if not math.isfinite(loss):
+        if engine is None:
+            logits = model.forward(x, train=True)
+            loss = loss_fn.forward(logits, labels)
+            finite = math.isfinite(loss)
+        else:
+            step = engine.train_step(x, labels)   # parameters untouched if the loss is not finite
+            loss, finite = step.loss, step.updated
+        if not finite:
             last = (f"the last good checkpoint is {os.path.join(output, CHECKPOINT_LAST)} "
                     f"(epoch {epoch})" if output is not None and epoch > 0
                     else "no checkpoint was written")
@@ -240,10 +275,13 @@ def _train_one_epoch(model, loss_fn, optimizer, train_set, stats, batch_size, da
                 f"the loss became {loss} at epoch {epoch + 1}, batch {i}/{n_batches} (lr "
                 f"{lr:g}): training diverged and was stopped; {last}. Try a smaller "
                 f"learning rate (--lr).")
-        model.backward(loss_fn.backward())
-        optimizer.step()
+        if engine is None:
+            model.backward(loss_fn.backward())
+            optimizer.step()
+            correct += int(topk_correct(logits, labels, 1).sum())
+        else:
+            correct += int(step.top1_correct)
         loss_sum += loss * len(labels)
-        correct += int(topk_correct(logits, labels, 1).sum())
         seen += len(labels)
         if i % print_freq == 0 or i == n_batches:
             elapsed = time.perf_counter() - start
@@ -354,8 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="minialexnet-train",
         description="Train AlexNet (Krizhevsky et al. 2012) with the paper's SGD recipe. "
                     "Without arguments: the mini AlexNet on the built-in synthetic shapes "
-                    "dataset, a few minutes on a laptop CPU.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "dataset, a few minutes on a laptop CPU.")
     data = p.add_argument_group("data")
     data.add_argument("--data-dir", metavar="DIR",
                       help="ImageNet-style folder (train/<class>/*.JPEG, val/...) or a prepared "
@@ -364,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="class subset of --data-dir: imagenet-100, imagenet-1k or a text file "
                            "of class folder names")
     data.add_argument("--workers", type=_nonnegative_int, default=0,
-                      help="threads preparing batches (0: the main thread)")
+                      help="threads preparing batches (default 0: the main thread)")
     model = p.add_argument_group("model and optimization")
     model.add_argument("--arch", choices=sorted(ARCH_DEFAULTS), default=None,
                        help="network variant (default: mini, or the checkpoint's with --resume)")
@@ -376,17 +413,21 @@ def build_parser() -> argparse.ArgumentParser:
                             f"{ARCH_DEFAULTS['mini']['batch_size']} for mini; with --resume "
                             f"the checkpoint's)")
     model.add_argument("--lr", type=_float_at_least(0, False), default=None,
-                       help="initial learning rate (default: 0.01)")
-    model.add_argument("--momentum", type=_float_at_least(0, True), default=0.9)
+                       help="initial learning rate (default: 0.01 for paper, "
+                            f"{ARCH_DEFAULTS['mini']['lr']} for mini)")
+    model.add_argument("--momentum", type=_float_at_least(0, True), default=0.9,
+                       help="SGD momentum (default: 0.9, the paper's)")
     model.add_argument("--wd", "--weight-decay", dest="weight_decay",
-                       type=_float_at_least(0, True), default=0.0005)
+                       type=_float_at_least(0, True), default=0.0005,
+                       help="weight decay inside the momentum update (default: 0.0005)")
     model.add_argument("--schedule", choices=("plateau", "step", "none"), default="plateau",
                        help="plateau: divide lr by 10 when val error stops improving (at most "
-                            "3 times, the paper); step: divide by 10 every --step-size epochs")
+                            "3 times, the paper; default); step: divide by 10 every "
+                            "--step-size epochs; none: constant")
     model.add_argument("--step-size", type=_positive_int, default=30,
-                       help="epochs between divisions with --schedule step")
+                       help="epochs between divisions with --schedule step (default: 30)")
     model.add_argument("--seed", type=_nonnegative_int, default=0,
-                       help="seed of the one generator behind all randomness")
+                       help="seed of the one generator behind all randomness (default: 0)")
     run = p.add_argument_group("run")
     run.add_argument("--output", metavar="DIR",
                      help="folder for checkpoints, metrics.csv and the plot (default: "
@@ -398,9 +439,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="only evaluate the --resume checkpoint on the validation set "
                           "(centre crop and the paper's 10 crops)")
     run.add_argument("--backend", choices=("numba", "numpy", "cuda"), default="numba",
-                     help="kernels: numba (compiled CPU), numpy (readable reference), cuda")
+                     help="kernels: numba (compiled CPU, default), numpy (readable "
+                          "reference), cuda")
+    run.add_argument("--devices", default=None, metavar="LIST",
+                     help="split the net over two devices as in the paper (§3.2): "
+                          "cpu:0,cpu:1 (two CPU threads), cuda:0,cuda:1 (two GPUs, with "
+                          "--backend cuda), cuda:0,cuda:0 (one GPU, two streams). Default: "
+                          "one device (the same function, via grouped convolutions)")
+    run.add_argument("--tower-mode", choices=("threads", "sequential"), default="threads",
+                     help="with --devices on the CPU: run the towers at the same time "
+                          "(threads) or one after the other (sequential, for stepping through)")
     run.add_argument("--print-freq", type=_positive_int, default=20, metavar="N",
-                     help="progress line every N batches")
+                     help="progress line every N batches (default: 20)")
     return p
 
 
@@ -409,8 +459,9 @@ def select_backend(name: str) -> None:
     from minialexnet import set_backend
 
     if name == "cuda":
-        raise ValueError("cuda backend not available yet: use --backend numba (default) or "
-                         "numpy")
+        from minialexnet.kernels.cuda import require_cuda
+        require_cuda("--backend cuda")
+        name = "numba"          # what still runs on the host (augmentation) stays compiled
     set_backend(name)
 
 
@@ -477,11 +528,12 @@ def main(argv=None) -> int:
 
 def _run(args, parser) -> int:
     from minialexnet.data.folders import DataError
+    from minialexnet.data.imagenet import dataset_record
     from minialexnet.model import AlexNet
 
     try:
         select_backend(args.backend)
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:      # unknown backend, or no usable GPU
         parser.error(str(err))
     if args.evaluate and args.resume is None:
         parser.error("--evaluate needs a checkpoint: pass --resume CHECKPOINT")
@@ -533,6 +585,10 @@ def _run(args, parser) -> int:
     rng = np.random.default_rng(args.seed)
     try:
         model = AlexNet(train_set.num_classes, arch, rng=rng)
+        if args.devices and args.backend != "cuda":
+            from minialexnet.parallel import TwoTowerAlexNet
+            model = TwoTowerAlexNet.from_model(model, devices=args.devices,
+                                               mode=args.tower_mode)
     except ValueError as err:
         parser.error(str(err))
     try:
@@ -553,7 +609,10 @@ def _run(args, parser) -> int:
             rng=rng,
             workers=args.workers, output=output, resume=args.resume,
             print_freq=args.print_freq, log=_print,
-            meta={"data": data_name, "seed": args.seed})
+            meta={"data": data_name, "seed": args.seed,
+                  "dataset": dataset_record(args.data_dir, args.subset)},
+            device="cuda" if args.backend == "cuda" else "cpu",
+            devices=args.devices if args.backend == "cuda" else None)
     except CheckpointError as err:
         parser.error(str(err))
     except TrainingDiverged as err:
@@ -577,6 +636,9 @@ def _evaluate_checkpoint(args, parser, ckpt, val_set) -> int:
     if ckpt.meta.get("class_names", val_set.class_names) != val_set.class_names:
         parser.error(f"{args.resume} was trained on other classes than this validation set")
     batch_size = args.batch_size or ckpt.meta.get("batch_size", 128)
+    if args.backend == "cuda":
+        from minialexnet.cuda_model import CudaAlexNet
+        model = CudaAlexNet(model)             # evaluation forward passes on the GPU
     for crops in ("center", "ten"):
         top1, top5 = evaluate(model, val_set, ckpt.stats, batch_size=batch_size, crops=crops,
                               workers=args.workers)
