@@ -10,8 +10,9 @@ beforehand so the page cache is warm and the number measures the pipeline, not t
 Each row iterates whole epochs of a training ``BatchLoader`` (shuffle, random 227x227 crop,
 flip, PCA colour noise, mean subtraction) and reports images per second (median over
 ``--epochs`` epochs, after one untimed batch that loads Numba's compiled kernel), with the
-readable NumPy reference of the same augmentation (``augment.apply_plan_numpy``) as the
-first row. The machine's load average is printed too: on a shared machine, compare rows of
+readable NumPy reference of the same augmentation (``augment.apply_plan_numpy``) and the
+one streaming pass of ``compute_stats`` (mean image and RGB covariance, §2/§4.1) as the
+first rows. The machine's load average is printed too: on a shared machine, compare rows of
 one run, not numbers of different runs.
 """
 from __future__ import annotations
@@ -98,7 +99,10 @@ def main(argv=None) -> int:
         for storage in storages:
             images = make_images(args.images, args.size, storage, folder)
             dataset = ImageDataset(images, np.zeros(args.images, dtype=np.int64), ["random"])
-            stats = compute_stats(dataset, max_images=min(200, args.images))
+            start = time.perf_counter()
+            stats = compute_stats(dataset)
+            rate = args.images / (time.perf_counter() - start)
+            print(f"{storage:<8} {'compute_stats':<22} {rate:9.0f} {'':>9}", flush=True)
             rate = time_numpy_reference(dataset, args, stats)
             print(f"{storage:<8} {'NumPy reference':<22} {rate:9.0f} {1000 * args.batch / rate:9.1f}",
                   flush=True)

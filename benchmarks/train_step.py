@@ -1,7 +1,7 @@
 """Time one whole training step of the paper's AlexNet: ours (NumPy + Numba) vs PyTorch CPU.
 
     python benchmarks/train_step.py [--batch 32] [--repeats 5] [--warmup 2] [--backend numba]
-                                    [--no-torch]
+                                    [--threads N] [--no-torch]
 
 One step = ``forward(x, train=True)`` of the 227x227 paper network (DESIGN.md §3, 60,965,224
 parameters, dropout on), the softmax cross-entropy, ``backward``, and the §5 SGD update
@@ -16,7 +16,10 @@ channels separately (groups=2). It starts from our weights, and the two forward 
 ``torch.optim.SGD(momentum=0.9, weight_decay=5e-4)``: the same work per parameter.
 
 The two implementations take turns step by step, so load from other processes on a shared
-machine spreads over both columns; the table shows medians. ``OPENBLAS_CORETYPE`` /
+machine spreads over both columns; the table shows medians. On a machine shared with other
+busy processes, two-thread runs suffer badly (threads wait for each other at every parallel
+region while one of them is descheduled); ``OPENBLAS_NUM_THREADS=1 ... --threads 1`` then
+gives steadier numbers. ``OPENBLAS_CORETYPE`` /
 ``OPENBLAS_L2_SIZE`` in the environment can make NumPy pick a slower kernel (see
 benchmarks/layers.py); run with ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`` to see
 what the code can do.
@@ -110,7 +113,7 @@ def torch_step(net, x, labels):
         loss = torch.nn.functional.cross_entropy(net(xt), yt)
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return loss.item()
     return step
 
 
@@ -121,7 +124,12 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--backend", choices=("numba", "numpy"), default="numba")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="PyTorch and Numba threads (set OPENBLAS_NUM_THREADS to the same "
+                             "number in the environment for NumPy's GEMMs)")
     args = parser.parse_args(argv)
+    import numba
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
 
     set_backend(args.backend)
     rng = np.random.default_rng(0)
@@ -135,7 +143,7 @@ def main(argv=None) -> int:
         except ImportError:
             print("PyTorch not installed: timing ours only")
         else:
-            torch.set_num_threads(os.cpu_count())
+            torch.set_num_threads(args.threads)
             net = torch_model(model)
             net.eval()
             with torch.no_grad():
@@ -156,8 +164,9 @@ def main(argv=None) -> int:
                 times[name].append(time.perf_counter() - start)
 
     print(f"\nAlexNet (paper), batch {args.batch}, forward + backward + SGD, median of "
-          f"{args.repeats} steps ({os.cpu_count()} CPUs, OPENBLAS_CORETYPE="
-          f"{os.environ.get('OPENBLAS_CORETYPE', 'unset')})")
+          f"{args.repeats} steps ({args.threads} threads of {os.cpu_count()} CPUs, "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})")
     ref = None
     for name, t in times.items():
         med = statistics.median(t)

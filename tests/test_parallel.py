@@ -140,6 +140,12 @@ def test_any_class_count_and_batch_in_float64(num_classes, batch, seed):
     split = TwoTowerAlexNet.from_model(single, mode="sequential")
     with use_backend("numpy"):
         pairs = run_both(single, split, images(single, batch, seed, np.float64), seed=seed + 1)
+    # With batch 1 and random weights a ReLU path can be dead, so some gradients are exactly
+    # 0 in the reference: the split must then give exactly 0 as well.
+    dead = [name for name, (expected, _) in pairs.items() if not np.abs(expected).any()]
+    assert "logits" not in dead
+    for name in dead:
+        np.testing.assert_array_equal(pairs.pop(name)[1], 0.0, err_msg=name)
     assert_equal_up_to(pairs, rtol=1e-12)
 
 
@@ -230,9 +236,10 @@ def test_a_device_with_its_own_memory_gives_the_same_numbers():
     assert CopyingDevice.calls.count("sum_slices") == 2 * stages
     assert CopyingDevice.calls.count("run") == 4 * stages
     # What a GPU needs to size its buffers: tiny's conv2 reads its own 2 maps of 7x7, conv3
-    # the gathered 8 maps of 3x3, conv4 its own 4, fc6 both towers' 2 + 2 features.
+    # the gathered 8 maps of 3x3, conv4 and conv5 their own 4, fc6-fc8 both towers' 4 + 4
+    # features.
     for shape in [("Conv2D", (3, 31, 31)), ("Conv2D", (2, 7, 7)), ("Conv2D", (8, 3, 3)),
-                  ("Conv2D", (4, 3, 3)), ("Linear", (4,)), ("Linear", (8,))]:
+                  ("Conv2D", (4, 3, 3)), ("Linear", (8,))]:
         assert (1, *shape) in CopyingDevice.in_shapes, shape
 
 
