@@ -6,6 +6,8 @@ kernel the first time it meets a new dtype or layout and that first example can 
 """
 import os
 
+import pytest
+
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -15,3 +17,14 @@ settings.register_profile(
     "dev", deadline=None, max_examples=100, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_cpu_backend():
+    """Command-line tests switch the global CPU backend (``--backend numpy``); put it back
+    after every test, so no test depends on which ran before it."""
+    from minialexnet.backend import get_backend, set_backend
+
+    before = get_backend()
+    yield
+    set_backend(before)
