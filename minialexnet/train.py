@@ -359,25 +359,9 @@ def _clock(seconds: float) -> str:
 
 # -- the command line -----------------------------------------------------------------------
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
-
+# The argparse types shared with ``python -m minialexnet.prepare`` (one place for the check).
+from minialexnet.prepare import nonnegative_int as _nonnegative_int  # noqa: E402
+from minialexnet.prepare import positive_int as _positive_int  # noqa: E402
 
 def _float_at_least(minimum: float, allow_equal: bool):
     def parse(text: str) -> float:
