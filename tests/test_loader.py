@@ -153,13 +153,14 @@ def test_batch_larger_than_dataset():
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(train=True), TypeError, "needs rng"),
+    (dict(train=True), TypeError, r"BatchLoader\(train=True\) needs a numpy.random.Generator"),
     (dict(train=True, rng=0), TypeError, "default_rng"),
     (dict(train=True, rng=np.random.default_rng(), crops="center"), ValueError, "does not go"),
     (dict(train=False, crops="random"), ValueError, "does not go"),
     (dict(train=False, crops="five"), ValueError, "crops must be one of"),
     (dict(train=False, workers=-1), ValueError, "workers must be"),
     (dict(train=False, batch_size=0), ValueError, "batch_size must be"),
+    (dict(train=False, pca_std=float("nan")), ValueError, "pca_std must be a finite number >= 0"),
     (dict(train=False, crop_size=11), ValueError, "crop size 11 is larger"),
     (dict(train=False, stats=_stats(12)), ValueError, "compute_stats"),
 ])

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from minialexnet.checks import check_positive_int
+from minialexnet.checks import check_positive_int, check_real
 from minialexnet.data.dataset import DatasetStats
 
 PCA_STD = 0.1
@@ -101,11 +101,10 @@ def draw_train_plan(rng: np.random.Generator, count: int, image_size: int, crop:
     3))``. The draws do not depend on ``pca_std`` (0 turns the colour noise off without
     changing the crops), so the same generator state always gives the same crops and flips.
     """
-    _check_rng(rng, "draw_train_plan")
+    check_rng(rng, "draw_train_plan")
     count = check_positive_int(count, "count", minimum=0)
     _check_crop(crop, image_size)
-    if not pca_std >= 0:
-        raise ValueError(f"pca_std must be >= 0 (the paper: 0.1), got {pca_std!r}")
+    check_real(pca_std, "pca_std", low=0.0)
     offsets = rng.integers(0, image_size - crop + 1, size=(count, 2), dtype=np.int64)
     flips = rng.random(count) < 0.5
     alpha = pca_std * rng.standard_normal((count, 3))
@@ -235,7 +234,8 @@ def ten_crop(images: np.ndarray, crop: int, stats: DatasetStats,
         10, batch, 3, crop, crop)
 
 
-def _check_rng(rng, who: str) -> None:
+def check_rng(rng, who: str) -> None:
+    """Raise a clear error unless ``rng`` is a ``numpy.random.Generator``."""
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"{who} needs a numpy.random.Generator for its random choices, got "
                         f"{type(rng).__name__}; pass rng=np.random.default_rng(seed)")

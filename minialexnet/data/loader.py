@@ -31,9 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from minialexnet.checks import check_positive_int
+from minialexnet.checks import check_positive_int, check_real
 from minialexnet.data.augment import (PCA_STD, CropPlan, apply_plan, center_plan,
-                                      check_images_and_stats, draw_train_plan, ten_crop_plan)
+                                      check_images_and_stats, check_rng,
+                                      draw_train_plan, ten_crop_plan)
 from minialexnet.data.dataset import DatasetStats, ImageDataset
 
 CROPS = ("random", "center", "ten")
@@ -79,17 +80,14 @@ class BatchLoader:
         if train != (crops == "random"):
             raise ValueError(f"crops={crops!r} does not go with train={train}: training uses "
                              f"random crops (§4.1), evaluation 'center' or 'ten'")
-        if train and not isinstance(rng, np.random.Generator):
-            raise TypeError(f"a training BatchLoader needs rng, a numpy.random.Generator "
-                            f"(shuffling and augmentation draw from it), got "
-                            f"{type(rng).__name__}; pass rng=np.random.default_rng(seed)")
+        if train:                                # shuffling and augmentation draw from rng
+            check_rng(rng, "BatchLoader(train=True)")
         if drop_last and self.batch_size > len(dataset):
             raise ValueError(f"batch_size={self.batch_size} is larger than the dataset "
                              f"({len(dataset)} images) and drop_last=True, so an epoch would "
                              f"have no batch at all; use batch_size <= {len(dataset)} or "
                              f"drop_last=False")
-        if not pca_std >= 0:
-            raise ValueError(f"pca_std must be >= 0 (the paper: 0.1), got {pca_std!r}")
+        check_real(pca_std, "pca_std", low=0.0)
         self.dataset, self.crop_size, self.stats = dataset, int(crop_size), stats
         self.train, self.rng, self.drop_last = bool(train), rng, bool(drop_last)
         self.crops, self.pca_std = crops, float(pca_std)

@@ -298,7 +298,8 @@ def make_synthetic(split: str = "train", num_classes: int = 10, n_per_class: int
 
     Returns an ``ImageDataset`` with uint8 images ``(num_classes * n_per_class, 3, S, S)``,
     int64 labels (balanced, in a shuffled order) and ``class_names``.
-    Takes about 1 s per 3,000 images at S = 64 on one core.
+    Vectorized NumPy: the default 6,000 training images take a few seconds (3-6 s measured
+    on a shared 2-core machine).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
