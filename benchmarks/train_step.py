@@ -1,10 +1,11 @@
-"""Time one whole training step of the paper's AlexNet: ours (NumPy + Numba) vs PyTorch CPU.
+"""Time one whole training step of AlexNet: ours (NumPy + Numba) vs PyTorch CPU.
 
-    python benchmarks/train_step.py [--batch 32] [--repeats 5] [--warmup 2] [--backend numba]
-                                    [--threads N] [--no-torch]
+    python benchmarks/train_step.py [--arch paper] [--batch 32] [--repeats 5] [--warmup 2]
+                                    [--backend numba] [--threads N] [--no-torch]
 
 One step = ``forward(x, train=True)`` of the 227x227 paper network (DESIGN.md §3, 60,965,224
-parameters, dropout on), the softmax cross-entropy, ``backward``, and the §5 SGD update
+parameters, dropout on; ``--arch mini``: the 59x59 network of the default training run, 10
+classes), the softmax cross-entropy, ``backward``, and the §5 SGD update
 (momentum 0.9, weight decay 0.0005) of every parameter -- what ``minialexnet.train.fit``
 does per batch, without the data loading.
 
@@ -22,7 +23,9 @@ region while one of them is descheduled); ``OPENBLAS_NUM_THREADS=1 ... --threads
 gives steadier numbers. ``OPENBLAS_CORETYPE`` /
 ``OPENBLAS_L2_SIZE`` in the environment can make NumPy pick a slower kernel (see
 benchmarks/layers.py); run with ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`` to see
-what the code can do.
+what the code can do. ``OMP_WAIT_POLICY=ACTIVE`` in the environment brings back the spinning
+OpenMP workers that ``import minialexnet`` turns off (its docstring says why); the difference
+is largest for the small layers of ``--arch mini``.
 """
 from __future__ import annotations
 
@@ -119,6 +122,7 @@ def torch_step(net, x, labels):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", choices=("paper", "mini"), default="paper")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
@@ -133,9 +137,11 @@ def main(argv=None) -> int:
 
     set_backend(args.backend)
     rng = np.random.default_rng(0)
-    model = AlexNet(1000, "paper", rng=rng)
-    x = rng.normal(0, 60, (args.batch, 3, 227, 227)).astype(np.float32)
-    labels = rng.integers(0, 1000, args.batch)
+    num_classes = 1000 if args.arch == "paper" else 10
+    model = AlexNet(num_classes, args.arch, rng=rng)
+    size = model.input_size
+    x = rng.normal(0, 60, (args.batch, 3, size, size)).astype(np.float32)
+    labels = rng.integers(0, num_classes, args.batch)
     steps = {}
     if not args.no_torch:
         try:
@@ -163,10 +169,11 @@ def main(argv=None) -> int:
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - start)
 
-    print(f"\nAlexNet (paper), batch {args.batch}, forward + backward + SGD, median of "
+    print(f"\nAlexNet ({args.arch}), batch {args.batch}, forward + backward + SGD, median of "
           f"{args.repeats} steps ({args.threads} threads of {os.cpu_count()} CPUs, "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})")
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})")
     ref = None
     for name, t in times.items():
         med = statistics.median(t)
