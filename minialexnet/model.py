@@ -170,7 +170,10 @@ class AlexNet:
     connected activations ~20 on these 0..255-scale inputs, and fc8 and the loss blow up in
     the first steps (the training loss rose to 10-100 on 24 images); 0.03 is in between and
     learns from a few hundred steps at lr 0.003 (lr 0.01 stalls). "tiny" (gradient checks
-    only) uses He everywhere.
+    only) uses He everywhere. The biases of 1 are for ReLUs ("providing the ReLUs with
+    positive inputs"); with ``activation="tanh"`` they push every unit of fc6/fc7 towards
+    tanh(1) for all images alike, and the mini tanh network stays at chance (measured in
+    notebook 03, which sets all biases to 0 for its ReLU-vs-tanh comparison).
 
     Deviations from the paper, and why:
 
