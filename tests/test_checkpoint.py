@@ -132,3 +132,21 @@ def test_meta_must_be_json(tmp_path):
     with pytest.raises(TypeError, match="JSON-serialisable"):
         save_checkpoint(tmp_path / "c.npz", model, meta={"bad": object()})
     assert not os.listdir(tmp_path)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)],
+                         ids=["umask-022", "umask-027", "umask-002"])
+def test_atomic_write_gives_the_permissions_of_a_new_file(tmp_path, umask, expected):
+    """Not mkstemp's owner-only 0o600: a shared cache or run folder must stay readable."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "out.bin"
+    code = (f"import os; os.umask({umask}); from minialexnet.checkpoint import atomic_write; "
+            f"atomic_write({str(target)!r}, lambda f: f.write(b'x'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert target.read_bytes() == b"x"
+    assert os.stat(target).st_mode & 0o777 == expected
