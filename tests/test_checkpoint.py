@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from helpers import run_python
 from minialexnet import checkpoint as ckpt_mod
 from minialexnet.checkpoint import (CheckpointError, load_checkpoint, model_from_checkpoint,
                                     restore_model, save_checkpoint)
@@ -139,14 +140,8 @@ def test_meta_must_be_json(tmp_path):
                          ids=["umask-022", "umask-027", "umask-002"])
 def test_atomic_write_gives_the_permissions_of_a_new_file(tmp_path, umask, expected):
     """Not mkstemp's owner-only 0o600: a shared cache or run folder must stay readable."""
-    import subprocess
-    import sys
-
     target = tmp_path / "out.bin"
-    code = (f"import os; os.umask({umask}); from minialexnet.checkpoint import atomic_write; "
-            f"atomic_write({str(target)!r}, lambda f: f.write(b'x'))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
+    run_python(f"import os; os.umask({umask}); from minialexnet.checkpoint import atomic_write; "
+               f"atomic_write({str(target)!r}, lambda f: f.write(b'x'))", timeout=120)
     assert target.read_bytes() == b"x"
     assert os.stat(target).st_mode & 0o777 == expected

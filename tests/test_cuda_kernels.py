@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
+from helpers import REPO, run_python
 
 HOST_TESTS = ("test_import_needs_no_cuda", "test_dropout_hash_statistics",
               "test_every_kernel_compiles_for_sm90_in_float32")
@@ -31,8 +32,6 @@ _gate = cuda_gate("test_under_cuda_simulator", host_tests=HOST_TESTS)
 
 # The simulator does uint64 arithmetic with NumPy scalars, which warn on the intended wrap.
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_under_cuda_simulator():
@@ -410,12 +409,9 @@ def test_import_needs_no_cuda():
         "        cm.CudaAlexNet(AlexNet(5, 'tiny', np.random.default_rng(0)))\n"
         "    except RuntimeError as err:\n"
         "        print('refused:', err)\n")
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    if "available False" in done.stdout:
-        assert "refused:" in done.stdout and "NVIDIA GPU" in done.stdout
+    stdout = run_python(code, unset_env=("NUMBA_ENABLE_CUDASIM",))
+    if "available False" in stdout:
+        assert "refused:" in stdout and "NVIDIA GPU" in stdout
 
 
 def test_every_kernel_compiles_for_sm90_in_float32():

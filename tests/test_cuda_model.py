@@ -9,39 +9,25 @@ on the "tiny" variant (31x31 inputs, a few channels) with batches of one to thre
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
+from helpers import healthy_alexnet, run_python
 
 HOST_TESTS = ("test_without_a_gpu_the_network_refuses_clearly",)
 _gate = cuda_gate("test_under_cuda_simulator", host_tests=HOST_TESTS)
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def test_under_cuda_simulator():
     run_in_simulator(__file__)
 
 
 def tiny_model(seed: int = 1, **options):
-    """The "tiny" AlexNet with He weights and random biases in [-1, 1]: a network whose every
-    layer is alive (no constant logits, no all-zero gradients), so comparisons prove something."""
-    from minialexnet.model import AlexNet
-    net = AlexNet(num_classes=6, variant="tiny", rng=np.random.default_rng(seed), **options)
-    rng = np.random.default_rng(seed + 1)
-    for name, p, _ in net.named_parameters():
-        if name.endswith(".W"):
-            p[...] = rng.standard_normal(p.shape) * np.sqrt(2.0 / p[0].size)
-        else:
-            p[...] = rng.uniform(-1.0, 1.0, p.shape)
-    return net
+    """The "tiny" AlexNet (6 classes) with every layer alive (``helpers.healthy_alexnet``)."""
+    return healthy_alexnet("tiny", 6, seed, **options)
 
 
 def images(n: int, seed: int = 0, size: int = 31) -> np.ndarray:
@@ -214,14 +200,11 @@ def test_without_a_gpu_the_network_refuses_clearly():
             "        CudaAlexNet(AlexNet(6, 'tiny', np.random.default_rng(0)))\n"
             "    except RuntimeError as err:\n"
             "        print(err)\n")
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    if "has a GPU" in done.stdout:
+    stdout = run_python(code, unset_env=("NUMBA_ENABLE_CUDASIM",))
+    if "has a GPU" in stdout:
         pytest.skip("this machine has a GPU")
-    assert "CudaAlexNet needs an NVIDIA GPU" in done.stdout
-    assert "NUMBA_ENABLE_CUDASIM=1" in done.stdout
+    assert "CudaAlexNet needs an NVIDIA GPU" in stdout
+    assert "NUMBA_ENABLE_CUDASIM=1" in stdout
 
 
 drop_device_tests(globals(), keep=("test_under_cuda_simulator", *HOST_TESTS))

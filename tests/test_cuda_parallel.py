@@ -10,22 +10,18 @@ so "cuda:0,cuda:1" (two GPUs, peer copies) is only checked for its error message
 from __future__ import annotations
 
 import copy
-import math
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
+from helpers import healthy_alexnet, run_python
 
 HOST_TESTS = ("test_importing_the_split_loads_no_cuda_and_no_gpu_is_refused_clearly",)
 _gate = cuda_gate("test_under_cuda_simulator", host_tests=HOST_TESTS)
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 5          # fc8 splits 3 + 2: uneven widths through the GPU gather of the logits
 
 
@@ -33,23 +29,12 @@ def test_under_cuda_simulator():
     run_in_simulator(__file__)
 
 
-def healthy_alexnet(seed: int):
-    """A tiny AlexNet with He weights and uniform biases, so that no gradient is trivially
-    zero: with 0.01 weights the tiny net's signal dies out, and fc6/fc7 (8 units, half of
-    them dropped in training) get positive biases, the paper's reason for its biases of 1
-    (§5), so that dropout rather than dead ReLUs decides which units pass."""
-    from minialexnet.model import AlexNet
-
-    net = AlexNet(NUM_CLASSES, "tiny", rng=np.random.default_rng(seed))
-    rng = np.random.default_rng(seed + 1)
-    for name, p, _ in net.named_parameters():
-        if name.endswith(".W"):
-            p[...] = rng.standard_normal(p.shape) * math.sqrt(2.0 / p[0].size)
-        elif name in ("fc6.b", "fc7.b"):
-            p[...] = rng.uniform(0.5, 1.5, p.shape)
-        else:
-            p[...] = rng.uniform(-1, 1, p.shape)
-    return net
+def healthy_tiny(seed: int):
+    """A tiny AlexNet with every layer alive (``helpers.healthy_alexnet``), so that no gradient
+    is trivially zero, and with fc6/fc7 biases in [0.5, 1.5]: those layers have 8 units, half
+    of them dropped in training, and positive biases (the paper's reason for its biases of 1,
+    §5) let dropout rather than dead ReLUs decide which units pass."""
+    return healthy_alexnet("tiny", NUM_CLASSES, seed, positive_biases=("fc6.b", "fc7.b"))
 
 
 def images(n: int, seed: int) -> np.ndarray:
@@ -125,9 +110,9 @@ def test_two_gpus_where_there_is_one_is_refused_clearly():
         with pytest.raises(ValueError, match=r"no GPU 'cuda:1'.*devices='cuda:0,cuda:0'"):
             parse_devices(spec)
     with pytest.raises(ValueError, match=r"no GPU 'cuda:1'"):
-        CudaTwoTowerAlexNet(healthy_alexnet(0), batch_size=1, devices="cuda:0,cuda:1")
+        CudaTwoTowerAlexNet(healthy_tiny(0), batch_size=1, devices="cuda:0,cuda:1")
     with pytest.raises(ValueError, match="runs its towers on GPUs"):
-        CudaTwoTowerAlexNet(healthy_alexnet(0), batch_size=1, devices="cpu:0,cpu:1")
+        CudaTwoTowerAlexNet(healthy_tiny(0), batch_size=1, devices="cpu:0,cpu:1")
     # One GPU twice: two towers, each with its own stream.
     first, second = parse_devices("cuda:0,cuda:0")
     assert isinstance(first, CUDADevice) and first is not second
@@ -143,7 +128,7 @@ def both_passes():
     simulator is slow); the training step below runs two through the same gathers."""
     from minialexnet.cuda_parallel import CudaTwoTowerAlexNet
 
-    single = healthy_alexnet(0)
+    single = healthy_tiny(0)
     split = CudaTwoTowerAlexNet(single, batch_size=1, devices="cuda:0,cuda:0",
                                 mode="sequential")
     x = images(1, seed=1)
@@ -210,7 +195,7 @@ def one_step():
     from minialexnet.layers import SoftmaxCrossEntropy
     from minialexnet.optim import SGD
 
-    model = healthy_alexnet(3)
+    model = healthy_tiny(3)
     reference = copy.deepcopy(model)
     optimizer = SGD(model, lr=0.05, momentum=0.9, weight_decay=0.0005)
     rng = np.random.default_rng(4)
@@ -302,15 +287,12 @@ def test_importing_the_split_loads_no_cuda_and_no_gpu_is_refused_clearly():
             "        CudaTwoTowerAlexNet(AlexNet(6, 'tiny', np.random.default_rng(0)))\n"
             "    except RuntimeError as err:\n"
             "        print(err)\n")
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    assert "cuda loaded: False" in done.stdout
-    if "has a GPU" in done.stdout:
+    stdout = run_python(code, unset_env=("NUMBA_ENABLE_CUDASIM",))
+    assert "cuda loaded: False" in stdout
+    if "has a GPU" in stdout:
         pytest.skip("this machine has a GPU")
-    assert "CudaTwoTowerAlexNet needs an NVIDIA GPU" in done.stdout
-    assert "NUMBA_ENABLE_CUDASIM=1" in done.stdout
+    assert "CudaTwoTowerAlexNet needs an NVIDIA GPU" in stdout
+    assert "NUMBA_ENABLE_CUDASIM=1" in stdout
 
 
 drop_device_tests(globals(), keep=("test_under_cuda_simulator", *HOST_TESTS))

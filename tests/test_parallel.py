@@ -5,10 +5,6 @@ every parameter gradient (merged back to single-device names), in float32 and in
 (exact up to rounding), in both tower modes, with a random upstream gradient.
 """
 import dataclasses
-import math
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -16,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import healthy_alexnet, run_python
 from minialexnet import model as model_module
 from minialexnet.backend import use_backend
 from minialexnet.devices import CPUDevice, TowerRunner, parse_devices, register_device_kind
@@ -24,20 +21,6 @@ from minialexnet.layers import SoftmaxCrossEntropy
 from minialexnet.model import AlexNet
 from minialexnet.optim import SGD
 from minialexnet.parallel import TwoTowerAlexNet, split_sizes
-
-
-def healthy_alexnet(variant: str, num_classes: int, seed: int = 0, **options) -> AlexNet:
-    """An AlexNet whose weights are N(0, 2/fan_in) (He): with the paper's 0.01 the "mini"
-    signal shrinks tenfold per layer, and a comparison of near-zero numbers proves little.
-    Inputs of scale 60 (mean-subtracted 0..255 pixels) then make the LRNs really nonlinear."""
-    net = AlexNet(num_classes, variant, rng=np.random.default_rng(seed), **options)
-    rng = np.random.default_rng(seed + 1)
-    for name, p, _ in net.named_parameters():
-        if name.endswith(".W"):
-            p[...] = rng.standard_normal(p.shape) * math.sqrt(2.0 / p[0].size)
-        else:
-            p[...] = rng.uniform(-1, 1, p.shape)
-    return net
 
 
 def images(net, batch: int, seed: int, dtype=np.float32) -> np.ndarray:
@@ -394,11 +377,9 @@ def test_numba_workqueue_layer_serializes_the_towers_instead_of_aborting():
         print(net.runner.threading_layer, net.runner.serialized,
               any("workqueue" in str(w.message) for w in caught))
     """)
-    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue", MINIALEXNET_BACKEND="numba")
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["workqueue", "True", "True"]
+    stdout = run_python(script, set_env={"NUMBA_THREADING_LAYER": "workqueue",
+                                         "MINIALEXNET_BACKEND": "numba"})
+    assert stdout.split() == ["workqueue", "True", "True"]
 
 
 def test_close_stops_the_workers_and_a_later_call_restarts_them():
