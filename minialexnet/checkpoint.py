@@ -92,9 +92,10 @@ def atomic_write(path, write) -> None:
     """Call ``write(f)`` on a temporary binary file beside ``path``, then move it into place.
 
     ``os.replace`` is atomic on POSIX and Windows: readers see the old file or the complete
-    new one, with the permissions of a newly created file (``0o666 & ~umask``). On any failure (including ``KeyboardInterrupt``) the temporary file is removed
-    and the exception propagates; the old file, if any, is untouched. Used for checkpoints,
-    ``metrics.csv`` and the training-curve plot.
+    new one, with the permissions of a newly created file (``0o666 & ~umask``). On any
+    failure (including ``KeyboardInterrupt``) the temporary file is removed and the exception
+    propagates; the old file, if any, is untouched. Used for checkpoints, ``metrics.csv``,
+    the training-curve plot and the dataset cache's JSON files.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))

@@ -41,6 +41,13 @@ def check_real(value, name: str, low: float | None = None, high: float | None = 
     return float(value)
 
 
+def check_rng(rng, who: str) -> None:
+    """Raise a clear error unless ``rng`` is a ``numpy.random.Generator``."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{who} needs a numpy.random.Generator for its random choices, got "
+                        f"{type(rng).__name__}; pass rng=np.random.default_rng(seed)")
+
+
 def check_pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
     """Accept ``k`` or ``(kh, kw)``; return ``(kh, kw)`` of ints >= minimum."""
     if isinstance(value, (tuple, list)):

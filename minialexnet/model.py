@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minialexnet.checks import check_array
+from minialexnet.checks import check_array, check_rng
 
 
 @dataclass(frozen=True)
@@ -213,6 +213,8 @@ class AlexNet:
         self.variant = VARIANTS[variant]
         self.num_classes = int(num_classes)
         self.input_size = self.variant.input_size
+        if rng is not None:
+            check_rng(rng, "AlexNet")
         self.rng = rng if rng is not None else np.random.default_rng()
         self.layers: OrderedDict = OrderedDict()
         self._descriptions: dict[str, str] = {}

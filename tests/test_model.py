@@ -221,6 +221,12 @@ def test_constructor_errors(kwargs, message):
         AlexNet(**{"num_classes": 10, "variant": "tiny", **kwargs})
 
 
+@pytest.mark.parametrize("rng", [0, np.random.RandomState(0)])
+def test_constructor_wants_a_generator(rng):
+    with pytest.raises(TypeError, match=r"AlexNet needs a numpy.random.Generator .*default_rng"):
+        AlexNet(10, "tiny", rng=rng)
+
+
 def test_forward_rejects_wrong_input_size_with_advice():
     model = AlexNet(3, "mini")
     with pytest.raises(ValueError, match="takes 59x59 crops, got images of 64x64"):

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from minialexnet.checks import check_positive_int, check_real
+from minialexnet.checks import check_positive_int, check_real, check_rng
 from minialexnet.data.dataset import DatasetStats
 
 PCA_STD = 0.1
@@ -232,13 +232,6 @@ def ten_crop(images: np.ndarray, crop: int, stats: DatasetStats,
     flat = None if out is None else out.reshape(10 * batch, 3, crop, crop)
     return apply_plan(images, indices, plan, stats.mean, crop, flat).reshape(
         10, batch, 3, crop, crop)
-
-
-def check_rng(rng, who: str) -> None:
-    """Raise a clear error unless ``rng`` is a ``numpy.random.Generator``."""
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"{who} needs a numpy.random.Generator for its random choices, got "
-                        f"{type(rng).__name__}; pass rng=np.random.default_rng(seed)")
 
 
 def _check_crop(crop, image_size: int) -> None:

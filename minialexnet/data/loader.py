@@ -31,10 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from minialexnet.checks import check_positive_int, check_real
+from minialexnet.checks import check_positive_int, check_real, check_rng
 from minialexnet.data.augment import (PCA_STD, CropPlan, apply_plan, center_plan,
-                                      check_images_and_stats, check_rng,
-                                      draw_train_plan, ten_crop_plan)
+                                      check_images_and_stats, draw_train_plan,
+                                      ten_crop_plan)
 from minialexnet.data.dataset import DatasetStats, ImageDataset
 
 CROPS = ("random", "center", "ten")
