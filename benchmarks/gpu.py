@@ -10,7 +10,7 @@ do IEEE single-precision arithmetic, as the paper's GTX 580s did):
    ``GemmPlan`` objects ``CudaAlexNet`` runs: conv forward ``W_g @ cols_g``, weight gradient
    ``dY_g @ cols_g^T``, input gradient ``W_g^T @ dY_g``; fc ``x @ W^T``, ``dy^T @ x``,
    ``dy @ W``): milliseconds, GFLOP/s, and the same product with ``torch.matmul`` (cuBLAS),
-   whose ratio places our kernel on the SGEMM ladder of NUMBA-NOTES.md.
+   whose ratio places our kernel on the SGEMM ladder in docs/numba.md.
 2. **Training step** of the whole network (forward, loss, backward, §5 SGD update), images
    per second: ``CudaAlexNet`` (one device) with the batch already on the GPU and, apart,
    with the host-to-device copy of the batch that ``train_step`` does for host arrays; the

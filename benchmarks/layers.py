@@ -3,7 +3,7 @@
     python benchmarks/layers.py [--batch 32] [--repeats 10] [--warmup 2] [--only conv2,lrn1]
                                 [--no-numpy] [--no-torch]
 
-Each layer runs at its place in the paper's network (227x227 input, DESIGN.md §3) with a
+Each layer runs at its place in the paper's network (227x227 input, docs/design.md §3) with a
 batch of ``--batch`` images: the conv layers with their groups (conv2, conv4, conv5: 2), the
 LRNs with groups=2 (each GPU normalised its own half of the maps, §3.2/§3.3), the three
 overlapping max-pools, dropout in training mode, fc6-fc8 and the softmax cross-entropy.

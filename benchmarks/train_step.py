@@ -3,7 +3,7 @@
     python benchmarks/train_step.py [--arch paper] [--batch 32] [--repeats 5] [--warmup 2]
                                     [--backend numba] [--threads N] [--no-torch]
 
-One step = ``forward(x, train=True)`` of the 227x227 paper network (DESIGN.md §3, 60,965,224
+One step = ``forward(x, train=True)`` of the 227x227 paper network (docs/design.md §3, 60,965,224
 parameters, dropout on; ``--arch mini``: the 59x59 network of the default training run, 10
 classes), the softmax cross-entropy, ``backward``, and the §5 SGD update
 (momentum 0.9, weight decay 0.0005) of every parameter -- what ``minialexnet.train.fit``

@@ -18,7 +18,7 @@ def _ensure_numba_cache_dir() -> None:
     Kernels are compiled with ``cache=True`` so that a warm process does not pay the compile
     time again. Numba writes the cache beside the source; a read-only install (site-packages
     owned by root, a container image) would otherwise fail at import with "no locator
-    available" (see NUMBA-NOTES.md).
+    available" (see docs/numba.md, CPU).
     """
     if _os.environ.get("NUMBA_CACHE_DIR"):
         return

@@ -18,7 +18,7 @@ threads, GPUs or streams:
 so the collectives are plain ``np.concatenate`` and ``+``. Its towers can run at the same
 time because OpenBLAS (NumPy's ``matmul``) and Numba's compiled kernels release the GIL.
 A GPU device (the same split on two GPUs, or on one GPU with one stream per tower,
-DESIGN.md §4) implements the same seven methods on device arrays and registers itself with
+docs/design.md §4) implements the same seven methods on device arrays and registers itself with
 ``register_device_kind("cuda", factory)``; ``parse_devices("cuda:0,cuda:1")`` then builds it
 (``minialexnet.cuda_devices.CUDADevice`` does so when imported).
 

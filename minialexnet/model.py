@@ -11,7 +11,7 @@ fully connected layer. ``AlexNet`` turns a table into an ordered list of layers 
 
 Variants (``VARIANTS``):
 
-- ``"paper"``: the network of the paper (DESIGN.md §3), 227x227 input, 60,965,224 parameters,
+- ``"paper"``: the network of the paper (docs/design.md §3), 227x227 input, 60,965,224 parameters,
   724,406,816 multiply-accumulates per image.
 - ``"mini"``: the same topology and components, scaled to 59x59 crops of 64x64 images so that
   it trains in minutes on a laptop CPU.

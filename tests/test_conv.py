@@ -210,7 +210,7 @@ def test_alexnet_geometry(name, c, f, k, stride, padding, groups, size, out):
 
 
 def test_paper_layer_sizes_params_and_macs():
-    # DESIGN.md §3: parameters and per-image multiply-accumulates of the paper's conv layers.
+    # docs/design.md §3: parameters and per-image multiply-accumulates of the paper's conv layers.
     table = [((3, 96, 11, 4, 0, 1), (3, 227, 227), (96, 55, 55), 34_944, 105_415_200),
              ((96, 256, 5, 1, 2, 2), (96, 27, 27), (256, 27, 27), 307_456, 223_948_800),
              ((256, 384, 3, 1, 1, 1), (256, 13, 13), (384, 13, 13), 885_120, 149_520_384),

@@ -73,7 +73,7 @@ def test_fc6_shape_params_and_macs_and_a_sampled_gradient_check():
     rng = np.random.default_rng(1)
     fc6 = Linear(9216, 4096, rng=rng)
     assert fc6.output_shape((9216,)) == (4096,)
-    assert sum(p.size for p in fc6.params.values()) == 37_752_832          # DESIGN.md §3
+    assert sum(p.size for p in fc6.params.values()) == 37_752_832          # docs/design.md §3
     assert fc6.macs((9216,)) == 9216 * 4096
     assert fc6.params["W"].shape == (4096, 9216) and fc6.params["W"].dtype == np.float32
     assert abs(fc6.params["W"].std() - 0.01) < 1e-4                        # N(0, 0.01^2), §5

@@ -7,7 +7,7 @@ from minialexnet.layers import (Conv2D, Dropout, LocalResponseNorm, MaxPool2D, R
                                 SoftmaxCrossEntropy, Tanh)
 from minialexnet.model import VARIANTS, AlexNet
 
-# (layer, output shape of one 227x227 image, parameters): DESIGN.md §3, the paper's Figure 2.
+# (layer, output shape of one 227x227 image, parameters): docs/design.md §3, the paper's Figure 2.
 PAPER_TRACE = [
     ("input", (3, 227, 227), 0),
     ("conv1", (96, 55, 55), 34_944), ("relu1", (96, 55, 55), 0),

@@ -11,7 +11,7 @@ Every function turns stored uint8 images ``(B, 3, S, S)`` into float32 network i
   way) as the image, i.e. the mean is subtracted before cropping, as the paper subtracts it
   from each 256x256 image.
 - §4.1, training: a random ``crop x crop`` patch (``top, left`` uniform in ``0..S-crop``; 227
-  of 256 in the paper, whose "224" does not fit conv1's arithmetic, DESIGN.md §3), a horizontal
+  of 256 in the paper, whose "224" breaks conv1's arithmetic, docs/design.md §3), a horizontal
   flip with probability 1/2, and PCA colour noise: every pixel of image ``b`` gets the same
   ``shift[b] = P @ (alpha * lambda) / 255`` with ``alpha ~ N(0, 0.1^2)`` (3 values per image,
   redrawn each time the image is used), ``P`` and ``lambda`` the eigenvectors and eigenvalues

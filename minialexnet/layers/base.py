@@ -1,4 +1,4 @@
-"""The layer protocol that every layer, the model and the tests share (DESIGN.md §2)."""
+"""The layer protocol that every layer, the model and the tests share (docs/design.md §2)."""
 from __future__ import annotations
 
 import numpy as np

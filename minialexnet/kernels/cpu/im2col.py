@@ -20,7 +20,7 @@ How the loops are parallel without races (Numba ``prange``):
 
 Outputs are allocated in NumPy with an explicit dtype (float32 normally, float64 under
 gradcheck) and passed into the jitted loops: large ``np.empty`` calls inside ``@njit`` are
-several times slower (NUMBA-NOTES.md). Pass ``out=`` to reuse a buffer between calls.
+several times slower (docs/numba.md, CPU). Pass ``out=`` to reuse a buffer between calls.
 """
 from __future__ import annotations
 
