@@ -174,6 +174,29 @@ def test_data_parallel_engine_of_one_process_is_the_local_engine():
     wrapped.check_replicas()
 
 
+class CudaLikeEngine:
+    """Stands for a GPU engine: not a CPUEngine, so its dropout masks are its own."""
+
+    def __init__(self, model) -> None:
+        self.model, self.optimizer = model, SGD(model, lr=0.01)
+        self.input_size, self.num_classes = model.input_size, model.num_classes
+
+    def sync_to_host(self) -> None:
+        pass
+
+    def load_from_host(self) -> None:
+        pass
+
+
+def test_an_engine_with_its_own_dropout_masks_is_refused():
+    engine = CudaLikeEngine(AlexNet(10, "tiny", rng=np.random.default_rng(0)))
+    with pytest.raises(ValueError, match="CudaLikeEngine draws its dropout masks on its own"):
+        DataParallelEngine(engine, SingleProcess())
+    engine.follows_dropout_shard = True
+    DataParallelEngine(engine, SingleProcess())
+    DataParallelEngine(CudaLikeEngine(AlexNet(10, "tiny", dropout=0.0)), SingleProcess())
+
+
 # -- one voice, no hangs, cache (single process) ----------------------------------------------
 
 def test_main_only_logs_on_rank_0_only():

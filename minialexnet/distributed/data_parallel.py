@@ -22,15 +22,18 @@ import math
 import numpy as np
 
 from minialexnet.distributed.allreduce import GradientAllreduce
-from minialexnet.distributed.dropout_shards import sharded_dropout
+from minialexnet.distributed.dropout_shards import dropout_layers, sharded_dropout
 from minialexnet.distributed.shards import Shard, shard_of
-from minialexnet.engine import StepResult
+from minialexnet.engine import CPUEngine, StepResult
 
 
 class DataParallelEngine:
     """Wrap a local ``engine`` (``CPUEngine``, ``CudaAlexNet``, ...) for data parallelism over
     the processes of ``context`` (``init_context()``).
 
+    The local engine must give each image of a shard its global-batch dropout mask: host
+    engines do (``Dropout.shard``); a GPU engine must declare ``follows_dropout_shard = True``
+    (its counter-based masks offset by the shard's first row) or have no dropout.
     ``broadcast=True`` copies rank 0's parameters and momentum to every process first, so
     replicas start equal even if they were built differently (e.g. another seed).
     Members: the engine protocol of ``minialexnet.engine``, plus ``context``, ``engine`` (the
@@ -38,6 +41,7 @@ class DataParallelEngine:
     """
 
     def __init__(self, engine, context, broadcast: bool = True) -> None:
+        _check_dropout_follows_shards(engine)
         self.engine, self.context = engine, context
         self.input_size, self.num_classes = engine.input_size, engine.num_classes
         self.last_shard: Shard | None = None
@@ -138,6 +142,17 @@ class DataParallelEngine:
 
     def __repr__(self) -> str:
         return f"DataParallelEngine({self.engine!r}, {self.context!r})"
+
+
+def _check_dropout_follows_shards(engine) -> None:
+    if (isinstance(engine, CPUEngine) or getattr(engine, "follows_dropout_shard", False)
+            or not dropout_layers(engine.model)):
+        return
+    raise ValueError(f"{type(engine).__name__} draws its dropout masks on its own, so in "
+                     f"data-parallel training every process would give the first images of "
+                     f"its shard the same masks: train with --dropout 0, or give the engine "
+                     f"shard-aware masks (offset by the shard's first row) and "
+                     f"follows_dropout_shard = True")
 
 
 def _replica_arrays(engine) -> list:
