@@ -66,7 +66,7 @@ def fail(context) -> None:
         if step == 3 and context.rank == 1:
             raise RuntimeError("rank 1 fails on purpose at step 3")
         engine.train_step(x, labels)
-    time.sleep(120)                 # only reached if the failure did not stop this rank
+    time.sleep(3600)                # only reached if the failure did not stop this rank
 
 
 def nonfinite(context, out: str) -> None:

@@ -285,6 +285,7 @@ def _run(processes: int | None, *args: str, timeout: float = MPI_TIMEOUT_S):
 def one_process_epoch(tmp_path_factory):
     """One epoch of the built-in data in one process, the reference (batch 15: uneven
     shards for 2 and 3 processes, and a last batch of 10)."""
+    _mpiexec()
     out = str(tmp_path_factory.mktemp("mpi") / "one.npz")
     code, _, err = _run(None, "train", out, "15")
     assert code == 0, err[-3000:]
@@ -293,7 +294,6 @@ def one_process_epoch(tmp_path_factory):
 
 @pytest.mark.parametrize("processes", [2, 3])
 def test_n_processes_train_the_same_network_as_one(processes, one_process_epoch, tmp_path):
-    _mpiexec()
     out = str(tmp_path / f"{processes}.npz")
     code, _, err = _run(processes, "train", out, "15")
     assert code == 0, err[-3000:]
@@ -310,7 +310,7 @@ def test_n_processes_train_the_same_network_as_one(processes, one_process_epoch,
 
 
 def test_a_failing_rank_stops_every_rank_with_its_message():
-    code, _, err = _run(2, "fail", timeout=120)
+    code, _, err = _run(2, "fail")          # a hang would end in the timeout
     assert code != 0
     assert "[rank 1/2]" in err and "rank 1 fails on purpose at step 3" in err
 
