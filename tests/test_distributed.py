@@ -86,7 +86,7 @@ def test_shards_cover_the_batch_evenly_and_weights_sum_to_one(batch, size):
 
 
 def test_shard_errors_are_clear():
-    with pytest.raises(ValueError, match="rank 3 is not in 0..2"):
+    with pytest.raises(ValueError, match=r"rank 3 is not in 0\.\.2"):
         shard_of(10, 3, 3)
     check_batches(70, 15, 3)                         # last batch 10 >= 3
     check_batches(64, 16, 4)                         # no smaller last batch
