@@ -35,6 +35,12 @@ class Dropout(Layer):
     in float64 whatever ``x``'s dtype, so a seed gives the same mask in float32 and float64.
     ``backward(dy) = dy * m / (1 - p)`` with the mask of the last ``forward`` (after
     ``train=False`` the identity, so a network can be gradient-checked deterministically).
+
+    ``shard``: ``None`` (the default) or ``(start, stop, global_batch)``, set by data-parallel
+    training (``minialexnet.distributed``) while ``x`` holds rows ``start:stop`` of a global
+    batch of ``global_batch`` examples split among processes. The layer then draws the mask
+    of the whole global batch and keeps its rows, so each example gets the mask it would get
+    in one process, and ``rng`` advances alike in every process.
     """
 
     def __init__(self, p: float = 0.5, rng: np.random.Generator | None = None) -> None:
@@ -45,17 +51,29 @@ class Dropout(Layer):
                              f"(p is the fraction of units dropped; the paper uses 0.5)")
         self.p = float(p)
         self.rng = rng if rng is not None else np.random.default_rng()
+        self.shard: tuple[int, int, int] | None = None
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         check_array(x, "Dropout", ndim=None, layout="(N, ...)")
         if not train:
             self._cache = (None, x.shape, x.dtype)
             return x.copy()                    # a copy: a caller may modify y in place
-        keep = self.rng.random(x.shape) >= self.p          # P(keep) = 1 - p
+        keep = self._draw_keep(x.shape)                    # P(keep) = 1 - p
         # The kept units' scale 1 / (1 - p), folded into the mask once for both passes.
         scaled_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
         self._cache = (scaled_mask, x.shape, x.dtype)
         return x * scaled_mask
+
+    def _draw_keep(self, shape: tuple) -> np.ndarray:
+        """The boolean keep-mask of ``shape``: this batch's, or its rows of the global one."""
+        if self.shard is None:
+            return self.rng.random(shape) >= self.p
+        start, stop, global_batch = self.shard
+        if stop - start != shape[0] or not 0 <= start < stop <= global_batch:
+            raise ValueError(f"Dropout.shard {self.shard} does not fit a batch of {shape[0]} "
+                             f"rows: it must be (start, stop, global_batch) with stop - start "
+                             f"= {shape[0]} and 0 <= start < stop <= global_batch")
+        return self.rng.random((global_batch, *shape[1:]))[start:stop] >= self.p
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         scaled_mask, shape, dtype = self._cached()
