@@ -6,7 +6,7 @@
 One step = ``forward(x, train=True)`` of the 227x227 paper network (docs/design.md §3, 60,965,224
 parameters, dropout on; ``--arch mini``: the 59x59 network of the default training run, 10
 classes), the softmax cross-entropy, ``backward``, and the §5 SGD update
-(momentum 0.9, weight decay 0.0005) of every parameter -- what ``minialexnet.train.fit``
+(momentum 0.9, weight decay 0.0005) of every parameter -- what ``minialexnet.training.fit``
 does per batch, without the data loading.
 
 The PyTorch peer is the same network: ``Conv2d(..., groups=2)`` for conv2/4/5, and the

@@ -25,13 +25,13 @@ import argparse
 import json
 import sys
 
-from minialexnet.checkpoint import CheckpointError, model_from_checkpoint
+from minialexnet.cli import (BACKENDS, UsageError, fraction, inference_engine, nonnegative_int,
+                             positive_int)
 from minialexnet.data.folders import DataError
-from minialexnet.prepare import fraction, nonnegative_int, positive_int
-
-
-class UsageError(Exception):
-    """Anything the user must fix; printed as ``error: ...`` with exit status 2."""
+from minialexnet.data.imagenet import open_val_dataset
+from minialexnet.data.synthetic import make_synthetic
+from minialexnet.training.checkpoint import CheckpointError, model_from_checkpoint
+from minialexnet.training.evaluation import check_has_stats, evaluate_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-b", "--batch-size", type=positive_int, default=64)
     parser.add_argument("--workers", type=nonnegative_int, default=0,
                         help="threads preparing batches (0: the main thread)")
-    parser.add_argument("--backend", choices=("numba", "numpy", "cuda"), default="numba",
+    parser.add_argument("--backend", choices=BACKENDS, default="numba",
                         help="kernels: numba (compiled CPU), numpy (readable reference), cuda")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
@@ -79,7 +79,6 @@ def validation_set_for(meta: dict, args, log=print):
     if data_dir is None and subset is None:
         kind = record.get("kind") or meta.get("data")
         if kind == "synthetic":
-            from minialexnet.data.synthetic import make_synthetic
             return make_synthetic("val", num_classes=int(meta["num_classes"]),
                                   image_size=image_size,
                                   seed=int(record.get("seed", 0)))
@@ -89,73 +88,25 @@ def validation_set_for(meta: dict, args, log=print):
                              "--data-dir (and --subset if it was trained on one)")
         if args.val_labels is None and record.get("val_labels"):
             args.val_labels = record["val_labels"]
-    from minialexnet.data.imagenet import open_val_dataset
     return open_val_dataset(data_dir, subset, image_size=image_size, val_fraction=val_fraction,
                             seed=seed, cache_dir=args.cache_dir, log=log,
                             val_labels=args.val_labels)
 
 
-def check_classes(meta: dict, dataset, path: str) -> None:
-    """``UsageError`` unless the checkpoint's classes are the dataset's, in the same order."""
-    trained = meta.get("class_names")
-    if trained is None:
-        if int(meta["num_classes"]) != dataset.num_classes:
-            raise UsageError(f"{path} predicts {meta['num_classes']} classes, the data has "
-                             f"{dataset.num_classes}")
-        return
-    if list(trained) != list(dataset.class_names):
-        only_ckpt = sorted(set(trained) - set(dataset.class_names))
-        only_data = sorted(set(dataset.class_names) - set(trained))
-        detail = (f"{len(only_ckpt)} only in the checkpoint (e.g. {only_ckpt[:3]}), "
-                  f"{len(only_data)} only in the data (e.g. {only_data[:3]})"
-                  if only_ckpt or only_data else "same names in another order")
-        raise UsageError(f"{path} was trained on other classes than this data: {detail}; "
-                         f"pass the --data-dir/--subset it was trained on")
-
-
-def on_backend(model, backend: str, batch_size: int):
-    """The network to run: ``model`` itself on the CPU kernels (``numba``/``numpy``), or its
-    GPU twin (``minialexnet.cuda_model.CudaAlexNet``, same ``forward``) for ``cuda``.
-
-    Raises ``UsageError`` when the backend cannot be used (no GPU, numba-cuda missing).
-    """
-    if backend != "cuda":
-        from minialexnet.train import select_backend
-        try:
-            select_backend(backend)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-        return model
-    try:
-        from minialexnet.cuda_model import CudaAlexNet
-        return CudaAlexNet(model, batch_size=batch_size)
-    except (ImportError, RuntimeError) as err:
-        raise UsageError(f"--backend cuda is not usable here: {err}") from None
-
-
 def run(args, log=print) -> dict:
-    """Evaluate as the command line says; return ``{"center": {"top1_err", "top5_err"}, ...}``.
+    """Evaluate as the command line says; return ``{"center": {"top1_err", "top5_err",
+    "images"}, ...}`` (``minialexnet.training.evaluation.evaluate_checkpoint``).
 
     Errors in ``UsageError``, ``CheckpointError`` or ``DataError`` (all reported by ``main``).
     """
-    from minialexnet.metrics import evaluate
-
     model, ckpt = model_from_checkpoint(args.checkpoint)
-    if ckpt.stats is None:
-        raise UsageError(f"{args.checkpoint} holds no training-set mean image (data/mean), "
-                         f"which evaluation subtracts (§2); save it with stats=...")
-    net = on_backend(model, args.backend, args.batch_size * (1 if args.crops == "center" else 10))
+    check_has_stats(ckpt, args.checkpoint)        # before any data is decoded
+    engine = inference_engine(model, args.backend,
+                              args.batch_size * (1 if args.crops == "center" else 10))
     dataset = validation_set_for(ckpt.meta, args, log)
-    check_classes(ckpt.meta, dataset, args.checkpoint)
-    if dataset.image_size != ckpt.stats.image_size:
-        raise UsageError(f"the data is {dataset.image_size} px but {args.checkpoint} was "
-                         f"trained on {ckpt.stats.image_size} px images")
-    results = {}
-    for crops in (("center", "ten") if args.crops == "both" else (args.crops,)):
-        top1, top5 = evaluate(net, dataset, ckpt.stats, batch_size=args.batch_size,
-                              crops=crops, workers=args.workers)
-        results[crops] = {"top1_err": top1, "top5_err": top5, "images": len(dataset)}
-    return results
+    crops = ("center", "ten") if args.crops == "both" else (args.crops,)
+    return evaluate_checkpoint(engine, ckpt, dataset, args.checkpoint, crops=crops,
+                               batch_size=args.batch_size, workers=args.workers)
 
 
 def main(argv: list[str] | None = None) -> int:

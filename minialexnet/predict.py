@@ -27,11 +27,13 @@ import sys
 
 import numpy as np
 
-from minialexnet.checkpoint import CheckpointError, model_from_checkpoint
+from minialexnet.cli import BACKENDS, UsageError, inference_engine, positive_int
 from minialexnet.data.cache import UnreadableImage, decode_image
+from minialexnet.data.dataset import ImageDataset
 from minialexnet.data.folders import DataError, is_image_file
 from minialexnet.data.subsets import display_name
-from minialexnet.prepare import positive_int
+from minialexnet.metrics import predict_proba
+from minialexnet.training.checkpoint import CheckpointError, model_from_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ten-crop", action="store_true",
                         help="average the softmax over the paper's ten crops (§4.1)")
     parser.add_argument("-b", "--batch-size", type=positive_int, default=32)
-    parser.add_argument("--backend", choices=("numba", "numpy", "cuda"), default="numba")
+    parser.add_argument("--backend", choices=BACKENDS, default="numba")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
 
@@ -78,11 +80,9 @@ def predict_images(model, stats, class_names: list[str], images: np.ndarray, top
 
     ``images``: uint8 ``(N, 3, S, S)`` as ``decode_image`` makes them, S = the checkpoint's
     image size. Cropping and mean subtraction are ``minialexnet.metrics.predict_proba``'s, so
-    a photo is seen exactly as a validation image is.
+    a photo is seen exactly as a validation image is. ``model``: a network or an engine
+    (anything with ``forward``, ``input_size`` and ``num_classes``).
     """
-    from minialexnet.data.dataset import ImageDataset
-    from minialexnet.metrics import predict_proba
-
     dataset = ImageDataset(images, np.zeros(len(images), dtype=np.int64), class_names)
     probs = predict_proba(model, dataset, stats, batch_size=batch_size,
                           crops="ten" if ten_crop else "center")
@@ -94,15 +94,13 @@ def predict_images(model, stats, class_names: list[str], images: np.ndarray, top
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m minialexnet.predict`` / ``minialexnet-predict``."""
     args = build_parser().parse_args(argv)
-    from minialexnet.evaluate import UsageError, on_backend
-
     try:
         paths = expand_paths(args.images)
         model, ckpt = model_from_checkpoint(args.checkpoint)
         if ckpt.stats is None:
             raise DataError(f"{args.checkpoint} holds no training-set mean image (data/mean), "
                             f"which prediction subtracts (§2)")
-        net = on_backend(model, args.backend, args.batch_size * (10 if args.ten_crop else 1))
+        net = inference_engine(model, args.backend, args.batch_size * (10 if args.ten_crop else 1))
     except (CheckpointError, DataError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -18,40 +18,9 @@ import argparse
 import sys
 import time
 
+from minialexnet.cli import add_data_arguments
 from minialexnet.data.folders import DataError
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a clear usage error otherwise)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """argparse type: a number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
-    return value
+from minialexnet.data.imagenet import open_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,41 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, image_size_default: int | None = 256
-                       ) -> None:
-    """The data options shared by prepare, train and evaluate (same names, same meaning)."""
-    parser.add_argument("--data-dir", default=None,
-                        help="data root: <dir>/train/<class>/ (+ val/), or any folder of class "
-                             "folders; default with --subset: $MINIALEXNET_DATA, "
-                             "$IMAGENET_ROOT, ~/data/imagenet, ...")
-    parser.add_argument("--subset", default=None,
-                        help="imagenet-100, imagenet-1k, or a file with one class folder name "
-                             "(wnid) per line; default: every class folder")
-    parser.add_argument("--image-size", type=positive_int, default=image_size_default,
-                        metavar="S",
-                        help="side of the stored images (the paper: 256; the mini model: 64)")
-    parser.add_argument("--val-labels", default=None, metavar="FILE",
-                        help="labels of a flat val/ folder ('filename wnid' lines, Caffe's "
-                             "val.txt, Kaggle's LOC_val_solution.csv or the devkit's ground "
-                             "truth with meta.mat)")
-    parser.add_argument("--val-fraction", type=fraction, default=0.1,
-                        help="share of each class held out for validation when there is no "
-                             "val/ folder (default 0.1)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0,
-                        help="seed of that hold-out (default 0)")
-    parser.add_argument("--workers", type=positive_int, default=None,
-                        help="decoding processes (default: all CPUs)")
-    parser.add_argument("--cache-dir", default=None,
-                        help="this dataset's cache folder (default: "
-                             "~/.cache/minialexnet/datasets/<name>-<subset>-S<S>-<hash>, or "
-                             "under $MINIALEXNET_CACHE)")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m minialexnet.prepare`` / ``minialexnet-prepare``."""
     args = build_parser().parse_args(argv)
-    from minialexnet.data.imagenet import open_dataset
-
     started = time.monotonic()
     try:
         train, val, stats = open_dataset(args.data_dir, subset=args.subset,

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from helpers import run_python
-from minialexnet import checkpoint as ckpt_mod
-from minialexnet.checkpoint import (CheckpointError, load_checkpoint, model_from_checkpoint,
-                                    restore_model, save_checkpoint)
+from minialexnet.training import checkpoint as ckpt_mod
+from minialexnet.training.checkpoint import (CheckpointError, load_checkpoint,
+                                             model_from_checkpoint, restore_model,
+                                             save_checkpoint)
 from minialexnet.data.dataset import DatasetStats
 from minialexnet.model import AlexNet
 from minialexnet.optim import SGD
@@ -141,7 +142,8 @@ def test_meta_must_be_json(tmp_path):
 def test_atomic_write_gives_the_permissions_of_a_new_file(tmp_path, umask, expected):
     """Not mkstemp's owner-only 0o600: a shared cache or run folder must stay readable."""
     target = tmp_path / "out.bin"
-    run_python(f"import os; os.umask({umask}); from minialexnet.checkpoint import atomic_write; "
+    run_python(f"import os; os.umask({umask}); from minialexnet.training.checkpoint import "
+               f"atomic_write; "
                f"atomic_write({str(target)!r}, lambda f: f.write(b'x'))", timeout=120)
     assert target.read_bytes() == b"x"
     assert os.stat(target).st_mode & 0o777 == expected

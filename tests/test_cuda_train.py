@@ -1,4 +1,4 @@
-"""``fit(device="cuda")``: the whole training step on the GPU gives the CPU's training run.
+"""``fit`` on ``TrainConfig(device="cuda")``: the GPU training step gives the CPU's run.
 
 Dropout is switched off (its masks come from a counter-based hash on the GPU and from the
 generator on the CPU), so both paths take the same SGD steps and must end with the same
@@ -19,18 +19,19 @@ def test_under_cuda_simulator():
 
 
 def _run(device, tmp_path):
-    from minialexnet.checkpoint import load_checkpoint
+    from minialexnet.training import TrainConfig, fit
+    from minialexnet.training.checkpoint import load_checkpoint
     from minialexnet.data.synthetic import make_synthetic
     from minialexnet.model import AlexNet
-    from minialexnet.train import fit
 
     train_set = make_synthetic("train", num_classes=2, n_per_class=3, image_size=33, seed=5)
     val_set = make_synthetic("val", num_classes=2, n_per_class=1, image_size=33, seed=5)
     rng = np.random.default_rng(3)
     model = AlexNet(2, "tiny", rng=rng, dropout=0.0)
     initial = model.state_dict()
-    history = fit(model, train_set, val_set, epochs=1, batch_size=3, lr=0.01, rng=rng,
-                  log=lambda _line: None, output=str(tmp_path / device), device=device)
+    history = fit(model, train_set, val_set,
+                  TrainConfig(epochs=1, batch_size=3, lr=0.01, device=device), rng=rng,
+                  log=lambda _line: None, output=str(tmp_path / device))
     return initial, history, load_checkpoint(tmp_path / device / "checkpoint_last.npz")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minialexnet.checkpoint import save_checkpoint
+from minialexnet.training.checkpoint import save_checkpoint
 from minialexnet.data.cache import decode_image
 from minialexnet.data.dataset import DatasetStats
 from minialexnet.data.subsets import resolve_subset
@@ -93,7 +93,7 @@ def test_predict_json_ten_crop_and_folders(tmp_path, capsys):
 
 def test_predict_matches_metrics_on_the_same_pixels(tmp_path):
     """A photo is seen exactly as a validation image: same decode, crop, mean."""
-    from minialexnet.checkpoint import model_from_checkpoint
+    from minialexnet.training.checkpoint import model_from_checkpoint
     from minialexnet.data.dataset import ImageDataset
     from minialexnet.metrics import predict_proba
     from minialexnet.predict import predict_images

@@ -6,12 +6,13 @@ import sys
 import numpy as np
 import pytest
 
-from minialexnet import checkpoint as ckpt_mod
 from minialexnet import train
-from minialexnet.checkpoint import load_checkpoint, save_checkpoint
+from minialexnet.training import TrainConfig, TrainingDiverged, fit, runlog
+from minialexnet.training import checkpoint as ckpt_mod
+from minialexnet.training.checkpoint import load_checkpoint, save_checkpoint
 from minialexnet.data.synthetic import make_synthetic
 from minialexnet.model import AlexNet
-from minialexnet.train import TrainingDiverged, fit, main
+from minialexnet.train import main
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,8 @@ def _quiet(_line):
 def _tiny_fit(data, epochs, seed=7, **kwargs):
     rng = np.random.default_rng(seed)
     model = AlexNet(3, "tiny", rng=rng)
-    history = fit(model, *data, epochs=epochs, batch_size=8, lr=0.003, rng=rng, log=_quiet,
-                  **kwargs)
+    history = fit(model, *data, TrainConfig(epochs=epochs, batch_size=8, lr=0.003), rng=rng,
+                  log=_quiet, **kwargs)
     return model, history
 
 
@@ -112,8 +113,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, tm
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, batch 1/3.*"
                                                r"last good checkpoint is .*checkpoint_last.npz "
                                                r"\(epoch 1\).*--lr"):
-        fit(model, *tiny_data, epochs=3, batch_size=8, lr=0.003, rng=rng, log=_quiet,
-            output=tmp_path / "run")
+        fit(model, *tiny_data, TrainConfig(epochs=3, batch_size=8, lr=0.003), rng=rng,
+            log=_quiet, output=tmp_path / "run")
     last = load_checkpoint(tmp_path / "run" / "checkpoint_last.npz")
     assert last.meta["epoch"] == 1
     one_epoch, _ = _tiny_fit(tiny_data, epochs=1)
@@ -154,13 +155,13 @@ def test_smoke_run_loss_falls_and_outputs_are_written(mini_data, tmp_path):
     # No dropout and small batches: on 24 images the loss then falls within a few seconds.
     model = AlexNet(3, "mini", rng=rng, dropout=0.0)
     lines = []
-    history = fit(model, *mini_data, epochs=5, batch_size=4, lr=0.001, rng=rng,
-                  output=tmp_path, print_freq=2, log=lines.append)
+    history = fit(model, *mini_data, TrainConfig(epochs=5, batch_size=4, lr=0.001, print_freq=2),
+                  rng=rng, output=tmp_path, log=lines.append)
     losses = [h["train_loss"] for h in history]
     assert losses[-1] < 0.9 * losses[0], losses
-    assert set(history[0]) == set(train.CSV_COLUMNS)
+    assert set(history[0]) == set(runlog.CSV_COLUMNS)
     csv_lines = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert csv_lines[0] == ",".join(train.CSV_COLUMNS) and len(csv_lines) == 6
+    assert csv_lines[0] == ",".join(runlog.CSV_COLUMNS) and len(csv_lines) == 6
     assert (tmp_path / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     best = load_checkpoint(tmp_path / "checkpoint_best.npz")
     assert best.meta["best_top1"] == min(h["val_top1_err"] for h in history)
@@ -179,11 +180,11 @@ def test_evaluate_flag_reports_center_and_ten_crop_errors(cli_data, tmp_path, ca
 def test_fit_rejects_mismatched_data(tiny_data):
     model = AlexNet(5, "tiny")
     with pytest.raises(ValueError, match="3 classes, the model 5"):
-        fit(model, *tiny_data, epochs=1, log=_quiet)
+        fit(model, *tiny_data, TrainConfig(epochs=1), log=_quiet)
     with pytest.raises(ValueError, match="batch size 25 is larger than the training set"):
-        fit(AlexNet(3, "tiny"), *tiny_data, epochs=1, batch_size=25, log=_quiet)
+        fit(AlexNet(3, "tiny"), *tiny_data, TrainConfig(epochs=1, batch_size=25), log=_quiet)
     with pytest.raises(ValueError, match="smaller than the 59x59 crops"):
-        fit(AlexNet(3, "mini"), *tiny_data, epochs=1, log=_quiet)
+        fit(AlexNet(3, "mini"), *tiny_data, TrainConfig(epochs=1), log=_quiet)
 
 
 def _usage_error(argv, capsys):

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from minialexnet import train
-from minialexnet.checkpoint import load_checkpoint, model_from_checkpoint
+from minialexnet.training import TrainConfig, fit
+from minialexnet.training.checkpoint import load_checkpoint, model_from_checkpoint
 from minialexnet.data.synthetic import make_synthetic
 from minialexnet.model import AlexNet
 from minialexnet.parallel import TwoTowerAlexNet
-from minialexnet.train import fit, main
+from minialexnet.train import main
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def tiny_data():
 def _towers_fit(data, epochs, output, resume=None):
     rng = np.random.default_rng(11)
     model = TwoTowerAlexNet.from_model(AlexNet(3, "tiny", rng=rng), devices="cpu:0,cpu:1")
-    history = fit(model, *data, epochs=epochs, batch_size=8, lr=0.003, rng=rng,
+    history = fit(model, *data, TrainConfig(epochs=epochs, batch_size=8, lr=0.003), rng=rng,
                   log=lambda _line: None, output=str(output), resume=resume)
     model.close()
     return history

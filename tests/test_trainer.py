@@ -1,0 +1,131 @@
+"""The trainer drives any engine through the protocol of ``minialexnet.engine`` only.
+
+A fake engine that never touches the network's layers stands in for the hardware: if the
+epoch loop called the model, the loss or the optimizer itself (a CPU branch), or skipped the
+copy to the host before evaluating and saving, these tests would see it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minialexnet.data.synthetic import make_synthetic
+from minialexnet.engine import CPUEngine, StepResult
+from minialexnet.model import AlexNet
+from minialexnet.optim import SGD
+from minialexnet.parallel import TwoTowerAlexNet
+from minialexnet.training import TrainConfig, fit, make_engine, trainer
+from minialexnet.training.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    """3 classes of 35x35 images: 12 training images (3 batches of 4), 6 validation."""
+    return (make_synthetic("train", num_classes=3, n_per_class=4, image_size=35, seed=8),
+            make_synthetic("val", num_classes=3, n_per_class=2, image_size=35, seed=8))
+
+
+class FakeEngine:
+    """The engine protocol with made-up numbers: loss 2, 1.9, 1.8, ... per step; logits
+    that always predict class 0. Records every call in ``events``."""
+
+    def __init__(self, model, optimizer) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.input_size, self.num_classes = model.input_size, model.num_classes
+        self.events: list[str] = []
+        self.steps = 0
+
+    def train_step(self, x, labels) -> StepResult:
+        assert x.shape == (len(labels), 3, self.input_size, self.input_size)
+        self.events.append("step")
+        self.steps += 1
+        return StepResult(2.0 - 0.1 * (self.steps - 1), 1, 1, len(labels), True)
+
+    def forward(self, x, train=False):
+        assert not train
+        self.events.append("forward")
+        logits = np.zeros((len(x), self.num_classes), dtype=np.float32)
+        logits[:, 0] = 1.0
+        return logits
+
+    def sync_to_host(self) -> None:
+        self.events.append("sync")
+
+    def load_from_host(self) -> None:
+        self.events.append("load")
+
+    def close(self) -> None:
+        self.events.append("close")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class UntouchableAlexNet(AlexNet):
+    """An AlexNet whose forward and backward must not run: the engine does the work."""
+
+    def forward(self, x, train=False):
+        raise AssertionError("the trainer called the model instead of the engine")
+
+    def backward(self, dlogits):
+        raise AssertionError("the trainer called the model instead of the engine")
+
+
+def test_fit_drives_the_engine_through_the_protocol(tiny_data, tmp_path, monkeypatch):
+    engines = []
+
+    def fake_make_engine(model, optimizer, config):
+        engines.append(FakeEngine(model, optimizer))
+        return engines[-1]
+
+    monkeypatch.setattr(trainer, "make_engine", fake_make_engine)
+    model = UntouchableAlexNet(3, "tiny", rng=np.random.default_rng(0))
+    history = fit(model, *tiny_data, TrainConfig(epochs=2, batch_size=4, schedule=None),
+                  output=tmp_path, log=lambda _line: None)
+    (engine,) = engines
+    one_epoch = ["step"] * 3 + ["sync"] + ["forward"] * 2   # batches of 4: 12 + 6 images
+    assert engine.events == one_epoch * 2 + ["sync", "close"]
+    assert [h["train_loss"] for h in history] == pytest.approx([1.9, 1.6])
+    assert [h["train_top1_err"] for h in history] == pytest.approx([0.75, 0.75])
+    val_labels = tiny_data[1].labels
+    assert history[0]["val_top1_err"] == pytest.approx(np.mean(val_labels != 0))
+    assert load_checkpoint(tmp_path / "checkpoint_last.npz").meta["epoch"] == 2
+
+
+def test_fit_resumes_into_the_engine_and_loads_it(tiny_data, tmp_path, monkeypatch):
+    """After restoring a checkpoint on the host, the engine is told to load it."""
+    rng = np.random.default_rng(1)
+    fit(AlexNet(3, "tiny", rng=rng), *tiny_data, TrainConfig(epochs=1, batch_size=4),
+        rng=rng, output=tmp_path, log=lambda _line: None)
+    engines = []
+    monkeypatch.setattr(trainer, "make_engine",
+                        lambda model, optimizer, config: engines.append(
+                            FakeEngine(model, optimizer)) or engines[-1])
+    history = fit(UntouchableAlexNet(3, "tiny"), *tiny_data, TrainConfig(epochs=2, batch_size=4),
+                  resume=tmp_path / "checkpoint_last.npz", log=lambda _line: None)
+    assert engines[0].events[0] == "load" and engines[0].events.count("step") == 3
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_make_engine_chooses_the_hardware_from_the_config():
+    model = AlexNet(3, "tiny", rng=np.random.default_rng(2))
+    optimizer = SGD(model, lr=0.02, momentum=0.8, weight_decay=0.001)
+    for name, _, _ in model.named_parameters():
+        optimizer.velocity[name][...] = np.random.default_rng(3).standard_normal(
+            optimizer.velocity[name].shape)
+    one = make_engine(model, optimizer, TrainConfig())
+    assert isinstance(one, CPUEngine) and one.model is model and one.optimizer is optimizer
+    with make_engine(model, optimizer, TrainConfig(devices="cpu:0,cpu:1",
+                                                   tower_mode="sequential")) as split:
+        assert isinstance(split, CPUEngine) and isinstance(split.model, TwoTowerAlexNet)
+        assert split.model.mode == "sequential"
+        state = split.optimizer.state_dict()
+        assert (state["lr"], state["momentum"], state["weight_decay"]) == (0.02, 0.8, 0.001)
+        merged = split.model.merge(state["velocity"])
+        for name, v in optimizer.velocity.items():
+            np.testing.assert_array_equal(merged[name], v, err_msg=name)
+    with pytest.raises(ValueError, match="2 devices|exactly 2"):
+        make_engine(model, optimizer, TrainConfig(devices="cpu:0"))
