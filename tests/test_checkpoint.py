@@ -142,8 +142,7 @@ def test_meta_must_be_json(tmp_path):
 def test_atomic_write_gives_the_permissions_of_a_new_file(tmp_path, umask, expected):
     """Not mkstemp's owner-only 0o600: a shared cache or run folder must stay readable."""
     target = tmp_path / "out.bin"
-    run_python(f"import os; os.umask({umask}); from minialexnet.training.checkpoint import "
-               f"atomic_write; "
+    run_python(f"import os; os.umask({umask}); from minialexnet.atomic import atomic_write; "
                f"atomic_write({str(target)!r}, lambda f: f.write(b'x'))", timeout=120)
     assert target.read_bytes() == b"x"
     assert os.stat(target).st_mode & 0o777 == expected

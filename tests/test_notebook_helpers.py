@@ -18,7 +18,7 @@ from minialexnet.data.dataset import compute_stats
 from minialexnet.data.synthetic import make_synthetic
 from minialexnet.metrics import evaluate
 from minialexnet.model import AlexNet
-from minialexnet.train import fit
+from minialexnet.training import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,9 @@ def test_print_epoch_line_keeps_exactly_fits_epoch_lines(tiny_data, capsys):
     train_set, val_set, stats = tiny_data
     lines = []
     net = AlexNet(3, "tiny", rng=np.random.default_rng(0))
-    fit(net, train_set, val_set, epochs=2, batch_size=4, lr=0.001, schedule=None, stats=stats,
-        rng=np.random.default_rng(1), print_freq=1, log=lines.append)
+    config = TrainConfig(epochs=2, batch_size=4, lr=0.001, schedule=None, print_freq=1)
+    fit(net, train_set, val_set, config, stats=stats, rng=np.random.default_rng(1),
+        log=lines.append)
     assert len(lines) > 2                           # progress lines within the epochs too
     capsys.readouterr()
     for line in lines:

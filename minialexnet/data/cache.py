@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from minialexnet.training.checkpoint import atomic_write
+from minialexnet.atomic import atomic_write
 from minialexnet.data.dataset import DatasetStats, ImageDataset, compute_stats
 from minialexnet.data.folders import DataError, FileList
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 
-from minialexnet.training.checkpoint import atomic_write
+from minialexnet.atomic import atomic_write
 
 METRICS_CSV = "metrics.csv"
 CURVES_PNG = "training_curves.png"
