@@ -52,4 +52,29 @@ _let_idle_threads_sleep()
 from minialexnet.backend import get_backend, set_backend, use_backend  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["get_backend", "set_backend", "use_backend", "__version__"]
+__all__ = ["get_backend", "set_backend", "use_backend", "load_onnx", "save_onnx",
+           "__version__"]
+
+
+def _onnx_io():
+    """``minialexnet.onnx_io``, imported on first use: ``onnx`` is an optional dependency."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ImportError("reading and writing ONNX files needs the onnx package: "
+                          "pip install \"minialexnet[onnx]\"") from None
+    import minialexnet.onnx_io
+    return minialexnet.onnx_io
+
+
+def load_onnx(path, **options):
+    """The ``AlexNet`` of an ONNX file (e.g. the model zoo's ``bvlcalexnet-12.onnx``); see
+    ``minialexnet.onnx_io.reader.load_onnx`` for ``options`` (preprocessing, class_names,
+    rng)."""
+    return _onnx_io().load_onnx(path, **options)
+
+
+def save_onnx(model, path) -> None:
+    """Write an ``AlexNet`` to an ONNX file, preprocessing and class names included; see
+    ``minialexnet.onnx_io.writer``."""
+    _onnx_io().save_onnx(model, path)

@@ -17,16 +17,24 @@ Variants (``VARIANTS``):
   it trains in minutes on a laptop CPU.
 - ``"tiny"``: the same topology on 31x31 inputs with a handful of channels, for whole-network
   gradient checks (``minialexnet.gradcheck.check_model``) and unit tests; not for training.
+- ``"bvlc"``: BVLC's Caffe AlexNet exactly as the ONNX model zoo's ``bvlcalexnet-*.onnx``
+  files compute it (224x224 input, LRN with k = 1, a padded pool5); see ``BVLC``.
+
+A table may also come from a file: ``minialexnet.load_onnx`` builds one with the file's
+channel counts, stored as ``variant="custom"`` plus the table itself in ``model.config``
+(``variant_to_dict`` / ``variant_from_dict``), so every network rebuilds from its config.
 """
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from minialexnet.checks import check_array, check_rng
+from minialexnet.preprocessing import (BVLC_PREPROCESSING, check_class_names,
+                                       check_preprocessing)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,9 @@ class Conv:
     bias: float        # initial bias (§5: 1 where it "provides the ReLUs with positive inputs")
     lrn: bool          # local response normalization after the ReLU (§3.3)
     pool: bool         # max pooling after that (§3.4)
+    # (top, left, bottom, right) padding of that pooling, never a maximum (-inf), as ONNX
+    # pads; the paper pools without padding, Caffe's ceil-mode pool5 is (0, 0, 1, 1)
+    pool_padding: tuple = (0, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -61,15 +72,35 @@ class FC:
 
 
 @dataclass(frozen=True)
-class Variant:
-    """A whole network: input crop size, conv rows and FC rows.
+class LRN:
+    """The constants of local response normalization (§3.3), in the paper's convention:
+    ``b_i = a_i / (k + alpha * sum_j a_j^2) ** beta`` over ``size`` neighbouring channels.
 
-    ``lrn_groups``: LRN sums only within each half of the channels (each GPU's maps, §3.2).
+    ``alpha`` multiplies the plain *sum* of squares, as printed in the paper and as
+    ``minialexnet.layers.LocalResponseNorm`` computes it. Caffe, cuda-convnet, ONNX's ``LRN``
+    and PyTorch multiply the *mean* instead, so their alpha is ``alpha * size``: the paper's
+    1e-4 is their 5e-4, and BVLC's (Caffe's) 1e-4 is our 2e-5. ``minialexnet.onnx_io``
+    converts at the file boundary. ``groups=2``: windows stay within each half of the
+    channels (each GPU's maps, §3.2); ``groups=1``: across all channels (Caffe, ONNX).
     """
+    size: int = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 2.0
+    groups: int = 2
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A whole network: input crop size, conv rows, FC rows, the LRN constants (``norm``) and
+    the max-pooling window (``pool_kernel`` x ``pool_kernel`` every ``pool_stride`` pixels,
+    §3.4; each conv row says whether it pools and with which padding)."""
     input_size: int
     convs: tuple
     fcs: tuple
-    lrn_groups: int = 2
+    norm: LRN = LRN()
+    pool_kernel: int = 3
+    pool_stride: int = 2
 
 
 PAPER = Variant(
@@ -123,7 +154,73 @@ TINY = Variant(
     ),
 )
 
-VARIANTS = {"paper": PAPER, "mini": MINI, "tiny": TINY}
+BVLC = Variant(
+    input_size=224,    # the ONNX files' data_0 is 1x3x224x224; Caffe itself cropped 227
+    convs=(
+        #    name    filters kernel stride pad groups  init  bias   LRN    pool      output
+        Conv("conv1",   96,   11,    4,    0,   1,   0.01,  0.0,  True,  True),   # 54 -> 26
+        Conv("conv2",  256,    5,    1,    2,   2,   0.01,  0.1,  True,  True),   # 26 -> 12
+        Conv("conv3",  384,    3,    1,    1,   1,   0.01,  0.0,  False, False),  # 12
+        Conv("conv4",  384,    3,    1,    1,   2,   0.01,  0.1,  False, False),  # 12
+        Conv("conv5",  256,    3,    1,    1,   2,   0.01,  0.1,  False, True,    # 12 -> 6
+             (0, 0, 1, 1)),
+    ),
+    fcs=(
+        FC("fc6", 4096,  0.005, 0.1,  True),
+        FC("fc7", 4096,  0.005, 0.1,  True),
+        FC("fc8", None,  0.01,  0.0,  False),
+    ),
+    norm=LRN(size=5, alpha=1e-4 / 5, beta=0.75, k=1.0, groups=1),   # Caffe/ONNX alpha 1e-4
+)
+"""BVLC's Caffe AlexNet (Caffe's ``models/bvlc_alexnet``, 57.1% top-1 / 80.2% top-5 on
+ILSVRC-2012 val with one centre crop), as the ONNX model zoo's ``bvlcalexnet-*.onnx`` files
+compute it. Differences from the paper:
+
+- LRN ``k = 1`` instead of 2, with Caffe's alpha 1e-4 *over the window*: ``alpha = 1e-4 / 5``
+  in the paper's convention (the paper: 1e-4 on the plain sum), and across all channels
+  (``groups=1``) instead of within each GPU's half;
+- input 224x224 (the ONNX files' ``data_0``): conv1's 11x11/4 gives 54x54, pool1 26, pool2
+  12, and pool5 pads one row at the bottom and one column at the right, ``(0, 0, 1, 1)``,
+  to end at 6x6 (Caffe's ceil-mode pooling as converted for 224 inputs). At Caffe's own 227
+  crops the same layers give 55, 27, 13, 6, and the padding is never reached;
+- initialization (the ``init`` and ``bias`` columns, for training it again): biases 0.1
+  instead of 1 ("initialization to 1 gave flat loss"), fc6/fc7 weights from N(0, 0.005^2);
+- trained without the PCA colour augmentation of §4.1;
+- preprocessing: BGR images minus the mean pixel (104, 117, 123) (BGR order) on 0..255 values,
+  instead of RGB minus the mean image (``minialexnet.preprocessing``).
+
+Like the paper's network (and Caffe's), its conv2, conv4 and conv5 have two groups.
+"""
+
+VARIANTS = {"paper": PAPER, "mini": MINI, "tiny": TINY, "bvlc": BVLC}
+CUSTOM = "custom"       # config["variant"] of a network whose table came from a file
+
+
+def variant_to_dict(variant: Variant) -> dict:
+    """A JSON-ready dict of a table (lists, not tuples, so it survives a JSON round trip and
+    compares equal afterwards); ``variant_from_dict`` reverses it."""
+    def row(r) -> dict:
+        d = asdict(r)
+        if "pool_padding" in d:
+            d["pool_padding"] = list(d["pool_padding"])
+        return d
+    return {"input_size": variant.input_size, "convs": [row(r) for r in variant.convs],
+            "fcs": [row(r) for r in variant.fcs], "norm": asdict(variant.norm),
+            "pool_kernel": variant.pool_kernel, "pool_stride": variant.pool_stride}
+
+
+def variant_from_dict(table: dict) -> Variant:
+    """The ``Variant`` of a dict written by ``variant_to_dict`` (e.g. from a checkpoint)."""
+    try:
+        return Variant(
+            input_size=table["input_size"],
+            convs=tuple(Conv(**dict(r, pool_padding=tuple(r.get("pool_padding", (0,) * 4))))
+                        for r in table["convs"]),
+            fcs=tuple(FC(**r) for r in table["fcs"]), norm=LRN(**table["norm"]),
+            pool_kernel=table["pool_kernel"], pool_stride=table["pool_stride"])
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"not an AlexNet table (as written by variant_to_dict): {err}; "
+                         f"got {table!r:.300}") from None
 ACTIVATIONS = ("relu", "tanh")
 
 
@@ -144,7 +241,8 @@ class AlexNet:
     Parameters
     ----------
     num_classes : outputs of fc8 (1000 for ILSVRC)
-    variant : ``"paper"``, ``"mini"`` or ``"tiny"`` (see ``VARIANTS`` and the module docstring)
+    variant : ``"paper"``, ``"mini"``, ``"tiny"``, ``"bvlc"`` (see ``VARIANTS`` and the module
+        docstring) or ``"custom"`` with ``table``
     rng : ``numpy.random.Generator`` for the initial weights and, kept as ``self.rng``, for
         the dropout masks (default: ``np.random.default_rng()``)
     activation : ``"relu"`` (the paper) or ``"tanh"`` (the saturating baseline of Figure 1)
@@ -153,10 +251,18 @@ class AlexNet:
         2 (ablation of §3.4); in "paper" the output sizes stay 27, 13, 6 as the paper says,
         in "mini" the last map becomes 3x3 instead of 2x2 (fc6 gets more inputs)
     dropout : drop probability of the two dropout layers; ``0`` removes them (§4.2)
+    table : for ``variant="custom"``: the network's own table, a ``Variant`` or the dict of
+        ``variant_to_dict`` (``minialexnet.load_onnx`` builds one from a file)
+    preprocessing : what the input pixels must be, a dict described in
+        ``minialexnet.preprocessing``; default ``{"channels": "RGB", "mean": "image"}`` (RGB
+        minus the training mean image, §2), for ``"bvlc"`` BGR minus the mean pixel
+        ``[104, 117, 123]``
+    class_names : optional list of ``num_classes`` names, fc8's output ``i`` being class ``i``
 
     Attributes: ``input_size`` (crop side, e.g. 227), ``layers`` (``OrderedDict`` name ->
     layer, in forward order), ``config`` (the constructor's arguments, JSON-ready, stored in
-    checkpoints), ``rng``.
+    checkpoints, with the table itself for ``"custom"``), ``rng``, ``preprocessing`` and
+    ``class_names`` (the config's).
 
     Initialization (§5, the ``init`` and ``bias`` columns of the tables): "paper" draws every
     weight from N(0, 0.01^2) and sets the biases of conv2, conv4, conv5, fc6 and fc7 to 1 (the
@@ -196,10 +302,20 @@ class AlexNet:
 
     def __init__(self, num_classes: int = 1000, variant: str = "paper",
                  rng: np.random.Generator | None = None, *, activation: str = "relu",
-                 lrn: bool = True, overlapping_pool: bool = True, dropout: float = 0.5) -> None:
-        if variant not in VARIANTS:
+                 lrn: bool = True, overlapping_pool: bool = True, dropout: float = 0.5,
+                 table: Variant | dict | None = None, preprocessing: dict | None = None,
+                 class_names: list | None = None) -> None:
+        if variant == CUSTOM:
+            if table is None:
+                raise ValueError("variant='custom' needs its table: pass table=Variant(...) "
+                                 "or the dict of variant_to_dict")
+            table = table if isinstance(table, Variant) else variant_from_dict(table)
+        elif variant not in VARIANTS:
             raise ValueError(f"unknown AlexNet variant {variant!r}; choose one of "
-                             f"{', '.join(VARIANTS)}")
+                             f"{', '.join(VARIANTS)} (or 'custom' with a table)")
+        elif table is not None:
+            raise ValueError(f"table= is only for variant='custom'; the {variant!r} variant "
+                             f"has its own table")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of "
                              f"{', '.join(ACTIVATIONS)}")
@@ -207,10 +323,16 @@ class AlexNet:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        if preprocessing is None and variant == "bvlc":
+            preprocessing = BVLC_PREPROCESSING
         self.config = {"variant": variant, "num_classes": int(num_classes),
                        "activation": activation, "lrn": bool(lrn),
-                       "overlapping_pool": bool(overlapping_pool), "dropout": float(dropout)}
-        self.variant = VARIANTS[variant]
+                       "overlapping_pool": bool(overlapping_pool), "dropout": float(dropout),
+                       "preprocessing": check_preprocessing(preprocessing),
+                       "class_names": check_class_names(class_names, num_classes)}
+        if variant == CUSTOM:
+            self.config["table"] = variant_to_dict(table)
+        self.variant = table if variant == CUSTOM else VARIANTS[variant]
         self.num_classes = int(num_classes)
         self.input_size = self.variant.input_size
         if rng is not None:
@@ -219,6 +341,16 @@ class AlexNet:
         self.layers: OrderedDict = OrderedDict()
         self._descriptions: dict[str, str] = {}
         self._build()
+
+    @property
+    def preprocessing(self) -> dict:
+        """What the input pixels must be (``minialexnet.preprocessing``)."""
+        return self.config["preprocessing"]
+
+    @property
+    def class_names(self) -> list | None:
+        """The name of each of fc8's outputs, or ``None``."""
+        return self.config["class_names"]
 
     @classmethod
     def from_config(cls, config: dict, rng: np.random.Generator | None = None) -> "AlexNet":
@@ -237,7 +369,8 @@ class AlexNet:
                                         MaxPool2D, ReLU, Tanh)
         cfg, v = self.config, self.variant
         activation = {"relu": ReLU, "tanh": Tanh}[cfg["activation"]]
-        pool_k, pool_s = (3, 2) if cfg["overlapping_pool"] else (2, 2)
+        pool_k, pool_s = (v.pool_kernel, v.pool_stride) if cfg["overlapping_pool"] else (2, 2)
+        norm = v.norm
         channels = 3
         for row in v.convs:
             i = row.name[len("conv"):]
@@ -250,12 +383,15 @@ class AlexNet:
                                       + (f", {row.groups} groups" if row.groups > 1 else ""))
             self._add(f"{cfg['activation']}{i}", activation(), cfg["activation"])
             if row.lrn and cfg["lrn"]:
-                self._add(f"norm{i}", LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0,
-                                                        groups=v.lrn_groups),
-                          f"LRN n=5 k=2 alpha=1e-4 beta=0.75, {v.lrn_groups} groups")
+                self._add(f"norm{i}", LocalResponseNorm(size=norm.size, alpha=norm.alpha,
+                                                        beta=norm.beta, k=norm.k,
+                                                        groups=norm.groups),
+                          f"LRN n={norm.size} k={norm.k:g} alpha={norm.alpha:g} "
+                          f"beta={norm.beta:g}, {norm.groups} groups")
             if row.pool:
-                self._add(f"pool{i}", MaxPool2D(kernel_size=pool_k, stride=pool_s),
-                          f"max pool {pool_k}x{pool_k}/{pool_s}")
+                self._add(f"pool{i}", MaxPool2D(pool_k, pool_s, padding=row.pool_padding),
+                          f"max pool {pool_k}x{pool_k}/{pool_s}"
+                          + (f" pad {row.pool_padding}" if any(row.pool_padding) else ""))
             channels = row.filters
         self._add("flatten", Flatten(), "flatten")
         features = math.prod(self._output_shape())

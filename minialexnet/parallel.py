@@ -504,7 +504,7 @@ def _split_layers(model, n: int):
             towers = [Flatten() for _ in range(n)]
             widths = [w * math.prod(shape[1:]) for w in widths]   # channel-major blocks
         elif isinstance(layer, MaxPool2D):
-            towers = [MaxPool2D(layer.kernel_size, layer.stride) for _ in range(n)]
+            towers = [MaxPool2D(layer.kernel_size, layer.stride, layer.padding) for _ in range(n)]
         elif isinstance(layer, Dropout):
             towers = [Dropout(layer.p) for _ in range(n)]   # generators set per pass
         elif isinstance(layer, (ReLU, Tanh)):

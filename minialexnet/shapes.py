@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 
-def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0) -> int:
+def conv_output_size(size: int, kernel_size: int, stride: int = 1,
+                     padding: int | tuple[int, int] = 0) -> int:
     """Spatial output size of a convolution or pooling window sliding over one axis.
 
-    ``out = floor((size + 2 * padding - kernel_size) / stride) + 1``
+    ``out = floor((size + before + after - kernel_size) / stride) + 1``
+
+    ``padding`` is ``p`` (``p`` on both sides, ``before = after = p``) or a pair
+    ``(before, after)`` for asymmetric padding, such as Caffe's ceil-mode pooling written as
+    ONNX ``pads``: BVLC AlexNet's pool5 pads one row at the bottom and one column at the
+    right, ``(0, 1)`` on each axis, so 12 -> 6 instead of 5.
 
     The same formula serves convolution (§3.5) and pooling (§3.4); trailing rows that do not
     fill a whole window are dropped, as in cuda-convnet, Caffe's convolutions and PyTorch.
@@ -14,11 +20,13 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
 
     Raises ``ValueError`` with the offending numbers when the window does not fit at all.
     """
+    before, after = padding if isinstance(padding, (tuple, list)) else (padding, padding)
     for name, value, least in (("size", size, 1), ("kernel_size", kernel_size, 1),
-                               ("stride", stride, 1), ("padding", padding, 0)):
+                               ("stride", stride, 1), ("padding", before, 0),
+                               ("padding", after, 0)):
         if int(value) != value or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-    padded = size + 2 * padding
+    padded = size + before + after
     if padded < kernel_size:
         raise ValueError(
             f"a {kernel_size}-wide window does not fit an input of size {size} with padding "

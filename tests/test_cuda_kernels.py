@@ -172,6 +172,27 @@ def test_maxpool_matches_numpy_reference_with_ties(shape, kernel, stride):
     assert_close(host(dx), ref.maxpool_backward(dy, want_arg, shape))
 
 
+@pytest.mark.parametrize("shape,kernel,stride,padding", [
+    ((1, 2, 6, 6), 3, 2, (0, 0, 1, 1)),   # Caffe's ceil mode, BVLC AlexNet's pool5
+    ((1, 1, 5, 4), 3, 2, (1, 2, 1, 0)),   # asymmetric on both axes
+    ((1, 1, 4, 4), 3, 1, (2, 2, 2, 2)),   # windows mostly padding
+])
+def test_padded_maxpool_matches_numpy_reference(shape, kernel, stride, padding):
+    """Padded positions never win (as if -inf); values all negative, with ties."""
+    from minialexnet.kernels import cuda as kc
+    from minialexnet.kernels.numpy import maxpool as ref
+
+    rng = np.random.default_rng(5)
+    x = -rng.integers(1, 4, size=shape).astype(np.float32)
+    y, argmax = kc.maxpool_forward(dev(x), kernel, stride, padding=padding)
+    want_y, want_arg = ref.maxpool_forward(x, kernel, stride, padding)
+    np.testing.assert_array_equal(host(y), want_y)
+    np.testing.assert_array_equal(host(argmax), want_arg)
+    dy = rand(rng, *want_y.shape)
+    dx = kc.maxpool_backward(dev(dy), argmax, shape, kernel, stride, padding=padding)
+    assert_close(host(dx), ref.maxpool_backward(dy, want_arg, shape))
+
+
 def test_maxpool_propagates_nan():
     from minialexnet.kernels import cuda as kc
 

@@ -96,51 +96,112 @@ def test_nan_propagates_and_the_first_nan_wins(backend):
     np.testing.assert_array_equal(argmax[0, 0], [[1, 1 * 7 + 3, 2 * 7 + 6]])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_symmetric_padding_1_on_5x5_by_hand(backend):
+    # Padded to 7x7: windows cover rows (and columns) -1..1, 1..3, 3..5 of the image, i.e.
+    # the real rows 0-1, 1-3 and 3-4.
+    with use_backend(backend):
+        layer = MaxPool2D(kernel_size=3, stride=2, padding=1)
+        assert layer.padding == (1, 1, 1, 1)
+        assert layer.output_shape((1, 5, 5)) == (1, 3, 3)
+        y = layer.forward(image(FIVE_BY_FIVE))
+        dy = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+        dx = layer.backward(dy)
+    # rows 0-1: cols 0-1 -> 9 at (0,1); cols 1-3 -> 10 at (1,2); cols 3-4 -> 8 at (1,3)
+    # rows 1-3: cols 0-1 -> 7 at (2,0); cols 1-3 -> 10 at (1,2); cols 3-4 -> 9 at (3,4)
+    # rows 3-4: cols 0-1 -> 5 at (4,0); cols 1-3 -> 4 at (4,3); cols 3-4 -> 9 at (3,4)
+    np.testing.assert_array_equal(y[0, 0], [[9, 10, 8], [7, 10, 9], [5, 4, 9]])
+    expected = np.zeros((5, 5))
+    expected[0, 1] = 1
+    expected[1, 2] = 2 + 5          # wins windows (0, 1) and (1, 1)
+    expected[1, 3] = 3
+    expected[2, 0] = 4
+    expected[3, 4] = 6 + 9          # wins windows (1, 2) and (2, 2)
+    expected[4, 0] = 7
+    expected[4, 3] = 8
+    np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_caffe_ceil_mode_padding_bottom_right_acts_as_minus_infinity(backend):
+    # Caffe's ceil-mode pooling as ONNX pads (top, left, bottom, right) = (0, 0, 1, 1):
+    # 4x4 -> 2x2 instead of 1x1. All inputs are negative: zero padding would answer 0 in
+    # three windows; -inf padding takes the maximum of the real pixels.
+    x = -np.arange(1.0, 17.0).reshape(1, 1, 4, 4)
+    with use_backend(backend):
+        layer = MaxPool2D(3, 2, padding=(0, 0, 1, 1))
+        assert layer.output_shape((1, 4, 4)) == (1, 2, 2)
+        y = layer.forward(x)
+        dx = layer.backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    # rows 0-2 x cols 0-2 -> -1 at (0,0); rows 0-2 x cols 2-3 -> -3 at (0,2)
+    # rows 2-3 x cols 0-2 -> -9 at (2,0); rows 2-3 x cols 2-3 -> -11 at (2,2)
+    np.testing.assert_array_equal(y[0, 0], [[-1, -3], [-9, -11]])
+    expected = np.zeros((4, 4))
+    expected[0, 0], expected[0, 2], expected[2, 0], expected[2, 2] = 1.0, 2.0, 3.0, 4.0
+    np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_padding_never_wins_even_against_minus_infinity(backend):
+    # Every input is -inf, so padding "holding -inf" would tie; the winner must still be a
+    # real pixel (the first one of the window in row-major order), or backward would lose dy.
+    x = np.full((1, 1, 3, 3), -np.inf)
+    y, argmax = KERNELS[backend].maxpool_forward(x, 3, 2, (1, 1, 1, 1))
+    assert np.all(y == -np.inf)
+    np.testing.assert_array_equal(argmax[0, 0], [[0, 1], [3, 4]])
+
+
 # --------------------------------------------------------------------------------------------
 # Properties
 # --------------------------------------------------------------------------------------------
 
-def brute_force(x, kernel_size, stride):
-    """Definition by enumeration: np.argmax of each flattened window (first max, row-major)."""
+def brute_force(x, kernel_size, stride, padding=(0, 0, 0, 0)):
+    """Definition by enumeration: np.argmax of each flattened window (first max, row-major),
+    the window clipped to the image (padded positions are never a maximum)."""
     n, c, h, w = x.shape
-    out_h = conv_output_size(h, kernel_size, stride)
-    out_w = conv_output_size(w, kernel_size, stride)
+    top, left, bottom, right = padding
+    out_h = conv_output_size(h, kernel_size, stride, (top, bottom))
+    out_w = conv_output_size(w, kernel_size, stride, (left, right))
     y = np.empty((n, c, out_h, out_w), dtype=x.dtype)
     argmax = np.empty((n, c, out_h, out_w), dtype=np.int64)
     for i in range(n):
         for ch in range(c):
             for oh in range(out_h):
                 for ow in range(out_w):
-                    top, left = oh * stride, ow * stride
-                    window = x[i, ch, top:top + kernel_size, left:left + kernel_size]
-                    r, s = divmod(int(np.argmax(window)), kernel_size)
+                    r0, c0 = oh * stride - top, ow * stride - left
+                    r1, c1 = max(r0, 0), max(c0, 0)
+                    window = x[i, ch, r1:r0 + kernel_size, c1:c0 + kernel_size]
+                    r, s = divmod(int(np.argmax(window)), window.shape[1])
                     y[i, ch, oh, ow] = window[r, s]
-                    argmax[i, ch, oh, ow] = (top + r) * w + left + s
+                    argmax[i, ch, oh, ow] = (r1 + r) * w + c1 + s
     return y, argmax
 
 
 @st.composite
-def pool_cases(draw):
+def pool_cases(draw, padded=True):
     kernel_size = draw(st.integers(1, 4))
     stride = draw(st.integers(1, 3))
+    pad = st.integers(0, kernel_size - 1) if padded else st.just(0)
+    padding = tuple(draw(pad) for _ in range(4))       # (top, left, bottom, right)
     shape = (draw(st.integers(1, 3)), draw(st.integers(1, 5)),
-             draw(st.integers(kernel_size, 11)), draw(st.integers(kernel_size, 11)))
-    return kernel_size, stride, shape, draw(st.integers(0, 2**32 - 1))
+             draw(st.integers(max(1, kernel_size - padding[0] - padding[2]), 11)),
+             draw(st.integers(max(1, kernel_size - padding[1] - padding[3]), 11)))
+    return kernel_size, stride, padding, shape, draw(st.integers(0, 2**32 - 1))
 
 
 @given(pool_cases(), st.booleans())
 def test_both_kernels_match_the_brute_force_definition(case, with_ties):
-    kernel_size, stride, shape, seed = case
+    kernel_size, stride, padding, shape, seed = case
     rng = np.random.default_rng(seed)
     if with_ties:        # few distinct values: many ties, resolved as in np.argmax
         x = rng.integers(0, 3, size=shape).astype(np.float32)
     else:
         x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float32)
-    y_def, argmax_def = brute_force(x, kernel_size, stride)
+    y_def, argmax_def = brute_force(x, kernel_size, stride, padding)
     dy = rng.standard_normal(y_def.shape).astype(np.float32)
     dx = {}
     for backend, kernels in KERNELS.items():
-        y, argmax = kernels.maxpool_forward(x, kernel_size, stride)
+        y, argmax = kernels.maxpool_forward(x, kernel_size, stride, padding)
         np.testing.assert_array_equal(y, y_def)
         np.testing.assert_array_equal(argmax, argmax_def)
         dx[backend] = kernels.maxpool_backward(dy, argmax, x.shape)
@@ -150,21 +211,44 @@ def test_both_kernels_match_the_brute_force_definition(case, with_ties):
     np.testing.assert_allclose(dx["numba"].sum(), dy.sum(dtype=np.float64), rtol=1e-4, atol=1e-4)
 
 
-@given(pool_cases())
+def distinct_values(rng, shape):
+    """Distinct values in [-0.5, 0.5), at least 1/size apart: a 1e-6 nudge never changes
+    which element wins (no near-ties), and values of order 1 keep the rounding error of the
+    float64 finite differences far below the tolerance. (Unscaled values up to ~1,800 put
+    that rounding error near 1e-6 and failed about one run in eleven.)"""
+    size = int(np.prod(shape))
+    return (rng.permutation(size).reshape(shape) - size / 2) / size
+
+
+@given(pool_cases(padded=False))
 def test_gradient_matches_finite_differences(case):
-    kernel_size, stride, shape, seed = case
+    kernel_size, stride, _, shape, seed = case
     rng = np.random.default_rng(seed)
-    # Distinct values one apart: a 1e-6 nudge never changes which element wins.
-    x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float64)
+    x = distinct_values(rng, shape)
     errors = check_layer(MaxPool2D(kernel_size, stride), x, rng=rng, max_entries=60)
     assert errors["x"] < 1e-6, errors
 
 
-@pytest.mark.parametrize("channels, side, out", [(96, 55, 27), (256, 27, 13), (256, 13, 6)])
-def test_alexnet_geometry(channels, side, out):
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=pool_cases())
+def test_padded_gradient_matches_finite_differences(backend, case):
+    kernel_size, stride, padding, shape, seed = case
+    rng = np.random.default_rng(seed)
+    x = distinct_values(rng, shape)
+    with use_backend(backend):
+        errors = check_layer(MaxPool2D(kernel_size, stride, padding), x, rng=rng,
+                             max_entries=60)
+    assert errors["x"] < 1e-6, errors
+
+
+@pytest.mark.parametrize("channels, side, out, padding", [
+    (96, 55, 27, 0), (256, 27, 13, 0), (256, 13, 6, 0),
+    (256, 12, 6, (0, 0, 1, 1)),     # BVLC AlexNet's pool5 on 224x224 inputs (Caffe ceil mode)
+])
+def test_alexnet_geometry(channels, side, out, padding):
     rng = np.random.default_rng(side)
     x = rng.standard_normal((2, channels, side, side)).astype(np.float32)
-    layer = MaxPool2D(3, 2)
+    layer = MaxPool2D(3, 2, padding)
     assert layer.output_shape((channels, side, side)) == (channels, out, out)
     dy = rng.standard_normal((2, channels, out, out)).astype(np.float32)
     results = {}
@@ -230,6 +314,12 @@ def test_bad_inputs_give_clear_errors():
         MaxPool2D(kernel_size=0)
     with pytest.raises(ValueError, match="stride"):
         MaxPool2D(stride=1.5)
+    with pytest.raises(ValueError, match="smaller than kernel_size"):
+        MaxPool2D(3, 2, padding=3)
+    with pytest.raises(ValueError, match="top, left, bottom, right"):
+        MaxPool2D(3, 2, padding=(1, 1, 1))
+    with pytest.raises(ValueError, match="padding"):
+        MaxPool2D(3, 2, padding=(0, -1, 0, 0))
     layer = MaxPool2D(3, 2)
     with pytest.raises(RuntimeError, match="before forward"):
         layer.backward(np.zeros((1, 1, 2, 2)))

@@ -241,3 +241,97 @@ def test_from_config_rebuilds_the_same_architecture():
     assert clone.config == model.config
     assert [type(l) for l in clone.layers.values()] == [type(l) for l in model.layers.values()]
     assert isinstance(clone.layers["conv1"], Conv2D)
+
+
+# --------------------------------------------------------------------------------------------
+# BVLC's Caffe AlexNet, tables from files, preprocessing and class names
+# --------------------------------------------------------------------------------------------
+
+# BVLC AlexNet as the ONNX model zoo's bvlcalexnet files compute it, 224x224 input:
+# (224 - 11) // 4 + 1 = 54, (54 - 3) // 2 + 1 = 26, (26 - 3) // 2 + 1 = 12, and pool5 with
+# pads (0, 0, 1, 1): (12 + 1 - 3) // 2 + 1 = 6 (unpadded it would be 5, and fc6 would not
+# get the file's 9216 inputs).
+BVLC_SHAPES = {"conv1": (96, 54, 54), "pool1": (96, 26, 26), "conv2": (256, 26, 26),
+               "pool2": (256, 12, 12), "conv5": (256, 12, 12), "pool5": (256, 6, 6),
+               "flatten": (9216,), "fc8": (1000,)}
+
+
+def test_bvlc_shapes_constants_and_preprocessing():
+    model = AlexNet(1000, "bvlc", rng=np.random.default_rng(0))
+    shapes = {row.name: row.output_shape for row in model.shape_trace()}
+    assert {name: shapes[name] for name in BVLC_SHAPES} == BVLC_SHAPES
+    assert model.num_parameters() == 60_965_224          # the same weights as the paper's
+    for name in ("norm1", "norm2"):
+        norm = model.layers[name]
+        # Caffe's alpha 1e-4 over a window of 5 is 2e-5 on the plain sum; k = 1; no groups
+        assert (norm.size, norm.alpha, norm.beta, norm.k, norm.groups) == (5, 2e-5, 0.75, 1.0, 1)
+    assert model.layers["pool5"].padding == (0, 0, 1, 1)
+    assert model.layers["pool1"].padding == (0, 0, 0, 0)
+    assert [model.layers[f"conv{i}"].groups for i in range(1, 6)] == [1, 2, 1, 2, 2]
+    assert model.preprocessing == {"channels": "BGR", "mean": [104.0, 117.0, 123.0]}
+    assert AlexNet(3, "tiny").preprocessing == {"channels": "RGB", "mean": "image"}
+
+
+def test_paper_lrn_constants_come_from_the_table(paper):
+    norm = paper.layers["norm1"]
+    assert (norm.size, norm.alpha, norm.beta, norm.k, norm.groups) == (5, 1e-4, 0.75, 2.0, 2)
+
+
+def test_custom_table_round_trips_through_json_config_and_splits_into_towers():
+    import json
+    from dataclasses import replace
+
+    from minialexnet.model import TINY, CUSTOM, variant_from_dict, variant_to_dict
+    from minialexnet.parallel import TwoTowerAlexNet
+
+    # tiny on 39x39 inputs with 12 conv1 filters, a padded pool5 and LRN k = 1
+    convs = list(TINY.convs)
+    convs[0] = replace(convs[0], filters=12)
+    convs[4] = replace(convs[4], pool_padding=(0, 0, 1, 1))
+    table = replace(TINY, input_size=39, convs=tuple(convs),
+                    norm=replace(TINY.norm, k=1.0, alpha=3e-5))
+    assert variant_from_dict(json.loads(json.dumps(variant_to_dict(table)))) == table
+    model = AlexNet(5, CUSTOM, np.random.default_rng(1), table=table,
+                    class_names=list("abcde"))
+    shapes = {row.name: row.output_shape for row in model.shape_trace()}
+    assert shapes["conv5"] == (8, 4, 4) and shapes["pool5"] == (8, 2, 2)   # unpadded: 1x1
+    config = json.loads(json.dumps(model.config))                # as a checkpoint stores it
+    clone = AlexNet.from_config(config)
+    assert clone.config == model.config and clone.class_names == list("abcde")
+    clone.load_state_dict(model.state_dict())
+    x = np.random.default_rng(2).standard_normal((2, 3, 39, 39)).astype(np.float32)
+    np.testing.assert_array_equal(clone.forward(x), model.forward(x))
+    with TwoTowerAlexNet.from_model(model) as towers:
+        np.testing.assert_allclose(towers.forward(x), model.forward(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"variant": "custom"}, "needs its table"),
+    ({"table": {"input_size": 3}}, "only for variant='custom'"),
+    ({"variant": "custom", "table": {"input_size": 3}}, "not an AlexNet table"),
+    ({"class_names": ["a", "b"]}, "2 names but the network has 10 classes"),
+    ({"class_names": "abcdefghij"}, "list of strings"),
+    ({"preprocessing": {"channels": "RGB"}}, "exactly the keys"),
+    ({"preprocessing": {"channels": "HSV", "mean": "image"}}, "'channels' must be one of"),
+    ({"preprocessing": {"channels": "BGR", "mean": [1, 2]}}, "three finite numbers"),
+])
+def test_table_preprocessing_and_class_name_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AlexNet(**{"num_classes": 10, "variant": "tiny", **kwargs})
+
+
+def test_preprocess_by_hand():
+    from minialexnet.preprocessing import preprocess
+
+    images = np.zeros((1, 3, 2, 2), np.uint8)
+    images[0, 0], images[0, 1], images[0, 2] = 200, 100, 50      # R, G, B
+    bvlc = preprocess(images, {"channels": "BGR", "mean": [104.0, 117.0, 123.0]})
+    assert bvlc.dtype == np.float32
+    np.testing.assert_array_equal(bvlc[0, :, 0, 0], [50 - 104, 100 - 117, 200 - 123])
+    mean_image = np.stack([np.full((2, 2), v, np.float32) for v in (10.0, 20.0, 30.0)])
+    ours = preprocess(images, {"channels": "RGB", "mean": "image"}, mean_image)
+    np.testing.assert_array_equal(ours[0, :, 1, 1], [190, 80, 20])
+    with pytest.raises(ValueError, match="mean_image of shape"):
+        preprocess(images, {"channels": "RGB", "mean": "image"})
+    with pytest.raises(ValueError, match="uint8 RGB images"):
+        preprocess(images.astype(np.float32), {"channels": "RGB", "mean": "image"})

@@ -314,7 +314,8 @@ def test_odd_width_before_a_layer_that_stays_on_its_tower_is_refused(monkeypatch
 
 def test_lrn_across_all_channels_cannot_be_split(monkeypatch):
     monkeypatch.setitem(model_module.VARIANTS, "lrn1",
-                        dataclasses.replace(model_module.TINY, lrn_groups=1))
+                        dataclasses.replace(model_module.TINY, norm=dataclasses.replace(
+                            model_module.TINY.norm, groups=1)))
     with pytest.raises(ValueError, match="norm1 normalizes within 1 group.*boundary"):
         TwoTowerAlexNet.from_model(AlexNet(4, "lrn1"))
 

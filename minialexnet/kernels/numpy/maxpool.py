@@ -1,7 +1,7 @@
 """Overlapping max pooling (§3.4), the readable NumPy reference.
 
-A ``kernel_size`` x ``kernel_size`` window moves with step ``stride`` over each (n, c) plane,
-without padding; AlexNet uses ``z = 3 > s = 2`` so neighbouring windows overlap by one row or
+A ``kernel_size`` x ``kernel_size`` window moves with step ``stride`` over each (n, c) plane;
+AlexNet uses ``z = 3 > s = 2`` so neighbouring windows overlap by one row or
 column, which the paper found to lower the error by 0.4 / 0.3 points (top-1 / top-5).
 
 The forward pass loops over the ``kernel_size**2`` window *offsets* ``(i, j)``: for a fixed
@@ -9,6 +9,12 @@ offset, the inputs seen by all windows form one strided slice ``x[:, :, i::strid
 so every step is a whole-array NumPy operation. It records where each maximum came from
 (``argmax``), so the backward pass needs nothing else: it sends each output's gradient back to
 that one input.
+
+**Padding** ``(top, left, bottom, right)`` (ONNX's ``pads``; Caffe's ceil-mode pooling is
+``(0, 0, 1, 1)``) adds positions around the plane that are never a window's maximum, as if
+they held -inf: a window reaching past the edge takes the maximum of its pixels inside. Each
+pad is smaller than the window, so every window holds at least one real pixel, and
+``argmax`` always names a real input (an input of -inf still wins over the padding).
 ``minialexnet/kernels/cpu/maxpool.py`` is the compiled twin with the same signatures.
 """
 from __future__ import annotations
@@ -24,38 +30,46 @@ def _offset_slices(out_h: int, out_w: int, i: int, j: int, stride: int):
             slice(j, j + stride * (out_w - 1) + 1, stride))
 
 
-def maxpool_forward(x: np.ndarray, kernel_size: int, stride: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def maxpool_forward(x: np.ndarray, kernel_size: int, stride: int,
+                    padding: tuple = (0, 0, 0, 0)) -> tuple[np.ndarray, np.ndarray]:
     """Max over each window. Returns ``(y, argmax)``.
 
-    ``x``: (N, C, H, W) float32/float64. ``y``: (N, C, OH, OW) of ``x``'s dtype, with
-    ``OH = (H - kernel_size) // stride + 1`` (likewise ``OW``). ``argmax``: int64
-    (N, C, OH, OW), the flat index ``h * W + w`` of the winner inside its (n, c) plane.
+    ``x``: (N, C, H, W) float32/float64. ``padding``: ``(top, left, bottom, right)``, each
+    smaller than ``kernel_size``. ``y``: (N, C, OH, OW) of ``x``'s dtype, with
+    ``OH = (H + top + bottom - kernel_size) // stride + 1`` (likewise ``OW``). ``argmax``:
+    int64 (N, C, OH, OW), the flat index ``h * W + w`` of the winner inside its (n, c) plane
+    (an input pixel, never the padding).
 
     Ties go to the *first* maximum in row-major window order: offsets are visited row by row
     and a later one only wins if it is strictly larger. A NaN wins over any number (the first
     NaN in window order), so a diverging network shows NaN instead of hiding it.
     """
     n, c, h, w = x.shape
-    out_h = conv_output_size(h, kernel_size, stride)
-    out_w = conv_output_size(w, kernel_size, stride)
-    # Flat index of each window's top-left input: (oh * stride) * W + ow * stride.
-    corner = (np.arange(out_h, dtype=np.int64)[:, None] * stride * w
-              + np.arange(out_w, dtype=np.int64)[None, :] * stride)
+    top, left, bottom, right = padding
+    out_h = conv_output_size(h, kernel_size, stride, (top, bottom))
+    out_w = conv_output_size(w, kernel_size, stride, (left, right))
+    # The padded plane, and which of its positions are real pixels.
+    padded = np.zeros((n, c, h + top + bottom, w + left + right), dtype=x.dtype)
+    padded[:, :, top:top + h, left:left + w] = x
+    inside = np.zeros(padded.shape[2:], dtype=bool)
+    inside[top:top + h, left:left + w] = True
+    # Flat index (in the unpadded plane) of each window's top-left position.
+    corner = ((np.arange(out_h, dtype=np.int64)[:, None] * stride - top) * w
+              + np.arange(out_w, dtype=np.int64)[None, :] * stride - left)
 
-    y = argmax = None
+    y = np.zeros((n, c, out_h, out_w), dtype=x.dtype)
+    argmax = np.zeros((n, c, out_h, out_w), dtype=np.int64)
+    seen = np.zeros((out_h, out_w), dtype=bool)   # has the window met a real pixel yet?
     for i in range(kernel_size):            # window offsets in row-major order
         for j in range(kernel_size):
             rows, cols = _offset_slices(out_h, out_w, i, j, stride)
-            candidate = x[:, :, rows, cols]           # offset (i, j) of every window
+            candidate = padded[:, :, rows, cols]      # offset (i, j) of every window
+            real = inside[rows, cols]                 # ... is it a pixel or padding?
             where = corner + (i * w + j)              # ... and its flat index in the plane
-            if y is None:
-                y = candidate.copy()
-                argmax = np.broadcast_to(where, y.shape).copy()
-                continue
-            wins = (candidate > y) | (np.isnan(candidate) & ~np.isnan(y))
+            wins = real & (~seen | (candidate > y) | (np.isnan(candidate) & ~np.isnan(y)))
             y = np.where(wins, candidate, y)
             argmax = np.where(wins, where, argmax)
+            seen |= real
     return y, argmax
 
 
