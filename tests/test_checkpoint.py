@@ -146,3 +146,16 @@ def test_atomic_write_gives_the_permissions_of_a_new_file(tmp_path, umask, expec
                f"atomic_write({str(target)!r}, lambda f: f.write(b'x'))", timeout=120)
     assert target.read_bytes() == b"x"
     assert os.stat(target).st_mode & 0o777 == expected
+
+
+def test_same_network_ignores_preprocessing_class_names_and_keys_older_files_lack():
+    from minialexnet.training.checkpoint import same_network
+
+    built = AlexNet(3, "tiny", rng=np.random.default_rng(0)).config
+    older = {k: v for k, v in built.items() if k not in ("preprocessing", "class_names")}
+    assert same_network(older, built)
+    renamed = dict(built, class_names=["a", "b", "c"],
+                   preprocessing={"channels": "BGR", "mean": [1.0, 2.0, 3.0]})
+    assert same_network(renamed, built)
+    assert not same_network(dict(built, num_classes=4), built)
+    assert not same_network(dict(built, variant="mini"), built)

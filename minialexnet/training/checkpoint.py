@@ -134,7 +134,7 @@ def restore_model(model, ckpt: Checkpoint, path: str = "the checkpoint") -> None
     classes, activation, ablation switches) differs, and when a parameter is missing or
     mis-shaped.
     """
-    if ckpt.meta["model"] != model.config:
+    if not same_network(ckpt.meta["model"], model.config):
         raise CheckpointError(
             f"{path} holds a different network: {_describe(ckpt.meta['model'])}, but this run "
             f"builds {_describe(model.config)}; pass the matching --arch, or start a new run "
@@ -143,6 +143,21 @@ def restore_model(model, ckpt: Checkpoint, path: str = "the checkpoint") -> None
         model.load_state_dict(ckpt.params)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
+
+
+#: Entries of ``AlexNet.config`` that describe how inputs are prepared and named, not the
+#: network: a checkpoint restores into a model that differs only in these.
+NOT_ARCHITECTURE = ("preprocessing", "class_names")
+
+
+def same_network(saved: dict, built: dict) -> bool:
+    """Do two ``AlexNet.config`` dicts describe the same layers and parameter shapes?
+
+    Preprocessing and class names are ignored (``NOT_ARCHITECTURE``), and an entry that an
+    older checkpoint does not store yet counts as the default this version builds.
+    """
+    keys = (set(saved) | set(built)) - set(NOT_ARCHITECTURE)
+    return all(saved.get(key, built.get(key)) == built.get(key) for key in keys)
 
 
 def _describe(config: dict) -> str:
