@@ -146,7 +146,7 @@ def fit(model, train_set, val_set, *, epochs: int, batch_size: int = 128, lr: fl
                                   batch_size,
                                   rng, workers, epoch, epochs, print_freq, log, output)
         if engine is not None:
-            engine.copy_to_cpu()           # parameters and momentum, for the checkpoint
+            engine.sync_to_host()          # parameters and momentum, for the checkpoint
         top1, top5 = evaluate(engine or model, val_set, stats, batch_size=batch_size,
                               crops=val_crops, workers=workers)
         record.update(val_top1_err=top1, val_top5_err=top5)
@@ -242,9 +242,9 @@ def _gpu_engine(model, optimizer, batch_size: int, devices: str | None):
     work unchanged) and copies parameters and momentum back with ``copy_to_cpu()``.
     """
     if devices:
-        from minialexnet.cuda_parallel import CudaTwoTowerAlexNet
+        from minialexnet.gpu import CudaTwoTowerAlexNet
         return CudaTwoTowerAlexNet(model, optimizer, batch_size=batch_size, devices=devices)
-    from minialexnet.cuda_model import CudaAlexNet
+    from minialexnet.gpu import CudaAlexNet
     return CudaAlexNet(model, optimizer, batch_size=batch_size)
 
 
@@ -637,7 +637,7 @@ def _evaluate_checkpoint(args, parser, ckpt, val_set) -> int:
         parser.error(f"{args.resume} was trained on other classes than this validation set")
     batch_size = args.batch_size or ckpt.meta.get("batch_size", 128)
     if args.backend == "cuda":
-        from minialexnet.cuda_model import CudaAlexNet
+        from minialexnet.gpu import CudaAlexNet
         model = CudaAlexNet(model)             # evaluation forward passes on the GPU
     for crops in ("center", "ten"):
         top1, top5 = evaluate(model, val_set, ckpt.stats, batch_size=batch_size, crops=crops,

@@ -1,4 +1,4 @@
-"""Device-resident twins of the layers, the building blocks of ``minialexnet.cuda_model``.
+"""Device-resident twins of the layers, the building blocks of the GPU engines (``model.py``).
 
 Each class mirrors one CPU layer of ``minialexnet.layers`` (same formulas and paper
 sections: read the CPU class for the math) but keeps everything on the GPU:
@@ -19,6 +19,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from minialexnet import layers as L
 from minialexnet.kernels.cuda import bias as k_bias
 from minialexnet.kernels.cuda import dropout as k_dropout
 from minialexnet.kernels.cuda import im2col as k_im2col
@@ -332,8 +333,6 @@ def device_layer(layer, in_shape: tuple, capacity: int, params: dict, sequence: 
     ``params``: the layer's parameters as device arrays (``{"W", "b"}`` or ``{}``);
     ``sequence``: the layer's position, naming its dropout masks.
     """
-    from minialexnet import layers as L
-
     if isinstance(layer, L.Conv2D):
         return DeviceConv2D(layer, in_shape, capacity, params, stream)
     if isinstance(layer, L.Linear):
