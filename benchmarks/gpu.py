@@ -14,7 +14,7 @@ do IEEE single-precision arithmetic, as the paper's GTX 580s did):
 2. **Training step** of the whole network (forward, loss, backward, §5 SGD update), images
    per second: ``CudaAlexNet`` (one device) with the batch already on the GPU and, apart,
    with the host-to-device copy of the batch that ``train_step`` does for host arrays; the
-   two-tower split of §3.2 when ``minialexnet.parallel`` provides ``CudaTwoTowerAlexNet``
+   two-tower split of §3.2 (``minialexnet.gpu.CudaTwoTowerAlexNet``)
    (the same ``train_step`` API); and PyTorch (cuDNN) on the same architecture.
 3. A check that both networks compute the same function: the max difference of their logits
    on one batch, with PyTorch loaded with our weights.
@@ -241,9 +241,9 @@ def step_table(model, gpu, batch, steps, clock, torch, torch_note, deadline) -> 
     rows.append(("CudaAlexNet, one device (batch copied from the host)", upload_ms))
 
     try:
-        from minialexnet.parallel import CudaTwoTowerAlexNet
+        from minialexnet.gpu import CudaTwoTowerAlexNet
     except ImportError:
-        rows.append(("two towers (§3.2): n/a, minialexnet.parallel has no CudaTwoTowerAlexNet",
+        rows.append(("two towers (§3.2): n/a, minialexnet.gpu has no CudaTwoTowerAlexNet",
                      None))
     else:
         if time.perf_counter() < deadline:
@@ -288,7 +288,7 @@ def same_function_check(model, gpu, torch) -> None:
     """Our logits and PyTorch's on one batch (both in eval mode, same weights)."""
     if torch is None:
         return
-    gpu.load_from_cpu()                       # the timed steps changed the GPU's weights
+    gpu.load_from_host()                      # the timed steps changed the GPU's weights
     x = (np.random.default_rng(2).standard_normal((8, 3, model.input_size, model.input_size),
                                                   dtype=np.float32) * 50)
     ours = gpu.forward(x)
@@ -317,7 +317,7 @@ def main(argv=None) -> int:
         return 2
     from numba import cuda
 
-    from minialexnet.cuda_model import CudaAlexNet
+    from minialexnet.gpu import CudaAlexNet
     from minialexnet.kernels.cuda.gemm import multiprocessor_count
     from minialexnet.model import AlexNet
     from minialexnet.optim import SGD

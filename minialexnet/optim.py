@@ -18,7 +18,7 @@ The schedules change ``optimizer.lr`` once per epoch:
   validation set.
 
 Everything a resumed run needs (momentum buffers, learning rate, schedule counters) round-trips
-through ``state_dict()`` / ``load_state_dict()``; ``minialexnet.checkpoint`` stores it.
+through ``state_dict()`` / ``load_state_dict()``; ``minialexnet.training.checkpoint`` stores it.
 """
 from __future__ import annotations
 

@@ -38,8 +38,8 @@ def kernels_and_signatures():
     """(name, kernel, argument types) for every kernel, as the wrappers launch them."""
     from numba import types as T
 
-    from minialexnet.kernels.cuda import (bias, dropout, gemm, im2col, layout, lrn, maxpool,
-                                          relu, sgd, softmax_cross_entropy, tanh)
+    from minialexnet.kernels.cuda import (bias, columns, dropout, gemm, im2col, layout, lrn,
+                                          maxpool, relu, sgd, softmax_cross_entropy, tanh)
 
     f32, i64, u64 = T.float32, T.int64, T.uint64
 
@@ -70,6 +70,8 @@ def kernels_and_signatures():
         ("softmax_gradient", sce._gradient_kernel, (a(2), a(1, T.int64), a(1), f32, a(2))),
         ("sgd", sgd._sgd_kernel, (a(1), a(1), a(1), f32, f32, f32)),
         ("gemm_sum_slices", gemm._sum_slices_kernel, (a(2), a(1))),
+        ("place_columns", columns._place_columns_kernel, (a(3), a(3), i64)),
+        ("add_columns", columns._add_columns_kernel, (a(3), i64, a(3), T.boolean)),
     ]
     for tile in gemm.TILES:
         for trans_a in (False, True):
@@ -82,6 +84,8 @@ def kernels_and_signatures():
 
 
 def main() -> int:
+    # Run as a script, Python puts tests/ first on the path: import this checkout's package.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         print("run without NUMBA_ENABLE_CUDASIM: the simulator does not compile", file=sys.stderr)
         return 2

@@ -53,3 +53,13 @@ def healthy_alexnet(variant: str, num_classes: int, seed: int = 0, *,
         else:
             p[...] = rng.uniform(-1, 1, p.shape)
     return net
+
+
+def engine_members() -> list[str]:
+    """Every member of the engine protocol (``minialexnet.engine.Engine``): its annotated
+    attributes and its methods, read from the class so a new member is checked too."""
+    from minialexnet.engine import Engine
+
+    methods = [name for name, value in vars(Engine).items()
+               if callable(value) and not name.startswith("_")]
+    return sorted({*Engine.__annotations__, *methods})

@@ -422,7 +422,7 @@ def test_import_needs_no_cuda():
     network refuses with an actionable message instead of crashing."""
     code = (
         "import numpy as np\n"
-        "import minialexnet.kernels.cuda as kc, minialexnet.cuda_model as cm\n"
+        "import minialexnet.kernels.cuda as kc, minialexnet.gpu.model as cm\n"
         "from minialexnet.model import AlexNet\n"
         "print('available', kc.is_available())\n"
         "if not kc.is_available():\n"

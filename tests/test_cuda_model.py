@@ -1,4 +1,4 @@
-"""The device-resident network (``minialexnet.cuda_model``) against the CPU ``AlexNet``.
+"""The device-resident network (``minialexnet.gpu.CudaAlexNet``) against the CPU ``AlexNet``.
 
 A training step on the GPU must produce the same loss, gradients and updated parameters as
 the CPU model, float32 rounding apart. The CPU's dropout layers are handed the GPU's masks
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
-from helpers import healthy_alexnet, run_python
+from helpers import engine_members, healthy_alexnet, run_python
 
 HOST_TESTS = ("test_without_a_gpu_the_network_refuses_clearly",)
 _gate = cuda_gate("test_under_cuda_simulator", host_tests=HOST_TESTS)
@@ -56,7 +56,7 @@ def assert_close(got, want, rtol, atol, what=""):
 @pytest.fixture(scope="module")
 def one_step():
     """One SGD step of a tiny AlexNet (with dropout), on the GPU and on the CPU."""
-    from minialexnet.cuda_model import CudaAlexNet
+    from minialexnet.gpu import CudaAlexNet
     from minialexnet.layers import Dropout, SoftmaxCrossEntropy
     from minialexnet.optim import SGD
 
@@ -102,14 +102,14 @@ def test_training_step_gradients_match_cpu(one_step):
 
 
 def test_training_step_updates_match_cpu_sgd(one_step):
-    """Parameters and momentum after the §5 update; copy_to_cpu writes both back."""
+    """Parameters and momentum after the §5 update; sync_to_host writes both back."""
     params = one_step.gpu.state_dict()
     for name, want, _ in one_step.reference.named_parameters():
         # w + v: the error of a parameter is its step's, i.e. the gradient's float32 rounding
         # (rtol 1e-4, as for the gradients), relative to the size of the step.
         step = float(np.abs(one_step.reference_opt.velocity[name]).max())
         assert_close(params[name], want, rtol=1e-5, atol=1e-4 * step + 1e-7, what=name)
-    one_step.gpu.copy_to_cpu()
+    one_step.gpu.sync_to_host()
     for name, want, _ in one_step.reference.named_parameters():
         np.testing.assert_array_equal(one_step.model.state_dict()[name], params[name])
         want = one_step.reference_opt.velocity[name]
@@ -119,7 +119,7 @@ def test_training_step_updates_match_cpu_sgd(one_step):
 
 def test_forward_matches_cpu_in_pieces_larger_than_capacity():
     """Two images through buffers for one: the batch is cut into pieces."""
-    from minialexnet.cuda_model import CudaAlexNet
+    from minialexnet.gpu import CudaAlexNet
 
     model = tiny_model(seed=2)
     x = images(2, seed=3)
@@ -131,7 +131,7 @@ def test_forward_matches_cpu_in_pieces_larger_than_capacity():
 
 def test_tanh_variant_without_lrn_and_with_plain_pooling():
     """The ablations of §3.1 (tanh), §3.3 (no LRN) and §3.4 (2x2 pools) build and agree."""
-    from minialexnet.cuda_model import CudaAlexNet
+    from minialexnet.gpu import CudaAlexNet
 
     model = tiny_model(seed=4, activation="tanh", lrn=False, overlapping_pool=False,
                        dropout=0.0)
@@ -144,7 +144,7 @@ def test_tanh_variant_without_lrn_and_with_plain_pooling():
 
 def test_evaluate_batch_smaller_than_the_buffers():
     """One image in buffers for two: every layer works on the front of its buffers."""
-    from minialexnet.cuda_model import CudaAlexNet
+    from minialexnet.gpu import CudaAlexNet
     from minialexnet.layers import SoftmaxCrossEntropy
     from minialexnet.metrics import topk_correct
 
@@ -158,8 +158,51 @@ def test_evaluate_batch_smaller_than_the_buffers():
                             topk_correct(logits, labels, 5).sum())
 
 
+def test_is_an_engine_and_forward_backward_then_apply_update_is_train_step():
+    """Every member of the engine protocol; the two halves of a step give train_step's
+    result, parameters and momentum exactly (same kernels, same dropout seed)."""
+    from minialexnet.engine import StepResult
+    from minialexnet.gpu import CudaAlexNet
+    from minialexnet.optim import SGD
+
+    model = tiny_model(seed=10)
+    twin = copy.deepcopy(model)
+    whole = CudaAlexNet(model, SGD(model, lr=0.05, momentum=0.9), batch_size=1)
+    halves = CudaAlexNet(twin, SGD(twin, lr=0.05, momentum=0.9), batch_size=1)
+    missing = [name for name in engine_members() if not hasattr(whole, name)]
+    assert not missing, f"CudaAlexNet lacks {missing} of the engine protocol"
+    x, labels = images(1, seed=11), np.array([3])
+    want = whole.train_step(x, labels)
+    got = halves.forward_backward(x, labels)
+    assert isinstance(got, StepResult) and isinstance(want, StepResult) and got.updated
+    gradients = [g.copy_to_host() for g in halves.gradient_arrays()]
+    assert [g.shape for g in gradients] == [p.shape for _, p, _ in twin.named_parameters()]
+    assert any(np.abs(g).max() > 0 for g in gradients)
+    halves.apply_update()
+    assert got == want
+    for name, value in whole.state_dict().items():
+        np.testing.assert_array_equal(halves.state_dict()[name], value, err_msg=name)
+    whole.sync_to_host()
+    halves.sync_to_host()
+    for name, v in whole.optimizer.velocity.items():
+        np.testing.assert_array_equal(halves.optimizer.velocity[name], v, err_msg=name)
+        assert np.abs(v).max() > 0, name
+    # load_from_host brings host changes back; close frees buffers that the next call rebuilds.
+    initial = tiny_model(seed=10).state_dict()
+    twin.load_state_dict(initial)
+    halves.load_from_host()
+    for name, value in halves.state_dict().items():
+        np.testing.assert_array_equal(value, initial[name], err_msg=name)
+    twin.load_state_dict(model.state_dict())
+    halves.load_from_host()
+    halves.close()
+    np.testing.assert_array_equal(halves.forward(x), whole.forward(x))
+    with halves:
+        assert halves.evaluate_batch(x, labels) == whole.evaluate_batch(x, labels)
+
+
 def test_a_non_finite_loss_leaves_the_parameters_alone():
-    from minialexnet.cuda_model import CudaAlexNet
+    from minialexnet.gpu import CudaAlexNet
     from minialexnet.optim import SGD
 
     model = tiny_model(seed=8)
@@ -173,7 +216,7 @@ def test_a_non_finite_loss_leaves_the_parameters_alone():
 
 
 def test_bad_input_is_refused_clearly():
-    from minialexnet.cuda_model import CudaAlexNet
+    from minialexnet.gpu import CudaAlexNet
     from minialexnet.optim import SGD
 
     model = tiny_model(seed=9)
@@ -192,7 +235,7 @@ def test_without_a_gpu_the_network_refuses_clearly():
     code = ("import numpy as np\n"
             "from minialexnet.model import AlexNet\n"
             "from minialexnet.kernels.cuda import is_available\n"
-            "from minialexnet.cuda_model import CudaAlexNet\n"
+            "from minialexnet.gpu import CudaAlexNet\n"
             "if is_available():\n"
             "    print('has a GPU')\n"
             "else:\n"

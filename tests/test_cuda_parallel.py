@@ -1,4 +1,4 @@
-"""The two-tower split (§3.2) on GPU towers (``minialexnet.cuda_devices``, ``cuda_parallel``).
+"""The two-tower split (§3.2) on GPU towers (``minialexnet.gpu.devices``, ``gpu.towers``).
 
 On ``"cuda:0,cuda:0"`` (one device, a stream per tower) the split must compute what the
 single-device grouped CPU ``AlexNet`` computes: logits, dx and every merged parameter
@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
-from helpers import healthy_alexnet, run_python
+from helpers import engine_members, healthy_alexnet, run_python
 
-HOST_TESTS = ("test_importing_the_split_loads_no_cuda_and_no_gpu_is_refused_clearly",)
+HOST_TESTS = ("test_importing_the_split_loads_no_cuda_and_no_gpu_is_refused_clearly",
+              "test_parse_devices_builds_gpu_devices_in_a_fresh_interpreter")
 _gate = cuda_gate("test_under_cuda_simulator", host_tests=HOST_TESTS)
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 
@@ -71,7 +72,7 @@ class ReplayCoins:
 def test_gather_and_reduce_by_hand():
     from numba import cuda
 
-    from minialexnet.cuda_devices import CUDADevice
+    from minialexnet.gpu import CUDADevice
 
     dev = CUDADevice(0)
     a = cuda.to_device(np.array([[1.0, 2.0, 3.0]], dtype=np.float32))    # tower 0: 3 channels
@@ -102,9 +103,9 @@ def test_gather_and_reduce_by_hand():
 
 
 def test_two_gpus_where_there_is_one_is_refused_clearly():
-    from minialexnet.cuda_devices import CUDADevice
-    from minialexnet.cuda_parallel import CudaTwoTowerAlexNet
-    from minialexnet.devices import parse_devices
+    from minialexnet.gpu import CUDADevice
+    from minialexnet.gpu import CudaTwoTowerAlexNet
+    from minialexnet.parallel import parse_devices
 
     for spec in ("cuda:0,cuda:1", "0,1"):
         with pytest.raises(ValueError, match=r"no GPU 'cuda:1'.*devices='cuda:0,cuda:0'"):
@@ -126,7 +127,7 @@ def both_passes():
     """Forward (no dropout) and backward of a random upstream gradient through the CPU
     AlexNet and its split on one simulated GPU, towers one after the other. One image (the
     simulator is slow); the training step below runs two through the same gathers."""
-    from minialexnet.cuda_parallel import CudaTwoTowerAlexNet
+    from minialexnet.gpu import CudaTwoTowerAlexNet
 
     single = healthy_tiny(0)
     split = CudaTwoTowerAlexNet(single, batch_size=1, devices="cuda:0,cuda:0",
@@ -167,7 +168,7 @@ def test_the_towers_hold_halves_on_the_gpu(both_passes):
     for name, p in both_passes.single.state_dict().items():
         np.testing.assert_array_equal(state[name], p, err_msg=name)
     with pytest.raises(TypeError, match="float32 only"):
-        split.astype(np.float64)
+        split.split_net.astype(np.float64)
 
 
 def test_evaluate_batch_in_pieces_larger_than_the_buffers(both_passes):
@@ -190,7 +191,7 @@ def test_evaluate_batch_in_pieces_larger_than_the_buffers(both_passes):
 def one_step():
     """One SGD step with dropout and non-zero momentum: on the GPU towers (at the same time,
     on two streams of one simulated GPU) and on the CPU, which replays the towers' masks."""
-    from minialexnet.cuda_parallel import CudaTwoTowerAlexNet
+    from minialexnet.gpu import CudaTwoTowerAlexNet
     from minialexnet.kernels.cuda.dropout import keep_mask
     from minialexnet.layers import SoftmaxCrossEntropy
     from minialexnet.optim import SGD
@@ -245,11 +246,11 @@ def test_training_step_gradients_match_cpu(one_step):
 
 
 def test_training_step_updates_match_cpu_sgd(one_step):
-    """Parameters and momentum after the §5 update; copy_to_cpu writes both back merged."""
+    """Parameters and momentum after the §5 update; sync_to_host writes both back merged."""
     after = one_step.gpu.state_dict()
     for name, want, _ in one_step.reference.named_parameters():
         assert_close(after[name], want, name, rtol=1e-5)
-    one_step.gpu.copy_to_cpu()
+    one_step.gpu.sync_to_host()
     state = one_step.model.state_dict()
     for name, want in one_step.reference_opt.velocity.items():
         np.testing.assert_array_equal(state[name], after[name])
@@ -268,16 +269,58 @@ def test_bad_batches_are_refused_before_any_work(one_step, both_passes):
         gpu.train_step(np.zeros((1, 3, 32, 32), np.float32), np.array([0]))
 
 
+def test_is_an_engine_and_forward_backward_then_apply_update_is_train_step():
+    """Every member of the engine protocol; the two halves of a step give train_step's
+    result, parameters and momentum exactly (same kernels, same dropout generators)."""
+    from minialexnet.engine import StepResult
+    from minialexnet.gpu import CudaTwoTowerAlexNet
+    from minialexnet.optim import SGD
+
+    model, twin = healthy_tiny(7), healthy_tiny(7)
+    engines = [CudaTwoTowerAlexNet(m, SGD(m, lr=0.05, momentum=0.9), batch_size=1,
+                                   devices="cuda:0,cuda:0", rng=np.random.default_rng(8))
+               for m in (model, twin)]
+    whole, halves = engines
+    missing = [name for name in engine_members() if not hasattr(whole, name)]
+    assert not missing, f"CudaTwoTowerAlexNet lacks {missing} of the engine protocol"
+    x, labels = images(1, seed=9), np.array([2])
+    want = whole.train_step(x, labels)
+    got = halves.forward_backward(x, labels)
+    assert isinstance(got, StepResult) and got.updated
+    gradients = [halves.split_net.device_of(name).to_host(g)
+                 for (name, _, _), g in zip(halves.named_parameters(),
+                                            halves.gradient_arrays())]
+    assert len(gradients) == 2 * len(list(twin.named_parameters()))   # a piece per tower
+    assert any(np.abs(g).max() > 0 for g in gradients)
+    halves.apply_update()
+    assert got == want
+    for name, value in whole.state_dict().items():
+        np.testing.assert_array_equal(halves.state_dict()[name], value, err_msg=name)
+    whole.sync_to_host()
+    halves.sync_to_host()
+    for name, v in whole.optimizer.velocity.items():
+        np.testing.assert_array_equal(halves.optimizer.velocity[name], v, err_msg=name)
+    initial = healthy_tiny(7).state_dict()
+    twin.load_state_dict(initial)
+    halves.load_from_host()
+    for name, value in halves.state_dict().items():
+        np.testing.assert_array_equal(value, initial[name], err_msg=name)
+    before = halves.forward(x)
+    halves.close()                    # frees threads and buffers; the next call rebuilds them
+    with halves:
+        np.testing.assert_array_equal(halves.forward(x), before)
+
+
 # -- without the simulator ------------------------------------------------------------------------
 
 def test_importing_the_split_loads_no_cuda_and_no_gpu_is_refused_clearly():
     """Host test (a subprocess with neither GPU nor simulator): ``minialexnet.parallel``
-    re-exports ``CudaTwoTowerAlexNet`` lazily, and building it without a GPU says what to do."""
+    loads no CUDA, and building ``CudaTwoTowerAlexNet`` without a GPU says what to do."""
     code = ("import sys\n"
             "import numpy as np\n"
             "import minialexnet.parallel as parallel\n"
             "print('cuda loaded:', 'numba.cuda' in sys.modules)\n"
-            "from minialexnet.parallel import CudaTwoTowerAlexNet\n"
+            "from minialexnet.gpu import CudaTwoTowerAlexNet\n"
             "from minialexnet.kernels.cuda import is_available\n"
             "from minialexnet.model import AlexNet\n"
             "if is_available():\n"
@@ -293,6 +336,29 @@ def test_importing_the_split_loads_no_cuda_and_no_gpu_is_refused_clearly():
         pytest.skip("this machine has a GPU")
     assert "CudaTwoTowerAlexNet needs an NVIDIA GPU" in stdout
     assert "NUMBA_ENABLE_CUDASIM=1" in stdout
+
+
+def test_parse_devices_builds_gpu_devices_in_a_fresh_interpreter():
+    """Host test: "cuda:i" names work with nothing imported first (no registration at import
+    time), under the simulator; without GPU or simulator the error says what to do."""
+    code = ("from minialexnet.parallel import parse_devices\n"
+            "devices = parse_devices('cuda:0')\n"
+            "print(type(devices[0]).__module__, type(devices[0]).__name__, devices[0])\n")
+    stdout = run_python(code, set_env={"NUMBA_ENABLE_CUDASIM": "1"})
+    assert stdout.split() == ["minialexnet.gpu.devices", "CUDADevice", "cuda:0"]
+    code = ("from minialexnet.kernels.cuda import is_available\n"
+            "from minialexnet.parallel import parse_devices\n"
+            "if is_available():\n"
+            "    print('has a GPU')\n"
+            "else:\n"
+            "    try:\n"
+            "        parse_devices('cuda:0,cuda:0')\n"
+            "    except ValueError as err:\n"
+            "        print(err)\n")
+    stdout = run_python(code, unset_env=("NUMBA_ENABLE_CUDASIM",))
+    if "has a GPU" not in stdout:
+        assert "the device 'cuda:0' needs an NVIDIA GPU" in stdout
+        assert "devices='cpu:0,cpu:1'" in stdout
 
 
 drop_device_tests(globals(), keep=("test_under_cuda_simulator", *HOST_TESTS))

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from helpers import healthy_alexnet, run_python
 from minialexnet import model as model_module
 from minialexnet.backend import use_backend
-from minialexnet.devices import CPUDevice, TowerRunner, parse_devices, register_device_kind
 from minialexnet.gradcheck import check_model
 from minialexnet.layers import SoftmaxCrossEntropy
 from minialexnet.model import AlexNet
 from minialexnet.optim import SGD
-from minialexnet.parallel import TwoTowerAlexNet, split_sizes
+from minialexnet.parallel import (CPUDevice, TowerRunner, TwoTowerAlexNet, parse_devices,
+                                  split_sizes)
 
 
 def images(net, batch: int, seed: int, dtype=np.float32) -> np.ndarray:
@@ -324,8 +324,10 @@ def test_bad_devices_modes_and_calls():
     single = AlexNet(4, "tiny", rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="exactly 2 devices"):
         TwoTowerAlexNet.from_model(single, devices="cpu:0")
-    with pytest.raises(ValueError, match="GPU towers need the CUDA engine"):
-        TwoTowerAlexNet.from_model(single, devices="0,1")
+    from minialexnet.kernels.cuda import is_available
+    if not is_available():         # with a GPU (or the simulator) "0,1" builds GPU towers
+        with pytest.raises(ValueError, match=r"'cuda:0' needs an NVIDIA GPU.*'cpu:0,cpu:1'"):
+            TwoTowerAlexNet.from_model(single, devices="0,1")
     with pytest.raises(ValueError, match="cannot read the device name"):
         TwoTowerAlexNet.from_model(single, devices="cpu:x,cpu:1")
     with pytest.raises(ValueError, match="unknown tower mode"):
@@ -351,12 +353,11 @@ def test_bad_devices_modes_and_calls():
 def test_device_names():
     assert parse_devices("cpu") == [CPUDevice(0), CPUDevice(1)]
     assert parse_devices(" cpu:0 , CPU:1 ") == [CPUDevice(0), CPUDevice(1)]
-    register_device_kind("fake", CPUDevice)        # what the CUDA engine does for "cuda"
-    try:
-        assert parse_devices("fake:3,fake:3") == [CPUDevice(3), CPUDevice(3)]
-    finally:
-        from minialexnet import devices
-        devices._DEVICE_KINDS.pop("fake")
+    assert parse_devices("cpu:3,cpu:3") == [CPUDevice(3), CPUDevice(3)]   # a name twice
+    with pytest.raises(ValueError, match=r"unknown device kind 'tpu'.*known kinds: cpu, cuda"):
+        parse_devices("tpu:0,tpu:1")
+    with pytest.raises(ValueError, match="cannot read the device name 'cpu:x'"):
+        parse_devices("cpu:x,cpu:1")
     runner = TowerRunner("threads")
     assert runner.map([lambda: 1, lambda: 2]) == [1, 2]
     runner.close()
@@ -392,3 +393,28 @@ def test_close_stops_the_workers_and_a_later_call_restarts_them():
     assert split.runner._pool is None
     np.testing.assert_array_equal(split.forward(x), first)
     split.close()
+
+
+def test_parallel_never_imports_gpu_and_each_imports_alone():
+    """Imports point one way: no module of minialexnet/parallel/ imports minialexnet.gpu at
+    module level, ``import minialexnet.parallel`` loads neither it nor numba.cuda, and
+    ``minialexnet.gpu`` imports alone in a fresh interpreter (no cycle to trip over)."""
+    import ast
+    import importlib.util
+    import pathlib
+
+    folder = pathlib.Path(__file__).resolve().parent.parent / "minialexnet" / "parallel"
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.parse(path.read_text()).body:           # module level only
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith("minialexnet.gpu") for n in names), path.name
+    stdout = run_python("import sys, minialexnet.parallel\n"
+                        "print('minialexnet.gpu' in sys.modules, 'numba.cuda' in sys.modules)\n")
+    assert stdout.split() == ["False", "False"]
+    if importlib.util.find_spec("numba_cuda") is None:
+        pytest.skip("numba-cuda is not installed: minialexnet.gpu cannot be imported")
+    stdout = run_python("import sys, minialexnet.gpu\n"
+                        "print(sorted(m for m in sys.modules if m.startswith('minialexnet.')"
+                        " and m.split('.')[1] in ('gpu', 'parallel')))\n")
+    assert "'minialexnet.gpu.towers'" in stdout and "'minialexnet.parallel.towers'" in stdout

@@ -41,6 +41,9 @@ def make_engine(model, optimizer, config: TrainConfig):
     """
     if config.device == "cuda":
         return _gpu_engine(model, optimizer, config)
+    if config.devices and "cuda" in str(config.devices):
+        raise ValueError(f"devices {config.devices!r} are GPUs, but the engine runs on the CPU; "
+                         f"pass --backend cuda (device='cuda'), or use devices='cpu:0,cpu:1'")
     if config.devices:
         return _cpu_split_engine(model, optimizer, config)
     return CPUEngine(model, optimizer)

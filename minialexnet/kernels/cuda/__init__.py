@@ -13,6 +13,7 @@ relu.py, tanh.py           relu_/tanh_forward, relu_/tanh_backward              
 dropout.py                 dropout_forward, dropout_backward, keep_mask          (NumPy rng)
 softmax_cross_entropy.py   softmax_cross_entropy_forward / _backward             (NumPy)
 sgd.py                     sgd_update                                            (optim.SGD)
+columns.py                 place_columns, add_columns (§3.2 gather, reduce)      (np.concatenate)
 =========================  ====================================================  =========
 
 Every function takes float32 device arrays (``numba.cuda.to_device``), optional
@@ -40,7 +41,8 @@ _WHERE = {"im2col": "im2col", "col2im": "im2col",
           "dropout_forward": "dropout", "dropout_backward": "dropout", "keep_mask": "dropout",
           "softmax_cross_entropy_forward": "softmax_cross_entropy",
           "softmax_cross_entropy_backward": "softmax_cross_entropy",
-          "sgd_update": "sgd"}
+          "sgd_update": "sgd",
+          "place_columns": "columns", "add_columns": "columns"}
 __all__ = [*_WHERE, "is_available", "require_cuda"]
 
 

@@ -11,7 +11,7 @@ buffer per layer. Instead each element's coin is a pure function of ``(seed, seq
 
 ``mix64`` is the output function of SplitMix64 (Steele, Lea & Flood 2014), a bijective bit
 mixer; SplitMix64's stream passes the BigCrush battery. ``seed`` and ``sequence`` are any
-two integers >= 0 that name the mask; the GPU network (``minialexnet.cuda_model``) draws one
+two integers >= 0 that name the mask; the GPU network (``minialexnet.gpu.model``) draws one
 seed per training step from the model's generator and uses each dropout layer's position as
 its sequence number. The backward pass recomputes the same coins from the same
 ``(seed, sequence)`` instead of reading a stored mask, so masks need no state or memory and

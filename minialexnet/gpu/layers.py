@@ -1,4 +1,4 @@
-"""Device-resident twins of the layers, the building blocks of ``minialexnet.cuda_model``.
+"""Device-resident twins of the layers, the building blocks of the GPU engines (``model.py``).
 
 Each class mirrors one CPU layer of ``minialexnet.layers`` (same formulas and paper
 sections: read the CPU class for the math) but keeps everything on the GPU:
@@ -19,6 +19,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from minialexnet import layers as L
 from minialexnet.kernels.cuda import bias as k_bias
 from minialexnet.kernels.cuda import dropout as k_dropout
 from minialexnet.kernels.cuda import im2col as k_im2col
@@ -258,6 +259,7 @@ class DeviceMaxPool2D(DeviceLayer):
     def __init__(self, layer, in_shape, capacity, stream=0) -> None:
         super().__init__(in_shape, layer.output_shape(tuple(in_shape)), capacity, stream)
         self.kernel_size, self.stride = layer.kernel_size, layer.stride
+        self.padding = layer.padding            # (top, left, bottom, right), e.g. BVLC's pool5
         self._y = self._scratch(self.out_shape)
         self._argmax = self._scratch(self.out_shape, np.int64)
         self._dx = self._scratch(in_shape)
@@ -270,7 +272,8 @@ class DeviceMaxPool2D(DeviceLayer):
     def forward(self, x, train: bool, seed: int):
         b = self._for_batch(x.shape[0])
         y, _ = k_maxpool.maxpool_forward(x, self.kernel_size, self.stride, y=b["y"],
-                                         argmax=b["argmax"], stream=self.stream)
+                                         argmax=b["argmax"], stream=self.stream,
+                                         padding=self.padding)
         return y
 
     def backward(self, dy, need_dx: bool = True):
@@ -278,7 +281,7 @@ class DeviceMaxPool2D(DeviceLayer):
         b = self._for_batch(n)
         return k_maxpool.maxpool_backward(dy, b["argmax"], (n, *self.in_shape),
                                           self.kernel_size, self.stride, dx=b["dx"],
-                                          stream=self.stream)
+                                          stream=self.stream, padding=self.padding)
 
 
 class DeviceDropout(DeviceLayer):
@@ -332,8 +335,6 @@ def device_layer(layer, in_shape: tuple, capacity: int, params: dict, sequence: 
     ``params``: the layer's parameters as device arrays (``{"W", "b"}`` or ``{}``);
     ``sequence``: the layer's position, naming its dropout masks.
     """
-    from minialexnet import layers as L
-
     if isinstance(layer, L.Conv2D):
         return DeviceConv2D(layer, in_shape, capacity, params, stream)
     if isinstance(layer, L.Linear):

@@ -1,21 +1,22 @@
 """GPU towers for the two-device split (§3.2): ``CUDADevice``, the ``Device`` of numba.cuda.
 
 ``minialexnet.parallel`` cuts AlexNet into two towers and asks each tower's ``Device`` (see
-``minialexnet.devices``) to hold its arrays, run its work and perform the split's two
-collectives. This file answers those questions for a GPU, and registers the device kind
-``"cuda"`` when it is imported, so that ``parse_devices("cuda:0,cuda:1")`` builds it:
+``minialexnet.parallel.devices``) to hold its arrays, run its work and perform the split's
+two collectives. This file answers those questions for a GPU; ``parse_devices("cuda:0,cuda:1")``
+builds its ``CUDADevice`` (importing this module only then: numba-cuda is optional):
 
 - **arrays** are numba.cuda device arrays (float32). ``adopt`` copies a tower's share of each
   layer's parameters onto the GPU and wraps the layer's device twin
-  (``minialexnet.cuda_layers``) in the layer protocol (``TowerLayer``);
+  (``minialexnet.gpu.layers``) in the layer protocol (``TowerLayer``);
 - **work** runs in ``run(task)``: inside ``with cuda.gpus[index]`` (allocations and launches
   go to this GPU), every kernel on the device's own stream, then a stream synchronize,
   because the next gather reads the result from the other tower;
 - **gather** (``concatenate``, forward): every tower's maps joined along the channel axis,
-  ``out[:, offset_u : offset_u + C_u] = piece_u``, one thread per output element;
+  ``out[:, offset_u : offset_u + C_u] = piece_u`` (``kernels/cuda/columns.py``:
+  ``place_columns``, one thread per output element);
 - **reduce** (``sum_slices``, backward): ``out = sum_u arrays[u][:, start:stop]`` in tower
-  order, one thread per output element (gather-style: each thread reads the values it
-  adds, so no atomics and a fixed order of additions).
+  order (``add_columns``; gather-style: each thread reads the values it adds, so no
+  atomics and a fixed order of additions).
 
 A piece that lives on the *other* GPU is first copied into a local staging buffer with
 ``copy_to_device`` (a device-to-device copy that the driver performs peer-to-peer where the
@@ -54,51 +55,16 @@ from typing import Callable, Sequence
 import numpy as np
 from numba import cuda
 
-from minialexnet.cuda_layers import device_layer
-from minialexnet.devices import Device, register_device_kind
+from minialexnet.gpu.layers import device_layer
 from minialexnet.kernels.cuda import require_cuda
-from minialexnet.kernels.cuda._launch import (SIMULATOR, THREADS_PER_BLOCK, blocks_for,
-                                              check_device_array, is_device_array)
+from minialexnet.kernels.cuda._launch import SIMULATOR, check_device_array, is_device_array
+from minialexnet.kernels.cuda.columns import add_columns, place_columns
+from minialexnet.layers import Dropout
+from minialexnet.parallel.devices import Device
 
 # The CUDA simulator executes one kernel at a time per process (it asserts so): under it the
 # towers take turns, whatever the runner's mode. On a GPU the towers run freely.
 _SIMULATOR_TURN = threading.RLock() if SIMULATOR else contextlib.nullcontext()
-
-
-# -- the two collectives: one thread per output element --------------------------------------
-
-@cuda.jit
-def _place_columns_kernel(piece, out, offset):
-    """piece (N, Cp, P); out (N, C, P): ``out[n, offset + c, p] = piece[n, c, p]``.
-
-    Thread t -> the t-th element of out's block ``[:, offset : offset + Cp]``; launched once
-    per tower's piece, so every element of ``out`` is written exactly once."""
-    t = cuda.grid(1)
-    n_images, width, pixels = piece.shape
-    if t < n_images * width * pixels:
-        p = t % pixels
-        c = (t // pixels) % width
-        n = t // (pixels * width)
-        out[n, offset + c, p] = piece[n, c, p]
-
-
-@cuda.jit
-def _add_columns_kernel(full, start, out, accumulate):
-    """full (N, C, P); out (N, W, P): ``out[n, c, p] (+)= full[n, start + c, p]``.
-
-    ``accumulate`` False for the first tower's array (a copy), True for the next (a sum), so
-    the float32 additions happen in tower order, as ``CPUDevice.sum_slices`` does them.
-    Thread t -> out.flat[t]."""
-    t = cuda.grid(1)
-    n_images, width, pixels = out.shape
-    if t < n_images * width * pixels:
-        p = t % pixels
-        c = (t // pixels) % width
-        n = t // (pixels * width)
-        value = full[n, start + c, p]
-        if accumulate:
-            value = out[n, c, p] + value
-        out[n, c, p] = value
 
 
 def _as_ncp(a):
@@ -162,8 +128,6 @@ class CUDADevice(Device):
 
     def adopt(self, layer, in_shape: tuple):
         """``TowerLayer`` (``TowerDropout`` for a ``Dropout``): ``layer`` on this GPU."""
-        from minialexnet.layers import Dropout
-
         with cuda.gpus[self.index]:
             kind = TowerDropout if isinstance(layer, Dropout) else TowerLayer
             return kind(layer, in_shape, self)
@@ -217,8 +181,7 @@ class CUDADevice(Device):
         offset = 0
         for u, piece in enumerate(pieces):
             here = _as_ncp(self.local(piece, ("peer", u)))
-            _place_columns_kernel[blocks_for(here.size), THREADS_PER_BLOCK, self.stream](
-                here, out3, offset)
+            place_columns(here, out3, offset, stream=self.stream)
             offset += widths[u]
         return out
 
@@ -235,8 +198,7 @@ class CUDADevice(Device):
                                  f"{tuple(full.shape)}, which has no columns {start}:{stop} "
                                  f"of a (N={n}, ..., {rest}) array")
             here = _as_ncp(self.local(full, ("peer", u)))
-            _add_columns_kernel[blocks_for(out.size), THREADS_PER_BLOCK, self.stream](
-                here, start, out3, u > 0)
+            add_columns(here, start, out3, accumulate=u > 0, stream=self.stream)
         return out
 
     def run(self, task: Callable):
@@ -288,7 +250,7 @@ class CUDADevice(Device):
 class TowerLayer:
     """One layer of a tower on a GPU, with the layer protocol ``TwoTowerAlexNet`` speaks.
 
-    Wraps the layer's device twin (``minialexnet.cuda_layers.device_layer``):
+    Wraps the layer's device twin (``minialexnet.gpu.layers.device_layer``):
     ``forward(x, train=False) -> y`` and ``backward(dy, need_dx=True) -> dx`` take and return
     float32 device arrays ((N, C, H, W) or (N, D)); ``need_dx=False`` skips the input
     gradient (the first layer in training) and returns None. ``params`` / ``grads``: dicts of
@@ -325,6 +287,11 @@ class TowerLayer:
             self.capacity = batch
         return self._twin
 
+    def release(self) -> None:
+        """Forget the twin and its buffers (the next ``reserve`` builds them again); the
+        parameters and gradients stay."""
+        self._twin, self.capacity = None, 0
+
     def forward(self, x, train: bool = False):
         return self.reserve(x.shape[0]).forward(x, train, 0)
 
@@ -360,6 +327,3 @@ class TowerDropout(TowerLayer):
     def forward(self, x, train: bool = False):
         self.seed = int(self.rng.integers(2 ** 63)) if train else None
         return self.reserve(x.shape[0]).forward(x, train, self.seed or 0)
-
-
-register_device_kind("cuda", CUDADevice)

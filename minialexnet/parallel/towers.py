@@ -65,21 +65,22 @@ GPUs, one peer-to-peer read each way). For conv1 the "input" is the image, and
 rows), which is exact for every layer that reads both towers; layers that stay on their own
 tower (grouped convolutions, grouped LRN) need the halves to be equal.
 
-**Devices** (``minialexnet.devices``): two CPU threads by default (``"cpu:0,cpu:1"``), each
-tower's stage submitted to a persistent two-worker thread pool (OpenBLAS and Numba release
-the GIL), or ``mode="sequential"`` (one tower after the other, the same numbers) for
-teaching and debugging. On a 2-core machine expect no speed-up: OpenBLAS and Numba already
-use both cores for one tower's work, and two towers at once oversubscribe them (with
+**Devices** (``minialexnet.parallel.devices``, passed in by name or as objects): two CPU
+threads by default (``"cpu:0,cpu:1"``), each tower's stage submitted to a persistent
+two-worker thread pool (``minialexnet.parallel.runner``; OpenBLAS and Numba release the GIL),
+or ``mode="sequential"`` (one tower after the other, the same numbers) for teaching and
+debugging. On a 2-core machine expect no speed-up: OpenBLAS and Numba already use both cores
+for one tower's work, and two towers at once oversubscribe them (with
 ``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1`` each tower gets one core, as each GPU was one
 device). The split pays off where the devices are really separate: two GPUs.
 
-**GPUs** (``minialexnet.cuda_devices``, which registers the device kind ``"cuda"`` when
-imported): ``"cuda:0,cuda:1"`` puts one tower on each GPU, ``"cuda:0,cuda:0"`` both on one
-GPU with a stream each. This class then keeps every activation on the GPUs but speaks NumPy
-at its edges (host logits, host dx) and leaves the update to ``minialexnet.optim.SGD``,
-which cannot update device arrays. ``CudaTwoTowerAlexNet`` (``minialexnet.cuda_parallel``,
-also importable from here) adds the GPU training step: loss, backward and the §5 update on
-the devices, as ``CudaAlexNet`` does on one GPU.
+**GPUs**: ``"cuda:0,cuda:1"`` puts one tower on each GPU (``minialexnet.gpu.devices``),
+``"cuda:0,cuda:0"`` both on one GPU with a stream each. This class then keeps every
+activation on the GPUs but speaks NumPy at its edges (host logits, host dx) and leaves the
+update to ``minialexnet.optim.SGD``, which cannot update device arrays. The GPU engine
+``minialexnet.gpu.CudaTwoTowerAlexNet`` drives a ``TwoTowerAlexNet`` on GPU towers through
+``forward_stages`` / ``backward_stages`` and adds the loss, backward and the §5 update on the
+devices, as ``CudaAlexNet`` does on one GPU.
 
 Dropout draws from one generator per tower, reseeded from ``self.rng`` at every training
 forward pass, so the model's ``rng`` alone fixes every mask (and a resumed run repeats them).
@@ -93,7 +94,11 @@ from functools import partial
 import numpy as np
 
 from minialexnet.checks import check_array
-from minialexnet.devices import CPUDevice, Device, TowerRunner, parse_devices
+from minialexnet.layers import (Conv2D, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2D,
+                                ReLU, Tanh)
+from minialexnet.model import AlexNet
+from minialexnet.parallel.devices import CPUDevice, Device, parse_devices
+from minialexnet.parallel.runner import TowerRunner
 
 #: The paper's split; the grouped layers of ``AlexNet`` (groups=2) fix it.
 NUM_TOWERS = 2
@@ -169,7 +174,7 @@ class TwoTowerAlexNet:
     Parameters
     ----------
     devices : ``"cpu:0,cpu:1"`` (default), ``"cpu"``, a list of names or of
-        ``minialexnet.devices.Device`` objects (two; a GPU kind once registered)
+        ``minialexnet.parallel.Device`` objects (two)
     mode : ``"threads"`` (the towers' stages run at the same time) or ``"sequential"``
         (one tower after the other in the calling thread; identical results)
     rng : the generator that seeds the towers' dropout (default: the model's ``rng``)
@@ -191,7 +196,6 @@ class TwoTowerAlexNet:
     def __init__(self, num_classes: int = 1000, variant: str = "paper",
                  rng: np.random.Generator | None = None, *, devices="cpu:0,cpu:1",
                  mode: str = "threads", **options) -> None:
-        from minialexnet.model import AlexNet
         self._split(AlexNet(num_classes, variant, rng, **options), devices, mode, rng)
 
     @classmethod
@@ -246,7 +250,7 @@ class TwoTowerAlexNet:
             raise ValueError(f"this AlexNet ({self.config['variant']!r}) takes "
                              f"{self.input_size}x{self.input_size} crops, got images of "
                              f"{x.shape[2]}x{x.shape[3]}; crop or resize the input first")
-        pieces = self._forward_stages(x, train)
+        pieces = self.forward_stages(x, train)
         logits = np.concatenate([tower.device.to_host(piece)
                                  for tower, piece in zip(self.towers, pieces)], axis=1)
         self._logits_shape = logits.shape
@@ -264,16 +268,17 @@ class TwoTowerAlexNet:
         if dlogits.shape != self._logits_shape:
             raise ValueError(f"TwoTowerAlexNet.backward expects dlogits of the logits' shape "
                              f"{self._logits_shape}, got {dlogits.shape}")
-        grads = self._backward_stages(dlogits)
+        grads = self.backward_stages(dlogits)
         dx = np.array(self.towers[0].device.to_host(grads[0]), copy=True)
         for tower, g in zip(self.towers[1:], grads[1:]):
             dx += tower.device.to_host(g)
         return dx
 
-    def _forward_stages(self, x, train: bool) -> list:
+    def forward_stages(self, x, train: bool) -> list:
         """Every stage in turn, the towers of a stage at once (``self.runner``); returns each
         tower's output of the last stage (its piece of the logits), on its device. ``x``: the
-        images, on the host or (a GPU engine's) device."""
+        images, on the host or (a GPU engine's) device. ``forward`` and the GPU engine
+        (``minialexnet.gpu.CudaTwoTowerAlexNet``, which keeps the logits on the GPUs) call it."""
         if train:
             self._reseed_dropout()
         pieces = [x]
@@ -283,7 +288,7 @@ class TwoTowerAlexNet:
                 for tower in self.towers])
         return pieces
 
-    def _backward_stages(self, dlogits, need_dx: bool = True) -> list:
+    def backward_stages(self, dlogits, need_dx: bool = True) -> list:
         """The stages in reverse order from ``dlogits`` (host or device); returns each tower's
         gradient w.r.t. the image (None with ``need_dx=False``, see ``Tower.backward_stage``)."""
         grads = [dlogits]
@@ -337,7 +342,7 @@ class TwoTowerAlexNet:
         """The single-device state dict (``"conv1.W"`` (96, 3, 11, 11), ...): the towers'
         pieces brought to the host and concatenated, equal to ``AlexNet.state_dict()`` of
         the merged network."""
-        return self.merge({name: self._device_of(name).to_host(p)
+        return self.merge({name: self.device_of(name).to_host(p)
                            for name, p, _ in self.named_parameters()})
 
     def load_state_dict(self, state: dict) -> None:
@@ -345,12 +350,11 @@ class TwoTowerAlexNet:
         into the towers, in place; values are cast to the parameters' dtype."""
         own = {name: p for name, p, _ in self.named_parameters()}
         for name, value in self.split(state).items():
-            self._device_of(name).assign(own[name], value)
+            self.device_of(name).assign(own[name], value)
 
     def to_model(self, rng: np.random.Generator | None = None):
         """A single-device ``AlexNet`` (float32) holding the merged weights (for evaluation,
         prediction, or to compare with the grouped network)."""
-        from minialexnet.model import AlexNet
         model = AlexNet.from_config(self.config, rng=rng if rng is not None else self.rng)
         model.load_state_dict(self.state_dict())
         return model
@@ -416,7 +420,8 @@ class TwoTowerAlexNet:
             for layer in layers:
                 layer.rng = generator
 
-    def _device_of(self, tower_name: str) -> Device:
+    def device_of(self, tower_name: str) -> Device:
+        """The device holding a per-tower parameter, e.g. ``"tower1.fc8.W"`` -> tower 1's."""
         return self.towers[self._where[tower_name][0]].device
 
     def _check_names(self, arrays: dict, expected: list, kind: str) -> None:
@@ -450,9 +455,6 @@ def _split_layers(model, n: int):
       ``summary()``;
     - ``stage_widths[s]``: each tower's share of axis 1 of stage ``s``'s output.
     """
-    from minialexnet.layers import (Conv2D, Dropout, Flatten, Linear, LocalResponseNorm,
-                                    MaxPool2D, ReLU, Tanh)
-
     stages = [[] for _ in range(n)]
     in_shapes = [{} for _ in range(n)]
     params, rows, stage_widths = OrderedDict(), [], []
@@ -543,11 +545,3 @@ def _require_equal(widths: list[int], name: str, what: str) -> None:
                          f"{widths}); give the layer before it a multiple of {len(widths)} "
                          f"filters")
 
-
-def __getattr__(name: str):
-    """``CudaTwoTowerAlexNet`` lives in ``minialexnet.cuda_parallel`` (it needs numba.cuda);
-    it is imported on first use, so importing this module never loads CUDA."""
-    if name == "CudaTwoTowerAlexNet":
-        from minialexnet.cuda_parallel import CudaTwoTowerAlexNet
-        return CudaTwoTowerAlexNet
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

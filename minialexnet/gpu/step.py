@@ -1,0 +1,185 @@
+"""What both GPU engines share, written once: the checks, the upload, the loss, the §5 update.
+
+``CudaAlexNet`` (one GPU, ``model.py``) and ``CudaTwoTowerAlexNet`` (the §3.2 split over GPU
+towers, ``towers.py``) run the same training step and differ only in how a forward and a
+backward pass travel through the network::
+
+    check       images (N, 3, S, S) and labels (N,), on the host or already on the GPU
+    upload      host arrays copied once into reused device buffers (``LossHead.upload``)
+    forward     the engine's own pass, dropout on                     -> device logits
+    loss        softmax cross-entropy on the GPU; three numbers come back (``LossHead.loss``)
+    backward    dL/dlogits on the GPU (``LossHead.gradient``), then the engine's own pass
+    update      v <- m v - wd lr w - lr g;  w <- w + v  for every named device parameter
+
+``GPUEngine`` holds the part of the engine protocol (``minialexnet.engine``) that follows
+from this: ``forward_backward``, ``apply_update``, ``train_step``, ``evaluate_batch``,
+``gradient_arrays``, the input checks with their messages, and the context manager. An
+engine subclass supplies ``_reserve(n)`` (buffers for ``n`` images), ``_forward_loss(x,
+labels, train)``, ``_backward()``, ``_update()``, ``named_parameters()`` and ``config``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minialexnet.checks import check_array, check_labels
+from minialexnet.engine import StepResult
+from minialexnet.gpu.layers import Scratch
+from minialexnet.kernels.cuda._launch import check_device_array, is_device_array
+from minialexnet.kernels.cuda.sgd import sgd_update
+from minialexnet.kernels.cuda.softmax_cross_entropy import (softmax_cross_entropy_backward,
+                                                            softmax_cross_entropy_forward)
+
+
+class LossHead:
+    """The buffers at both ends of the network on one GPU stream: the uploaded batch and the
+    softmax cross-entropy's (log-sum-exp, per-example loss and rank, dL/dlogits, totals),
+    each sized for ``capacity`` images and allocated on first use (with the GPU current)."""
+
+    def __init__(self, capacity: int, input_size: int, num_classes: int, stream=0) -> None:
+        self.input_size, self.stream = input_size, stream
+        self._images = Scratch(capacity * 3 * input_size ** 2, stream=stream)
+        self._labels = Scratch(capacity, np.int64, stream=stream)
+        self._log_z = Scratch(capacity, stream=stream)
+        self._example = Scratch(2 * capacity, stream=stream)
+        self._dlogits = Scratch(capacity * num_classes, stream=stream)
+        self._totals = Scratch(3, stream=stream)
+
+    def upload(self, x, labels=None):
+        """Device views of the batch: host arrays are copied into the reused buffers (as
+        float32 / int64), device arrays are used as they are; ``labels`` may be None."""
+        if not is_device_array(x):
+            host = np.ascontiguousarray(x, dtype=np.float32)
+            x = self._images.view(host.shape)
+            x.copy_to_device(host, stream=self.stream)
+        if labels is not None and not is_device_array(labels):
+            host = np.ascontiguousarray(labels, dtype=np.int64)
+            labels = self._labels.view(host.shape)
+            labels.copy_to_device(host, stream=self.stream)
+        return x, labels
+
+    def loss(self, logits, labels) -> tuple[float, int, int]:
+        """``(sum of losses, top-1 correct, top-5 correct)`` of device logits (N, C) for
+        device labels (N,): computed on the GPU, only these three numbers are copied back."""
+        n = logits.shape[0]
+        totals = self._totals.view((3,))
+        softmax_cross_entropy_forward(logits, labels, log_z=self._log_z.view((n,)),
+                                      example=self._example.view((n, 2)), totals=totals,
+                                      stream=self.stream)
+        loss_sum, top1, top5 = totals.copy_to_host(stream=self.stream)
+        return float(loss_sum), int(top1), int(top5)
+
+    def gradient(self, logits, labels):
+        """dL/dlogits (N, C) of the batch's mean loss, from the last ``loss`` of the same
+        logits (it reuses their log-sum-exp); a view of this head's buffer."""
+        n = logits.shape[0]
+        return softmax_cross_entropy_backward(logits, labels, self._log_z.view((n,)),
+                                              dlogits=self._dlogits.view(tuple(logits.shape)),
+                                              stream=self.stream)
+
+
+def sgd_step(parameters, velocity: dict, optimizer, stream=0) -> None:
+    """The §5 update ``v <- momentum v - weight_decay lr w - lr g; w <- w + v`` of every
+    ``(name, param, grad)`` device triple, with ``velocity[name]`` its momentum buffer on the
+    same GPU; ``optimizer``'s current ``lr``, ``momentum`` and ``weight_decay`` are used, so
+    learning-rate schedules keep working."""
+    for name, param, grad in parameters:
+        sgd_update(param, grad, velocity[name], optimizer.lr, optimizer.momentum,
+                   optimizer.weight_decay, stream=stream)
+
+
+def check_images(x, input_size: int, variant: str, who: str):
+    """Images (N, 3, S, S), a host array or a float32 device array; returns ``x``."""
+    if is_device_array(x):
+        check_device_array(x, who, "x", ndim=4)
+    else:
+        check_array(x, who, 4, "(N, 3, S, S)", channels=3)
+    if x.shape[1] != 3 or tuple(x.shape[2:]) != (input_size, input_size):
+        raise ValueError(f"{who}: this AlexNet ({variant!r}) takes {input_size}x{input_size} "
+                         f"RGB crops (N, 3, {input_size}, {input_size}), got shape "
+                         f"{tuple(x.shape)}; crop or resize the input first")
+    return x
+
+
+def check_batch_labels(labels, n: int, num_classes: int, who: str):
+    """Labels (N,): a host integer array (range-checked) or an int64 device array (values
+    unchecked: that would cost a copy to the host); returns them."""
+    if is_device_array(labels):
+        return check_device_array(labels, who, "labels", shape=(n,), dtype=np.int64)
+    return check_labels(labels, n, num_classes, who)
+
+
+class GPUEngine:
+    """The members of the engine protocol that both GPU engines share (module docstring).
+
+    Attributes set by the subclass: ``model``, ``optimizer``, ``input_size``,
+    ``num_classes``, ``config`` (the host ``AlexNet``'s) and ``capacity`` (the largest batch
+    the buffers hold now).
+    """
+
+    def forward_backward(self, x, labels) -> StepResult:
+        """Forward with dropout, mean softmax cross-entropy and, if it is finite, backward:
+        the gradients (``gradient_arrays()``, on the GPU) are then dL/dw of the batch.
+
+        x : float32 (N, 3, S, S), mean-subtracted crops (§2); labels : int (N,). Host arrays
+        are copied to the GPU; device arrays (float32 / int64) are used in place (labels are
+        then not range-checked). Only the loss and the two counts come back to the host.
+        """
+        labels = self._check_batch(x, labels, "forward_backward")
+        n = x.shape[0]
+        self._reserve(n)
+        loss_sum, top1, top5 = self._forward_loss(x, labels, train=True)
+        loss = loss_sum / n
+        if not math.isfinite(loss):
+            return StepResult(loss, top1, top5, n, updated=False)
+        self._backward()
+        return StepResult(loss, top1, top5, n, updated=True)
+
+    def apply_update(self) -> None:
+        """One SGD step (§5) of every parameter from the current gradients, on the GPU(s)."""
+        self._require_optimizer("apply_update")
+        self._update()
+
+    def train_step(self, x, labels) -> StepResult:
+        """One SGD step (§5) on a batch, entirely on the GPU(s): ``forward_backward``, then
+        ``apply_update`` when the loss was finite (otherwise the parameters are untouched and
+        ``StepResult.updated`` is False)."""
+        self._require_optimizer("train_step")
+        step = self.forward_backward(x, labels)
+        if step.updated:
+            self.apply_update()
+        return step
+
+    def evaluate_batch(self, x, labels) -> tuple[float, int, int]:
+        """``(sum of losses, top-1 correct, top-5 correct)`` of a batch without dropout, in
+        pieces of at most ``capacity`` images; only the three numbers come to the host."""
+        labels = self._check_batch(x, labels, "evaluate_batch")
+        self._reserve(1)
+        totals = np.zeros(3)
+        for start in range(0, x.shape[0], self.capacity):
+            stop = start + self.capacity
+            totals += self._forward_loss(x[start:stop], labels[start:stop], train=False)
+        return float(totals[0]), int(totals[1]), int(totals[2])
+
+    def gradient_arrays(self) -> list:
+        """The device gradient arrays ``apply_update`` reads, in ``named_parameters`` order."""
+        return [grad for _, _, grad in self.named_parameters()]
+
+    def _check_batch(self, x, labels, method: str):
+        """Check images and labels (see ``check_images``); returns the labels."""
+        who = f"{type(self).__name__}.{method}"
+        check_images(x, self.input_size, self.config["variant"], who)
+        return check_batch_labels(labels, x.shape[0], self.num_classes, who)
+
+    def _require_optimizer(self, method: str) -> None:
+        if self.optimizer is None:
+            name = type(self).__name__
+            raise RuntimeError(f"{name}.{method} needs an optimizer: build it with "
+                               f"{name}(model, SGD(model, lr=...))")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
