@@ -25,7 +25,7 @@ CACHE_FORMAT_VERSION = 1
 
 #: What the small files of a split take at most besides its images, labels and statistics:
 #: JSON (manifest, plan, one progress marker per chunk, skipped.txt) and file-system slack.
-SMALL_FILES_BYTES = 4 * 2**20
+SMALL_FILES_BYTES = 2**20
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
