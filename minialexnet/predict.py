@@ -6,7 +6,7 @@
 Each image (any size; JPEG, PNG, ... whatever its name says; greyscale, palette, CMYK and
 16-bit images become RGB; the EXIF orientation of phone photos is applied) goes through the
 same steps as the training data (§2): the shorter side is scaled to the checkpoint's S and the
-central S x S square kept (``minialexnet.data.cache.decode_image``); then the centre crop of
+central S x S square kept (``minialexnet.data.decode.decode_image``); then the centre crop of
 the network's input size, or the ten crops of §4.1 with ``--ten-crop`` (softmax averaged),
 minus the training set's mean image stored in the checkpoint. A folder argument stands for
 the images directly inside it.
@@ -28,7 +28,7 @@ import sys
 import numpy as np
 
 from minialexnet.cli import BACKENDS, UsageError, inference_engine, positive_int
-from minialexnet.data.cache import UnreadableImage, decode_image
+from minialexnet.data.decode import UnreadableImage, decode_image
 from minialexnet.data.dataset import ImageDataset
 from minialexnet.data.folders import DataError, is_image_file
 from minialexnet.data.subsets import display_name

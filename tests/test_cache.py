@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin
 
-from minialexnet.data import cache
-from minialexnet.data.cache import UnreadableImage, build_split, decode_image
+from minialexnet.data import cache, cache_dir, cache_files
+from minialexnet.data.cache import build_split
+from minialexnet.data.decode import UnreadableImage, decode_image
 from minialexnet.data.folders import DataError, list_class_folders
 from minialexnet.data.imagenet import open_dataset
 
@@ -308,7 +309,7 @@ def test_default_cache_location_is_per_dataset_and_outside_the_data(tmp_path):
 def test_not_enough_disk_space_is_a_clear_error(tmp_path, monkeypatch):
     root = tmp_path / "data"
     make_folder(root)
-    monkeypatch.setattr(cache.shutil, "disk_usage",
+    monkeypatch.setattr(cache_files.shutil, "disk_usage",
                         lambda path: types.SimpleNamespace(total=100, used=0, free=100))
     with pytest.raises(DataError, match=r"needs 0\.0 GiB but .* has only 0\.0 GiB free"):
         build_split(str(tmp_path / "c"), files_of(root), identity(root), "train", log=quiet)
@@ -419,6 +420,7 @@ def test_a_cache_of_an_older_format_is_rebuilt(tmp_path, monkeypatch):
     make_folder(root)
     open_dataset(root, image_size=8, val_fraction=0.34, cache_dir=tmp_path / "c", log=quiet)
     monkeypatch.setattr(cache, "CACHE_FORMAT_VERSION", cache.CACHE_FORMAT_VERSION + 1)
+    monkeypatch.setattr(cache_dir, "CACHE_FORMAT_VERSION", cache.CACHE_FORMAT_VERSION)
     logged = []
     open_dataset(root, image_size=8, val_fraction=0.34, cache_dir=tmp_path / "c",
                  log=logged.append)

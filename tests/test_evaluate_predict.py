@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from minialexnet.training.checkpoint import save_checkpoint
-from minialexnet.data.cache import decode_image
+from minialexnet.data.decode import decode_image
 from minialexnet.data.dataset import DatasetStats
 from minialexnet.data.subsets import resolve_subset
 from minialexnet.model import AlexNet

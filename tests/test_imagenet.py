@@ -410,13 +410,15 @@ def test_too_few_images_to_hold_out(tmp_path):
 # -- finding ImageNet ------------------------------------------------------------------------
 
 def test_imagenet_not_found_explains_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                     # no data/imagenet here
     for var in imagenet.ENV_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(imagenet, "DEFAULT_LOCATIONS", (str(tmp_path / "nowhere"),))
     with pytest.raises(DataError) as info:
         open_dataset(None, subset="imagenet-100", log=quiet)
     message = str(info.value)
-    for needle in ("$MINIALEXNET_DATA (not set)", str(tmp_path / "nowhere"), "--data-dir",
+    for needle in (str(tmp_path / "data" / "imagenet"), "data/README.md",
+                   "$MINIALEXNET_DATA (not set)", str(tmp_path / "nowhere"), "--data-dir",
                    "MINIALEXNET_DATA=", "cannot be downloaded automatically", "image-net.org"):
         assert needle in message
     assert isinstance(info.value, ValueError)
@@ -427,12 +429,31 @@ def test_imagenet_not_found_explains_where_it_looked(tmp_path, monkeypatch):
 def test_imagenet_found_through_environment(tmp_path, monkeypatch):
     root = tmp_path / "in"
     make_tree(root, {WNIDS[0]: 1}, {WNIDS[0]: 1})
+    monkeypatch.chdir(tmp_path)                     # no data/imagenet here
     monkeypatch.delenv("MINIALEXNET_DATA", raising=False)
     monkeypatch.setenv("IMAGENET_ROOT", str(root))
     assert find_imagenet_root() == str(root)
     monkeypatch.setenv("MINIALEXNET_DATA", str(tmp_path / "wrong"))
     with pytest.raises(DataError, match=r"\$MINIALEXNET_DATA is set to .*has no train/"):
         find_imagenet_root()
+
+
+def test_data_imagenet_in_the_current_folder_is_looked_at_first(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    make_tree(elsewhere, {WNIDS[0]: 1}, {WNIDS[0]: 1})
+    monkeypatch.setenv("MINIALEXNET_DATA", str(elsewhere))
+    clone = tmp_path / "clone"
+    os.makedirs(clone / "data")
+    monkeypatch.chdir(clone)
+    assert find_imagenet_root() == str(elsewhere)             # data/ without imagenet/train
+    make_tree(clone / "data" / "imagenet", {WNIDS[0]: 2}, {WNIDS[0]: 1})
+    assert find_imagenet_root() == str(clone / "data" / "imagenet")   # before the variable
+    (tmp_path / "one.txt").write_text(WNIDS[0] + "\n")       # a one-class subset
+    logged = []
+    train, val, _ = open_dataset(None, subset=tmp_path / "one.txt", image_size=8,
+                                 cache_dir=tmp_path / "c", log=logged.append)
+    assert (len(train), len(val)) == (2, 1)
+    assert f"found ImageNet at {clone / 'data' / 'imagenet'}" in logged
 
 
 # -- the user's data is never modified -------------------------------------------------------

@@ -13,7 +13,8 @@ BatchLoader            shuffled, augmented, prefetched mini-batches    §4.1, §
 =====================  ==============================================  ===================
 
 ImageNet folders and the decoded-image cache live in ``minialexnet.data.imagenet`` (with
-``folders``, ``subsets`` and ``cache``).
+``folders``, ``subsets``, ``decode`` (§2: one file to S x S pixels) and the cache: ``cache``,
+``cache_dir``, ``cache_files``, ``progress``).
 """
 import importlib
 

@@ -14,10 +14,11 @@ Where the data comes from:
 
 - ``data_dir`` given: ``<data_dir>/train/<class>/`` (+ ``val/``), or any folder of class
   folders (a user's own photos).
-- ``data_dir=None`` with a subset: the first of ``$MINIALEXNET_DATA``, ``$IMAGENET_ROOT``,
-  ``~/data/imagenet``, ``~/datasets/imagenet``, ``/data/imagenet``, ``/datasets/imagenet``
-  that has a ``train/`` folder. ImageNet cannot be downloaded automatically: its licence
-  requires registering at https://image-net.org.
+- ``data_dir=None`` with a subset: the first of ``data/imagenet`` (relative to the current
+  folder: the repository's own ``data/`` folder when run from a clone's root),
+  ``$MINIALEXNET_DATA``, ``$IMAGENET_ROOT``, ``~/data/imagenet``, ``~/datasets/imagenet``,
+  ``/data/imagenet``, ``/datasets/imagenet`` that has a ``train/`` folder. ImageNet cannot be
+  downloaded automatically: its licence requires registering at https://image-net.org.
 - ``data_dir`` a prepared cache folder (one with ``dataset.json``, made by
   ``python -m minialexnet.prepare``, maybe copied from another machine): used as it is.
 
@@ -28,7 +29,8 @@ Where the cache goes: ``cache_dir`` if given, else
 ``~/.cache/minialexnet/datasets/<folder>-<subset>-S<size>-<hash>`` (``$MINIALEXNET_CACHE``
 or ``$XDG_CACHE_HOME`` move it). The data folder itself is only ever read. Disk needed:
 ``N * 3 * S * S`` bytes (ImageNet-100 at S = 256: about 25 GB; at S = 64: 1.6 GB); a
-hold-out split stores its two parts once more.
+hold-out split stores its two parts once more, and the free-space check before decoding
+counts both.
 
 Every problem with the data raises ``DataError`` (a ``ValueError``) with a message that says
 what was found, where, and what to do.
@@ -41,9 +43,11 @@ import zlib
 import numpy as np
 
 from minialexnet.checks import check_positive_int
-from minialexnet.data.cache import (CACHE_FORMAT_VERSION, _read_json, _write_json,
-                                    build_split, default_cache_dir, exclusive, load_split,
-                                    load_stats, open_cache_dir, save_stats)
+from minialexnet.data.cache import build_split, exclusive, load_split
+from minialexnet.data.cache_dir import default_cache_dir, open_cache_dir
+from minialexnet.data.cache_files import (CACHE_FORMAT_VERSION, check_free_space, copy_rows,
+                                          disk_full_is_reported, load_stats, read_json,
+                                          save_stats, split_bytes, write_json, write_npy)
 from minialexnet.data.dataset import DatasetStats, ImageDataset, compute_stats
 from minialexnet.data.folders import (DataError, Layout, check_val_classes, inspect_layout,
                                       list_class_folders, list_flat_val)
@@ -52,8 +56,11 @@ from minialexnet.data.subsets import (imagenet1000, is_wnid, resolve_subset,
 
 __all__ = ["DataError", "open_dataset", "open_val_dataset", "dataset_record",
            "find_imagenet_root", "stratified_holdout",
-           "ENV_VARS", "DEFAULT_LOCATIONS"]
+           "LOCAL_DATA", "ENV_VARS", "DEFAULT_LOCATIONS"]
 
+#: Looked at first: the repository's ``data/imagenet`` when a command runs from a clone's
+#: root (relative to the current folder; its contents are ignored by git, see data/README.md).
+LOCAL_DATA = os.path.join("data", "imagenet")
 #: Environment variables naming the ImageNet root, checked in this order.
 ENV_VARS = ("MINIALEXNET_DATA", "IMAGENET_ROOT")
 #: Folders tried after the environment variables.
@@ -64,11 +71,15 @@ DEFAULT_LOCATIONS = ("~/data/imagenet", "~/datasets/imagenet", "/data/imagenet",
 def find_imagenet_root() -> str:
     """The ImageNet root when no ``--data-dir`` is given (see the module docstring).
 
-    A set environment variable must point at a folder with ``train/`` (an error says so
-    otherwise, since the user clearly meant it). Raises ``DataError`` listing every place
-    looked at, how to point at the data, and how to obtain it.
+    ``data/imagenet`` in the current folder comes first, then the environment variables: a
+    set variable must point at a folder with ``train/`` (an error says so otherwise, since
+    the user clearly meant it). Raises ``DataError`` listing every place looked at, how to
+    point at the data, and how to obtain it.
     """
-    looked = []
+    local = os.path.abspath(LOCAL_DATA)
+    if os.path.isdir(os.path.join(local, "train")):
+        return local
+    looked = [local]
     for var in ENV_VARS:
         value = os.environ.get(var)
         if not value:
@@ -85,8 +96,9 @@ def find_imagenet_root() -> str:
             return path
         looked.append(path)
     raise DataError(
-        "ImageNet was not found. Looked at: " + "; ".join(looked) + ". Pass --data-dir "
-        "/path/to/imagenet (the folder holding train/<wnid>/ and val/) or set "
+        "ImageNet was not found. Looked at: " + "; ".join(looked) + ". Put it in data/imagenet "
+        "(train/<wnid>/ and val/, see data/README.md; run from the repository's root), pass "
+        "--data-dir /path/to/imagenet (the folder holding train/<wnid>/ and val/) or set "
         "MINIALEXNET_DATA=/path/to/imagenet. ImageNet cannot be downloaded automatically: "
         "register at https://image-net.org, download ILSVRC2012_img_train.tar and "
         "ILSVRC2012_img_val.tar, and extract them (one folder per class in train/). Without "
@@ -124,19 +136,6 @@ def stratified_holdout(labels: np.ndarray, class_names: list[str], val_fraction:
     return train_idx.astype(np.int64), val_idx.astype(np.int64)
 
 
-def _copy_rows(source: np.ndarray, rows: np.ndarray, path: str, step: int = 256) -> None:
-    """Copy ``source[rows]`` into a new ``.npy`` at ``path`` a few rows at a time (the whole
-    selection never needs to fit in memory); the file appears only once complete."""
-    tmp = path + ".partial"
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=source.dtype,
-                                    shape=(len(rows),) + source.shape[1:])
-    for start in range(0, len(rows), step):
-        out[start:start + step] = source[rows[start:start + step]]
-    out.flush()
-    del out
-    os.replace(tmp, path)
-
-
 def _holdout(cache_dir: str, whole, val_fraction: float, seed: int, log
              ) -> tuple[ImageDataset, ImageDataset, DatasetStats]:
     """Training/validation datasets held out of the ``all`` split cache, cached themselves.
@@ -151,13 +150,16 @@ def _holdout(cache_dir: str, whole, val_fraction: float, seed: int, log
         return _holdout_locked(folder, whole, val_fraction, seed, log)
 
 
+_HOLDOUT_FILES = ("train_images.npy", "val_images.npy", "train_labels.npy", "val_labels.npy",
+                  "stats.npz", "holdout.json")
+
+
 def _holdout_locked(folder, whole, val_fraction, seed, log):
     key = {"format_version": CACHE_FORMAT_VERSION, "seed": seed, "val_fraction": val_fraction,
            "source_sha256": whole.manifest["files_sha256"],
            "num_images": whole.manifest["num_images"]}
     names = whole.dataset.class_names
-    done_path = os.path.join(folder, "holdout.json")
-    if _read_json(done_path) != key:
+    if read_json(os.path.join(folder, "holdout.json")) != key:
         train_idx, val_idx = stratified_holdout(whole.dataset.labels, names, val_fraction, seed)
         if not len(val_idx):
             raise DataError(f"no class has two or more images, so nothing can be held out "
@@ -165,13 +167,8 @@ def _holdout_locked(folder, whole, val_fraction, seed, log):
                             f"a val/ folder")
         log(f"holding out {len(val_idx)} of {len(whole.dataset)} images for validation "
             f"(val_fraction={val_fraction:g}, seed={seed}, stratified by class)")
-        for part, idx in (("train", train_idx), ("val", val_idx)):
-            _copy_rows(whole.dataset.images, idx, os.path.join(folder, f"{part}_images.npy"))
-            np.save(os.path.join(folder, f"{part}_labels.npy"), whole.dataset.labels[idx])
-        train = ImageDataset(np.load(os.path.join(folder, "train_images.npy"), mmap_mode="r"),
-                             np.load(os.path.join(folder, "train_labels.npy")), names)
-        save_stats(os.path.join(folder, "stats.npz"), compute_stats(train))
-        _write_json(done_path, key)
+        _write_holdout(folder, whole.dataset, train_idx, val_idx)
+        write_json(os.path.join(folder, "holdout.json"), key)
     else:
         log(f"using the cached hold-out split in {folder}")
     parts = []
@@ -180,6 +177,28 @@ def _holdout_locked(folder, whole, val_fraction, seed, log):
                                           mmap_mode="r"),
                                   np.load(os.path.join(folder, f"{part}_labels.npy")), names))
     return parts[0], parts[1], load_stats(os.path.join(folder, "stats.npz"))
+
+
+def _write_holdout(folder: str, whole: ImageDataset, train_idx, val_idx) -> None:
+    """Copy the two parts of ``whole`` into ``folder`` and store the training part's stats.
+
+    Whatever an earlier, unfinished copy left (``*.partial`` files included) is removed
+    first, so that its space counts as free; a full disk is a ``DataError``.
+    """
+    for name in os.listdir(folder):
+        if name in _HOLDOUT_FILES or name.endswith(".partial"):
+            os.unlink(os.path.join(folder, name))
+    size = whole.images.shape[-1]
+    needed = split_bytes(len(whole), size, with_stats=True)
+    what = "holding out validation images: the copy of the two parts"
+    check_free_space(folder, needed, what)
+    with disk_full_is_reported(folder, needed, what):
+        for part, idx in (("train", train_idx), ("val", val_idx)):
+            copy_rows(whole.images, idx, os.path.join(folder, f"{part}_images.npy"))
+            write_npy(os.path.join(folder, f"{part}_labels.npy"), whole.labels[idx])
+        train = ImageDataset(np.load(os.path.join(folder, "train_images.npy"), mmap_mode="r"),
+                             np.load(os.path.join(folder, "train_labels.npy")), whole.class_names)
+        save_stats(os.path.join(folder, "stats.npz"), compute_stats(train))
 
 
 def dataset_record(data_dir=None, subset=None, val_fraction: float = 0.1, seed: int = 0,
@@ -255,7 +274,7 @@ def _open_prepared(folder, subset, image_size: int, val_fraction: float, seed: i
     folder over); no source files are checked. The subset and S must match the cache's.
     """
     folder = os.path.abspath(os.fspath(folder))
-    identity = _read_json(os.path.join(folder, "dataset.json")) or {}
+    identity = read_json(os.path.join(folder, "dataset.json")) or {}
     wanted = {"subset": subset_description(subset) if subset is not None
               else identity.get("subset"), "image_size": image_size}
     for key, value in wanted.items():
@@ -299,6 +318,14 @@ def _open(data_dir, subset, image_size, workers, cache_dir, log, val_labels):
     return layout, classes, identity, cache_dir, workers
 
 
+def _whole_split(cache_dir: str, files, identity: dict, workers: int, log):
+    """The ``all`` split of a folder without ``val/``; its free-space check counts the
+    hold-out copy that follows (the same images stored once more)."""
+    reserve = split_bytes(len(files), identity["image_size"], with_stats=True)
+    return build_split(os.path.join(cache_dir, "all"), files, identity, "all", workers=workers,
+                       log=log, reserve_bytes=reserve)
+
+
 def open_dataset(data_dir=None, subset=None, image_size: int = 256, val_fraction: float = 0.1,
                  seed: int = 0, workers: int | None = None, cache_dir=None, log=print,
                  val_labels=None) -> tuple[ImageDataset, ImageDataset, DatasetStats]:
@@ -332,8 +359,7 @@ def open_dataset(data_dir=None, subset=None, image_size: int = 256, val_fraction
     log(f"{len(classes)} classes, {len(train_files)} training images in {layout.train_dir}; "
         f"cache: {cache_dir}")
     if layout.val_kind is None:
-        whole = build_split(os.path.join(cache_dir, "all"), train_files, identity, "all",
-                            workers=workers, log=log)
+        whole = _whole_split(cache_dir, train_files, identity, workers, log)
         return _holdout(cache_dir, whole, val_fraction, seed, log)
     val_files = _val_files(layout, classes, subset, log)
     train = build_split(os.path.join(cache_dir, "train"), train_files, identity, "train",
@@ -355,8 +381,7 @@ def open_val_dataset(data_dir=None, subset=None, image_size: int = 256,
                                                           workers, cache_dir, log, val_labels)
     if layout.val_kind is None:
         train_files = list_class_folders(layout.train_dir, classes, "the training folder")
-        whole = build_split(os.path.join(cache_dir, "all"), train_files, identity, "all",
-                            workers=workers, log=log)
+        whole = _whole_split(cache_dir, train_files, identity, workers, log)
         return _holdout(cache_dir, whole, val_fraction, seed, log)[1]
     val_files = _val_files(layout, classes, subset, log)
     return build_split(os.path.join(cache_dir, "val"), val_files, identity, "val",
