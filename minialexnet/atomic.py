@@ -43,3 +43,21 @@ def atomic_write(path, write) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def leftover_temp_files(path) -> list[str]:
+    """The temporary files of ``atomic_write(path, ...)`` calls that never finished.
+
+    A process killed outright (``kill -9``, power loss) cannot remove its temporary file, which
+    stays beside ``path`` as ``.<name>.<random>.tmp``. Returns their paths, sorted. Only a
+    caller that knows no other process is writing ``path`` may delete them (e.g. one holding
+    the folder's lock): a live writer's file looks the same.
+    """
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    prefix = f".{name}."
+    try:
+        entries = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    return sorted(os.path.join(folder, entry) for entry in entries
+                  if entry.startswith(prefix) and entry.endswith(".tmp"))

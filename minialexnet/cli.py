@@ -1,5 +1,6 @@
 """What the four command lines share: argument types, the data options, the back-end choice,
-opening the datasets, and the output-folder check.
+opening the datasets (the user's, or the one a checkpoint records), and the checks of
+``--devices``. (The output folder is held by ``minialexnet.training.runfolder``.)
 
 ``python -m minialexnet.train``, ``evaluate``, ``predict`` and ``prepare`` each import this
 module (and ``minialexnet.training`` / ``minialexnet.data``), never one another, so each
@@ -11,12 +12,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import tempfile
 
 from minialexnet.backend import set_backend
 from minialexnet.data import imagenet
+from minialexnet.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASSES
 from minialexnet.data.synthetic import make_synthetic
 from minialexnet.kernels.cuda import require_cuda
+from minialexnet.parallel import NUM_TOWERS, parse_devices
 from minialexnet.training.config import TrainConfig
 from minialexnet.training.engines import make_engine
 
@@ -145,29 +147,86 @@ def open_datasets(args, image_size: int, val_only: bool = False):
     Without ``--data-dir``/``--subset``: the built-in synthetic dataset drawn at
     ``image_size`` px (``stats`` is ``None``: ``fit`` computes them). Otherwise the one call
     into ``minialexnet.data.imagenet`` (its ``DataError`` says what is missing and how to
-    get it). With ``val_only`` the training set is not built (``None``).
+    get it), with ``--cache-dir``, ``--val-labels`` and the hold-out's ``val_fraction`` and
+    ``holdout_seed`` when ``args`` has them. With ``val_only`` the training set is not built
+    (``None``).
     """
     if args.data_dir is None and args.subset is None:
         train_set = None if val_only else make_synthetic("train", image_size=image_size)
         return train_set, make_synthetic("val", image_size=image_size), None, "synthetic"
     name = os.path.splitext(os.path.basename(os.path.normpath(args.subset or args.data_dir)))[0]
+    options = {"image_size": image_size, "log": print_line,
+               "cache_dir": getattr(args, "cache_dir", None),
+               "val_labels": getattr(args, "val_labels", None),
+               "val_fraction": getattr(args, "val_fraction", None) or 0.1,
+               "seed": getattr(args, "holdout_seed", None) or 0}
     if val_only:
-        return None, imagenet.open_val_dataset(args.data_dir, args.subset, image_size=image_size,
-                                               log=print_line), None, name
-    train_set, val_set, stats = imagenet.open_dataset(args.data_dir, args.subset,
-                                                      image_size=image_size, log=print_line)
+        return None, imagenet.open_val_dataset(args.data_dir, args.subset, **options), None, name
+    train_set, val_set, stats = imagenet.open_dataset(args.data_dir, args.subset, **options)
     return train_set, val_set, stats, name
 
 
-def prepare_output(folder: str) -> None:
-    """Create ``folder`` and prove it is writable (a clear error now, not after an epoch)."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise ValueError(f"cannot write to the output folder {folder!r}: "
-                         f"{err.strerror or err}; choose another --output") from None
+def recorded_dataset(meta: dict, path) -> dict:
+    """The dataset a checkpoint was trained on, for a command given no ``--data-dir``.
+
+    ``meta``: the checkpoint's metadata, whose ``"dataset"`` entry training writes
+    (``minialexnet.data.imagenet.dataset_record``): ``{"kind": "synthetic", ...}`` or
+    ``{"kind": "folder", "data_dir", "subset", "val_fraction", "seed", "val_labels"}``. A
+    checkpoint without that entry whose classes are the built-in shapes counts as
+    synthetic. Raises ``UsageError`` when the checkpoint does not say where its data was,
+    and when that folder (or labels file) is no longer there, naming where it was.
+    """
+    record = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
+    kind = record.get("kind") or meta.get("data")
+    names = meta.get("class_names")
+    if kind == "synthetic" or (not record and names is not None
+                               and list(names) == list(SYNTHETIC_CLASSES[:len(names)])):
+        return {**record, "kind": "synthetic"}
+    data_dir, subset = record.get("data_dir"), record.get("subset")
+    if data_dir is None and subset is None:
+        raise UsageError(f"{path} does not record where its data came from; pass "
+                         f"--data-dir (and --subset if it was trained on one)")
+    also = f" (and --subset {subset})" if subset else ""
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise UsageError(f"{path} was trained on the data in {data_dir}, which is not there "
+                         f"any more (moved or deleted?); pass --data-dir with its new "
+                         f"location{also}")
+    labels = record.get("val_labels")
+    if labels and not os.path.isfile(labels):
+        raise UsageError(f"{path} was trained with the val labels file {labels}, which is not "
+                         f"there any more; pass --val-labels with its new location")
+    return record
+
+
+def check_devices(spec: str | None) -> None:
+    """``UsageError`` for a ``--devices`` list that cannot be read, does not name two
+    devices, or names CPU threads this machine does not have (before any data is built).
+
+    A CPU "device" ``cpu:i`` is not a core: it is the thread of tower ``i`` of the §3.2
+    split. An index at or above the number of CPUs available here almost always means "the
+    i-th core", which is not what it selects. (GPU names are checked when the GPU engine
+    starts.)
+    """
+    if not spec:
+        return
+    if "cuda" not in spec.lower():
+        try:
+            devices = parse_devices(spec)
+        except ValueError as err:
+            raise UsageError(f"--devices {spec}: {err}") from None
+        if len(devices) != NUM_TOWERS:
+            raise UsageError(f"--devices {spec} names {len(devices)} device(s); the split of "
+                             f"§3.2 runs on exactly {NUM_TOWERS}, e.g. cpu:0,cpu:1")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+    for part in spec.split(","):
+        kind, _, index = part.strip().lower().partition(":")
+        if kind == "cpu" and index.isdigit() and int(index) >= cpus:
+            raise UsageError(
+                f"--devices {spec}: {part.strip()} asks for CPU {index}, but this machine has "
+                f"{cpus} CPU(s). On the CPU a device is a thread of this process, one per "
+                f"tower of the two-tower split (§3.2), not a particular core; pass --devices "
+                f"cpu:0,cpu:1")
 
 
 def print_line(line: str) -> None:

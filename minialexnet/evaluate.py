@@ -26,7 +26,7 @@ import json
 import sys
 
 from minialexnet.cli import (BACKENDS, UsageError, fraction, inference_engine, nonnegative_int,
-                             positive_int)
+                             positive_int, recorded_dataset)
 from minialexnet.data.folders import DataError
 from minialexnet.data.imagenet import open_val_dataset
 from minialexnet.data.synthetic import make_synthetic
@@ -51,8 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=nonnegative_int, default=None,
                         help="hold-out seed (default: the checkpoint's, else 0)")
     parser.add_argument("--cache-dir", default=None, help="the dataset's cache folder")
-    parser.add_argument("--crops", choices=("center", "ten", "both"), default="both")
-    parser.add_argument("-b", "--batch-size", type=positive_int, default=64)
+    parser.add_argument("--crops", choices=("center", "ten", "both"), default="both",
+                        help="center: one centre crop per image; ten: the softmax averaged over "
+                             "the four corners, the centre and their reflections (the paper's "
+                             "test protocol, §4.1, 10x slower); both (default): report each")
+    parser.add_argument("-b", "--batch-size", type=positive_int, default=64,
+                        help="images per forward pass (default 64; with ten crops each image "
+                             "is 10 inputs); lower it if memory runs out")
     parser.add_argument("--workers", type=nonnegative_int, default=0,
                         help="threads preparing batches (0: the main thread)")
     parser.add_argument("--backend", choices=BACKENDS, default="numba",
@@ -65,7 +70,8 @@ def validation_set_for(meta: dict, args, log=print):
     """The validation ``ImageDataset`` to evaluate on (see the module docstring).
 
     ``meta``: the checkpoint's metadata; ``args``: the parsed command line. Raises
-    ``UsageError`` when neither names a dataset, ``DataError`` for unusable data.
+    ``UsageError`` when neither names a dataset or the recorded data folder is gone
+    (``minialexnet.cli.recorded_dataset``), ``DataError`` for unusable data.
     """
     record = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
     image_size = int(meta.get("image_size") or record.get("image_size") or 0)
@@ -77,15 +83,12 @@ def validation_set_for(meta: dict, args, log=print):
     seed = args.seed if args.seed is not None else record.get("seed", 0)
     data_dir, subset = args.data_dir, args.subset
     if data_dir is None and subset is None:
-        kind = record.get("kind") or meta.get("data")
-        if kind == "synthetic":
+        record = recorded_dataset(meta, args.checkpoint)
+        if record["kind"] == "synthetic":
             return make_synthetic("val", num_classes=int(meta["num_classes"]),
                                   image_size=image_size,
                                   seed=int(record.get("seed", 0)))
         data_dir, subset = record.get("data_dir"), record.get("subset")
-        if data_dir is None and subset is None:
-            raise UsageError("the checkpoint does not record where its data came from; pass "
-                             "--data-dir (and --subset if it was trained on one)")
         if args.val_labels is None and record.get("val_labels"):
             args.val_labels = record["val_labels"]
     return open_val_dataset(data_dir, subset, image_size=image_size, val_fraction=val_fraction,

@@ -13,8 +13,13 @@ plateau), and turns bad input into a one-line usage message. ``--evaluate`` runs
 ``minialexnet.training.evaluation.evaluate_checkpoint``, as ``python -m minialexnet.evaluate``
 does.
 
-Exit status: 0; 2 for bad input (no traceback); 1 when training diverged; 130 on Ctrl-C.
-Each keeps the last complete checkpoint.
+Every option, the ``--resume`` checkpoint and the output folder are checked before any data
+is built; the output folder is then held by this run alone until it ends
+(``minialexnet.training.runfolder``). ``--resume`` without ``--data-dir``/``--subset`` trains
+on the dataset recorded in the checkpoint, as evaluate does.
+
+Exit status: 0; 2 for bad input (no traceback); 1 when training diverged or an epoch could
+not be saved (a full disk); 130 on Ctrl-C. Each keeps the last complete checkpoint.
 """
 from __future__ import annotations
 
@@ -25,18 +30,23 @@ import time
 
 import numpy as np
 
-from minialexnet.cli import (BACKENDS, float_at_least, nonnegative_int, open_datasets,
-                             positive_int, prepare_output, print_line, select_backend)
+from minialexnet.cli import (BACKENDS, UsageError, check_devices, float_at_least,
+                             nonnegative_int, open_datasets, positive_int, print_line,
+                             recorded_dataset, select_backend)
 from minialexnet.data.folders import DataError
 from minialexnet.data.imagenet import dataset_record
 from minialexnet.model import AlexNet
 from minialexnet.optim import StepSchedule
 from minialexnet.training import TrainConfig, TrainingDiverged, fit, make_engine
-from minialexnet.training.checkpoint import CheckpointError, load_checkpoint, restore_model
+from minialexnet.training.checkpoint import (CheckpointError, check_finite, load_checkpoint,
+                                             restore_model)
 from minialexnet.training.config import ARCH_DEFAULTS
 from minialexnet.training.evaluation import evaluate_checkpoint
+from minialexnet.training.resume import check_training_keys
+from minialexnet.training.runfolder import OutputFolderError
 from minialexnet.training.runlog import CURVES_PNG, METRICS_CSV
-from minialexnet.training.trainer import CHECKPOINT_LAST, check_datasets
+from minialexnet.training.trainer import (CHECKPOINT_LAST, SaveFailed, check_datasets,
+                                          hold_run_folder)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +69,13 @@ def _add_data_options(data) -> None:
     data.add_argument("--subset", metavar="NAME",
                       help="class subset of --data-dir: imagenet-100, imagenet-1k or a text file "
                            "of class folder names")
+    data.add_argument("--val-labels", metavar="FILE",
+                      help="labels of a flat val/ folder ('filename wnid' lines, Caffe's "
+                           "val.txt, Kaggle's LOC_val_solution.csv, or the devkit's ground "
+                           "truth with meta.mat)")
+    data.add_argument("--cache-dir", metavar="DIR",
+                      help="this dataset's cache folder (default: under "
+                           "~/.cache/minialexnet/datasets, or $MINIALEXNET_CACHE)")
     data.add_argument("--workers", type=nonnegative_int, default=0,
                       help="threads preparing batches (default 0: the main thread)")
 
@@ -135,10 +152,12 @@ def main(argv=None) -> int:
 
 
 def _run(args, parser) -> int:
-    """Check the back end, the checkpoint and the data; then evaluate or train."""
+    """Check every option, the checkpoint and the output folder (cheap), then build the data
+    (expensive) and evaluate or train, holding the output folder for the whole run."""
     try:
         select_backend(args.backend)
-    except (ValueError, RuntimeError) as err:      # unknown backend, or no usable GPU
+        check_devices(args.devices)
+    except (ValueError, RuntimeError, UsageError) as err:  # backend, no usable GPU, devices
         parser.error(str(err))
     if args.evaluate and args.resume is None:
         parser.error("--evaluate needs a checkpoint: pass --resume CHECKPOINT")
@@ -147,22 +166,38 @@ def _run(args, parser) -> int:
     defaults = ARCH_DEFAULTS[arch]
     image_size = ckpt.meta.get("image_size", defaults["image_size"]) if ckpt else \
         defaults["image_size"]
+    if args.evaluate:
+        return _evaluate(args, parser, ckpt, _open_data(args, parser, image_size, True)[1])
+    config = _config_from_args(args, parser, ckpt, defaults)
     try:
-        train_set, val_set, stats, data_name = open_datasets(args, image_size,
-                                                             val_only=args.evaluate)
+        with hold_run_folder(_output_path(args, ckpt, arch), print_line) as output:
+            if ckpt is None and os.path.exists(os.path.join(output, CHECKPOINT_LAST)):
+                parser.error(f"{output} already holds a run ({CHECKPOINT_LAST}); continue it "
+                             f"with --resume {os.path.join(output, CHECKPOINT_LAST)}, or "
+                             f"choose another --output")
+            data = _open_data(args, parser, image_size, False)
+            return _train(args, parser, ckpt, config, output, data)
+    except OutputFolderError as err:
+        parser.error(str(err))
+
+
+def _open_data(args, parser, image_size: int, val_only: bool):
+    """``open_datasets`` with errors as usage messages."""
+    try:
+        return open_datasets(args, image_size, val_only=val_only)
     except (DataError, ValueError, OSError) as err:
         parser.error(str(err))
-    if args.evaluate:
-        return _evaluate(args, parser, ckpt, val_set)
-    return _train(args, parser, ckpt, arch, (train_set, val_set, stats, data_name))
 
 
 def _load_resumed(args, parser):
-    """The ``--resume`` checkpoint (``None`` without one), checked against ``--arch``."""
+    """The ``--resume`` checkpoint (``None`` without one), checked as far as it can be
+    without the data: readable, finite, the architecture, resumable; without ``--data-dir``
+    and ``--subset`` its recorded dataset becomes the run's (as for evaluate)."""
     if args.resume is None:
         return None
     try:
         ckpt = load_checkpoint(args.resume)
+        check_finite(ckpt, args.resume)
     except CheckpointError as err:
         parser.error(str(err))
     if args.arch is not None and args.arch != ckpt.meta["arch"]:
@@ -172,17 +207,33 @@ def _load_resumed(args, parser):
         parser.error(f"{args.resume} holds an AlexNet variant {ckpt.meta['arch']!r} that "
                      f"the command line does not train; choose one of "
                      f"{', '.join(sorted(ARCH_DEFAULTS))}")
+    if not args.evaluate:
+        try:
+            check_training_keys(ckpt.meta, args.resume)
+        except CheckpointError as err:
+            parser.error(str(err))
+    if args.data_dir is None and args.subset is None:
+        try:
+            record = recorded_dataset(ckpt.meta, args.resume)
+        except UsageError as err:
+            parser.error(str(err))
+        if record["kind"] == "folder":
+            args.data_dir, args.subset = record.get("data_dir"), record.get("subset")
+            args.val_labels = args.val_labels or record.get("val_labels")
+            args.val_fraction = record.get("val_fraction", 0.1)
+            args.holdout_seed = record.get("seed", 0)
+            print_line(f"data: as recorded in {args.resume}: --data-dir {args.data_dir}"
+                       f"{' --subset ' + args.subset if args.subset else ''}")
     return ckpt
 
 
-def _train(args, parser, ckpt, arch: str, data) -> int:
-    """Build the network and the ``TrainConfig`` from the options, then ``fit``."""
+def _train(args, parser, ckpt, config: TrainConfig, output: str, data) -> int:
+    """Build the network from the options and the data, then ``fit``."""
     train_set, val_set, stats, data_name = data
-    config = _config_from_args(args, parser, ckpt, ARCH_DEFAULTS[arch])
-    output = _output_folder(args, parser, ckpt, arch, data_name)
     rng = np.random.default_rng(args.seed)
     try:
-        model = AlexNet(train_set.num_classes, arch, rng=rng)
+        model = AlexNet(train_set.num_classes, ckpt.meta["arch"] if ckpt else
+                        (args.arch or "mini"), rng=rng)
         check_datasets(model, train_set, val_set, config.batch_size)
     except ValueError as err:
         parser.error(str(err))
@@ -195,14 +246,16 @@ def _train(args, parser, ckpt, arch: str, data) -> int:
                f"{train_set.num_classes} classes")
     print_line(f"output: {output}  (backend {args.backend}, batch {config.batch_size}, "
                f"{config.epochs} epochs)")
+    record = dataset_record(args.data_dir, args.subset,
+                            getattr(args, "val_fraction", None) or 0.1,
+                            getattr(args, "holdout_seed", None) or 0, args.val_labels)
     try:
         fit(model, train_set, val_set, config, stats=stats, rng=rng, output=output,
             resume=args.resume, log=print_line,
-            meta={"data": data_name, "seed": args.seed,
-                  "dataset": dataset_record(args.data_dir, args.subset)})
+            meta={"data": data_name, "seed": args.seed, "dataset": record})
     except ValueError as err:            # a checkpoint that cannot be resumed, bad devices
         parser.error(str(err))
-    except TrainingDiverged as err:
+    except (TrainingDiverged, SaveFailed) as err:
         print(f"minialexnet-train: {err}", file=sys.stderr)
         return 1
     print_line(f"done: checkpoints, {METRICS_CSV} and {CURVES_PNG} in {output}")
@@ -225,21 +278,15 @@ def _config_from_args(args, parser, ckpt, defaults: dict) -> TrainConfig:
                        devices=args.devices, tower_mode=args.tower_mode)
 
 
-def _output_folder(args, parser, ckpt, arch: str, data_name: str) -> str:
-    """``--output``, else the resumed checkpoint's folder, else ``runs/<arch>-<data>-<time>``;
-    created and proven writable, and not holding another run unless it is resumed."""
-    output = args.output or (os.path.dirname(os.path.abspath(args.resume)) if ckpt else
-                             os.path.join("runs", f"{arch}-{data_name}-"
-                                                  f"{time.strftime('%Y%m%d-%H%M%S')}"))
-    try:
-        prepare_output(output)
-    except ValueError as err:
-        parser.error(str(err))
-    if ckpt is None and os.path.exists(os.path.join(output, CHECKPOINT_LAST)):
-        parser.error(f"{output} already holds a run ({CHECKPOINT_LAST}); continue it with "
-                     f"--resume {os.path.join(output, CHECKPOINT_LAST)}, or choose another "
-                     f"--output")
-    return output
+def _output_path(args, ckpt, arch: str) -> str:
+    """``--output``, else the resumed checkpoint's folder, else ``runs/<arch>-<data>-<time>``."""
+    if args.output:
+        return args.output
+    if ckpt is not None:
+        return os.path.dirname(os.path.abspath(args.resume))
+    data = "synthetic" if args.data_dir is None and args.subset is None else \
+        os.path.splitext(os.path.basename(os.path.normpath(args.subset or args.data_dir)))[0]
+    return os.path.join("runs", f"{arch}-{data}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def _schedule_from_args(args, defaults: dict, ckpt):

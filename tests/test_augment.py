@@ -193,3 +193,18 @@ def test_errors_say_what_to_do():
         ten_crop(images, 5, stats, out=np.empty((2, 10, 3, 5, 5), dtype=np.float32))
     with pytest.raises(ValueError, match="pca_std"):
         random_crop_flip(images, 5, stats, np.random.default_rng(0), pca_std=-1)
+
+
+def test_the_default_colour_noise_has_the_paper_s_std():
+    """§4.1: alpha ~ N(0, 0.1^2), by default. With P = I and eigenvalues of 255 the shift of
+    each channel is alpha itself; the draws are replayed by hand from the same seed."""
+    size, crop, n = 6, 4, 50
+    images = np.full((n, 3, size, size), 100, dtype=np.uint8)
+    stats = _stats(size, eigvals=(255.0, 255.0, 255.0))
+    out = random_crop_flip(images, crop, stats, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    rng.integers(0, size - crop + 1, size=(n, 2), dtype=np.int64)
+    rng.random(n)
+    alpha = 0.1 * rng.standard_normal((n, 3))
+    np.testing.assert_allclose(out - 100.0, np.broadcast_to(alpha[:, :, None, None], out.shape),
+                               atol=1e-4)

@@ -62,3 +62,30 @@ def test_positive_int_rejects_with_a_message(text, message):
     with pytest.raises(argparse.ArgumentTypeError, match=message):
         positive_int(text)
     assert positive_int("3") == 3
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_has_help_text(command):
+    import importlib
+
+    parser = importlib.import_module(f"minialexnet.{command}").build_parser()
+    silent = [action.option_strings or [action.dest] for action in parser._actions
+              if not action.help]
+    assert not silent
+
+
+def test_train_passes_cache_dir_and_val_labels_to_the_data(monkeypatch, tmp_path):
+    from minialexnet import cli, train
+
+    seen = {}
+
+    def open_dataset(data_dir, subset, **options):
+        seen.update(options, data_dir=data_dir)
+        raise cli.imagenet.DataError("stop here")
+
+    monkeypatch.setattr(cli.imagenet, "open_dataset", open_dataset)
+    with pytest.raises(SystemExit):
+        train.main(["--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "c"),
+                    "--val-labels", str(tmp_path / "val.txt"), "--output", str(tmp_path / "r")])
+    assert seen["cache_dir"] == str(tmp_path / "c")
+    assert seen["val_labels"] == str(tmp_path / "val.txt")

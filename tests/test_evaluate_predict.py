@@ -254,3 +254,31 @@ def test_real_samples_prepare_train_evaluate_predict(tmp_path, capsys):
     val = open_val_dataset(root, "imagenet-100", image_size=64, log=lambda *_: None)
     row = in100.index("n01558993")
     assert np.array_equal(np.asarray(val.images[row]), decode_image(robin, 64))
+
+
+class _TopLeftPixel:
+    """A stand-in network whose one logit (of two) is the crop's top-left red value / 50:
+    each of the ten crops of §4.1, flips included, gives another softmax."""
+    input_size, num_classes = 4, 2
+
+    def forward(self, x, train=False):
+        return np.stack([x[:, 0, 0, 0] / 50.0, np.zeros(len(x), np.float32)], axis=1)
+
+
+def test_ten_crop_probabilities_average_the_softmax_of_all_ten_crops():
+    from minialexnet.data.dataset import ImageDataset
+    from minialexnet.metrics import predict_proba, softmax
+
+    size, crop = 7, 4
+    images = np.random.default_rng(3).integers(0, 256, (2, 3, size, size), dtype=np.uint8)
+    stats = DatasetStats(mean=np.zeros((3, size, size)), pca_eigvals=np.ones(3),
+                         pca_eigvecs=np.eye(3))
+    probs = predict_proba(_TopLeftPixel(), ImageDataset(images, np.zeros(2, np.int64), ["a", "b"]),
+                          stats, batch_size=2, crops="ten")
+    far, mid = size - crop, (size - crop) // 2
+    for image, p in zip(images.astype(np.float32), probs):
+        crops = [image[:, y:y + crop, x:x + crop]
+                 for y, x in ((0, 0), (0, far), (far, 0), (far, far), (mid, mid))]
+        crops += [c[:, :, ::-1] for c in crops]              # the horizontal reflections
+        expected = softmax(_TopLeftPixel().forward(np.stack(crops))).mean(axis=0)
+        np.testing.assert_allclose(p, expected, rtol=1e-5)

@@ -266,3 +266,24 @@ def test_real_process_errors_have_no_traceback(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert "minialexnet-train: error:" in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_resume_restores_a_data_generator_separate_from_the_model_s(tiny_data, tmp_path):
+    """fit(rng=data_rng) with AlexNet(rng=model_rng): resuming must put back both generators
+    (the data choices and the dropout masks); fresh generators of other seeds stand in for a
+    new process."""
+    def run(epochs, output, seeds, resume=None):
+        data_rng, model_rng = (np.random.default_rng(seed) for seed in seeds)
+        model = AlexNet(3, "tiny", rng=model_rng)
+        fit(model, *tiny_data, TrainConfig(epochs=epochs, batch_size=8, lr=0.003),
+            rng=data_rng, output=output, resume=resume, log=_quiet)
+        return model
+
+    straight = run(3, tmp_path / "straight", (11, 22))
+    run(1, tmp_path / "split", (11, 22))
+    resumed = run(3, tmp_path / "split", (33, 44),
+                  resume=tmp_path / "split" / "checkpoint_last.npz")
+    for name, p in _params(straight).items():
+        np.testing.assert_array_equal(p, _params(resumed)[name], err_msg=name)
+    _assert_same_checkpoints(tmp_path / "straight" / "checkpoint_last.npz",
+                             tmp_path / "split" / "checkpoint_last.npz")

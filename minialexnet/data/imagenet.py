@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from functools import partial
 
 import numpy as np
 
@@ -262,6 +263,41 @@ def _classes(layout: Layout, subset) -> list[str]:
     return classes
 
 
+def _check_two_classes(classes: list[str], layout: Layout, subset) -> None:
+    """``DataError`` unless there are two classes or more (before anything is decoded)."""
+    if len(classes) >= 2:
+        return
+    where = f"--subset {subset} names" if subset is not None else \
+        f"the training folder {layout.train_dir} holds"
+    raise DataError(f"{where} only one class ({', '.join(classes)}); a classifier needs at "
+                    f"least 2 classes: add a folder of images for each other class"
+                    + (" or choose a larger --subset" if subset is not None else ""))
+
+
+def _require_every_class(split, folder_of) -> None:
+    """``DataError`` when a class of the decoded ``split`` (a ``SplitCache``) has no image.
+
+    Unreadable files are skipped; a class whose every file was unreadable would be trained
+    on without a single example (and validated as 0% error). ``folder_of(name)``: where that
+    class's images are.
+    """
+    names = split.dataset.class_names
+    counts = np.bincount(np.asarray(split.dataset.labels), minlength=len(names))
+    empty = [names[k] for k in np.flatnonzero(counts == 0)]
+    if empty:
+        more = f" (and {len(empty) - 1} other class(es))" if len(empty) > 1 else ""
+        raise DataError(f"the class {empty[0]!r}{more} has no readable image in "
+                        f"{folder_of(empty[0])}: every file failed to decode (the list is in "
+                        f"{os.path.join(split.folder, 'skipped.txt')}); replace those images, "
+                        f"or leave the class out (delete its folder, or use --subset)")
+
+
+def _val_folder(layout: Layout, name: str) -> str:
+    """Where the validation images of class ``name`` are (its folder, or the flat val/)."""
+    return os.path.join(layout.val_dir, name) if layout.val_kind == "folders" else \
+        f"{layout.val_dir} (labelled by {layout.val_labels})"
+
+
 def _is_prepared_cache(folder) -> bool:
     return folder is not None and os.path.isfile(os.path.join(os.fspath(folder), "dataset.json"))
 
@@ -310,6 +346,7 @@ def _open(data_dir, subset, image_size, workers, cache_dir, log, val_labels):
     for note in layout.notes:
         log(note)
     classes = _classes(layout, subset)
+    _check_two_classes(classes, layout, subset)
     identity = {"source_root": layout.root, "subset": subset_description(subset),
                 "image_size": image_size}
     cache_dir = open_cache_dir(cache_dir or default_cache_dir(layout.root, identity["subset"],
@@ -358,14 +395,18 @@ def open_dataset(data_dir=None, subset=None, image_size: int = 256, val_fraction
     train_files = list_class_folders(layout.train_dir, classes, "the training folder")
     log(f"{len(classes)} classes, {len(train_files)} training images in {layout.train_dir}; "
         f"cache: {cache_dir}")
+    in_train = partial(os.path.join, layout.train_dir)
     if layout.val_kind is None:
         whole = _whole_split(cache_dir, train_files, identity, workers, log)
+        _require_every_class(whole, in_train)
         return _holdout(cache_dir, whole, val_fraction, seed, log)
     val_files = _val_files(layout, classes, subset, log)
     train = build_split(os.path.join(cache_dir, "train"), train_files, identity, "train",
                         workers=workers, with_stats=True, log=log)
+    _require_every_class(train, in_train)
     val = build_split(os.path.join(cache_dir, "val"), val_files, identity, "val",
                       workers=workers, log=log)
+    _require_every_class(val, partial(_val_folder, layout))
     return train.dataset, val.dataset, train.stats
 
 
@@ -382,7 +423,10 @@ def open_val_dataset(data_dir=None, subset=None, image_size: int = 256,
     if layout.val_kind is None:
         train_files = list_class_folders(layout.train_dir, classes, "the training folder")
         whole = _whole_split(cache_dir, train_files, identity, workers, log)
+        _require_every_class(whole, partial(os.path.join, layout.train_dir))
         return _holdout(cache_dir, whole, val_fraction, seed, log)[1]
     val_files = _val_files(layout, classes, subset, log)
-    return build_split(os.path.join(cache_dir, "val"), val_files, identity, "val",
-                       workers=workers, log=log).dataset
+    val = build_split(os.path.join(cache_dir, "val"), val_files, identity, "val",
+                      workers=workers, log=log)
+    _require_every_class(val, partial(_val_folder, layout))
+    return val.dataset

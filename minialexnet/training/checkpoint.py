@@ -27,6 +27,8 @@ import numpy as np
 from minialexnet.atomic import atomic_write
 
 FORMAT_VERSION = 1
+#: The first bytes of every ``.npz`` file (a zip archive; an empty one starts PK\x05\x06).
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, or does not fit the model it is loaded into."""
@@ -92,6 +94,7 @@ def load_checkpoint(path) -> Checkpoint:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist (or is not a file)")
+    _check_is_zip(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
@@ -127,18 +130,70 @@ def load_checkpoint(path) -> Checkpoint:
     return ckpt
 
 
+def _check_is_zip(path: str) -> None:
+    """``CheckpointError`` unless the file starts like a zip archive (what ``.npz`` is).
+
+    Without this, ``np.load`` tries other formats and ends in advice about ``allow_pickle``,
+    which a checkpoint never needs.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    if head not in ZIP_MAGIC:
+        what = "it is empty" if not head else \
+            "the file is corrupt, truncated or not an .npz archive"
+        raise CheckpointError(f"{path} is not a minialexnet checkpoint ({what}); pass a "
+                              f"checkpoint_last.npz or checkpoint_best.npz written by training")
+
+
+def read_meta(path) -> dict:
+    """Only the JSON metadata of a checkpoint (cheap: the weights are not read); ``{}`` when
+    the file cannot be read as a checkpoint."""
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def check_finite(ckpt: Checkpoint, path) -> None:
+    """``CheckpointError`` when a parameter or momentum buffer holds NaN or infinity.
+
+    Such weights come from a run that diverged; evaluating them gives chance-level errors
+    and predicting gives "nan%", so they are refused with a message instead.
+    """
+    for group, arrays in (("weights", ckpt.params), ("momentum", ckpt.optim)):
+        bad = [name for name, a in arrays.items()
+               if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all()]
+        if bad:
+            raise CheckpointError(
+                f"{path} holds NaN or infinite {group} ({', '.join(bad[:3])}"
+                f"{' ...' if len(bad) > 3 else ''}): it was saved from a run that diverged. "
+                f"Use an earlier checkpoint of that run, or train again with a smaller "
+                f"learning rate (--lr)")
+
+
 def restore_model(model, ckpt: Checkpoint, path: str = "the checkpoint") -> None:
     """Load ``ckpt``'s parameters into ``model`` after checking that it is the same network.
 
     Raises ``CheckpointError`` with both descriptions when the architecture (variant,
     classes, activation, ablation switches) differs, and when a parameter is missing or
-    mis-shaped.
+    mis-shaped, and (``check_finite``) when the weights hold NaN or infinity.
     """
-    if not same_network(ckpt.meta["model"], model.config):
-        raise CheckpointError(
-            f"{path} holds a different network: {_describe(ckpt.meta['model'])}, but this run "
-            f"builds {_describe(model.config)}; pass the matching --arch, or start a new run "
-            f"without --resume")
+    saved = ckpt.meta["model"]
+    if not same_network(saved, model.config):
+        if same_network(dict(saved, num_classes=model.config.get("num_classes")), model.config):
+            advice = (f"it was trained on {saved.get('num_classes')} classes and this data has "
+                      f"{model.config.get('num_classes')}: use the data it was trained on "
+                      f"(--data-dir, --subset)")
+        else:
+            advice = "pass the matching --arch, or start a new run without --resume"
+        raise CheckpointError(f"{path} holds a different network: {_describe(saved)}, but this "
+                              f"run builds {_describe(model.config)}; {advice}")
+    check_finite(ckpt, path)
     try:
         model.load_state_dict(ckpt.params)
     except ValueError as err:

@@ -10,6 +10,7 @@ size, the class names and the history. ``RunState`` is that state in memory;
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,8 @@ class RunState:
     stats : the training set's ``DatasetStats`` (mean image §2, RGB PCA §4.1)
     history : one dict per finished epoch; best_top1 : the lowest validation top-1 error so
     far; epoch : how many epochs are done
+    last_checkpoint : the path of the last complete checkpoint of this run (written or
+        resumed from; ``None`` before the first), whose epoch is ``saved_epoch``
     """
 
     engine: object
@@ -40,6 +43,8 @@ class RunState:
     history: list = field(default_factory=list)
     best_top1: float = math.inf
     epoch: int = 0
+    last_checkpoint: str | None = None
+    saved_epoch: int = 0
 
 
 def training_meta(state: RunState, class_names, batch_size: int) -> dict:
@@ -81,16 +86,23 @@ def resume_run(state: RunState, path, train_set, batch_size: int, log=print) -> 
     best = meta["best_top1"]
     state.epoch, state.history = int(meta["epoch"]), list(meta["history"])
     state.best_top1 = math.inf if best is None else best
+    state.last_checkpoint, state.saved_epoch = os.fspath(path), state.epoch
     if ckpt.stats is not None:
         state.stats = ckpt.stats
     state.engine.load_from_host()
 
 
-def _check_resumable(meta: dict, path, train_set) -> None:
+def check_training_keys(meta: dict, path) -> None:
+    """``CheckpointError`` unless the checkpoint holds what resuming needs (``TRAINING_KEYS``;
+    a check that needs no data, so a command line makes it before building any)."""
     for key in TRAINING_KEYS:
         if key not in meta:
             raise CheckpointError(f"{path} is not a training checkpoint (no {key!r} entry); "
                                   f"it can be evaluated but not resumed")
+
+
+def _check_resumable(meta: dict, path, train_set) -> None:
+    check_training_keys(meta, path)
     if meta.get("class_names") != list(train_set.class_names):
         names = meta.get("class_names") or []
         raise CheckpointError(f"{path} was trained on other classes ({len(names)} "

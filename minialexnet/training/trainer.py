@@ -22,26 +22,43 @@ checkpoint stores the generator's state (``minialexnet.training.resume``).
 """
 from __future__ import annotations
 
-import math
+import contextlib
+import errno
 import os
+import shutil
 import time
 
+from minialexnet.atomic import atomic_write
 from minialexnet.data.dataset import compute_stats
 from minialexnet.data.loader import BatchLoader
 from minialexnet.metrics import evaluate
 from minialexnet.optim import SGD, ReduceOnPlateau
-from minialexnet.training.checkpoint import save_checkpoint
+from minialexnet.training.checkpoint import read_meta, save_checkpoint
 from minialexnet.training.config import TrainConfig
 from minialexnet.training.engines import make_engine
 from minialexnet.training.resume import RunState, resume_run, training_meta
+from minialexnet.training.runfolder import hold_output
 from minialexnet.training.runlog import CURVES_PNG, METRICS_CSV, plot_history, write_metrics_csv
 
 CHECKPOINT_LAST = "checkpoint_last.npz"
 CHECKPOINT_BEST = "checkpoint_best.npz"
+#: Every file a run writes (atomically) into its output folder.
+RUN_FILES = (CHECKPOINT_LAST, CHECKPOINT_BEST, METRICS_CSV, CURVES_PNG)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last checkpoint written is the last good one."""
+
+
+class SaveFailed(RuntimeError):
+    """An epoch's files could not be written (e.g. the disk is full); the message names the
+    last complete checkpoint, which is intact."""
+
+
+def hold_run_folder(output, log=print):
+    """``hold_output`` for a run of ``fit``: the output folder held by this run alone, with
+    the leftovers of a killed run's unfinished writes removed (``training.runfolder``)."""
+    return hold_output(output, RUN_FILES, log)
 
 
 def fit(model, train_set, val_set, config: TrainConfig, *, stats=None, rng=None,
@@ -62,6 +79,9 @@ def fit(model, train_set, val_set, config: TrainConfig, *, stats=None, rng=None,
     resume : path of a checkpoint written by ``fit``: restores parameters, momentum,
         learning rate, schedule, statistics, generator states, history and epoch count (the
         optimizer's settings come from the checkpoint, not from ``config.lr`` etc.)
+
+    The output folder is held by this run alone for the whole run (``hold_run_folder``:
+    another run on it is refused, and what a killed run left half-written is removed).
     log : called with each progress line (default ``print``)
     meta : extra JSON-serialisable entries stored in every checkpoint
 
@@ -69,22 +89,25 @@ def fit(model, train_set, val_set, config: TrainConfig, *, stats=None, rng=None,
     (on the augmented batches, dropout on), ``val_top1_err``, ``val_top5_err``,
     ``epoch_seconds``, ``images_per_second``. Raises ``ValueError`` for data, settings or
     devices that cannot train ``model``, ``CheckpointError`` for a checkpoint that cannot be
-    resumed, and ``TrainingDiverged`` as soon as a batch's loss is NaN or infinite (the
-    parameters are then not updated and no checkpoint is written for that epoch).
+    resumed, ``OutputFolderError`` for an output folder that cannot be used,
+    ``TrainingDiverged`` as soon as a batch's loss is NaN or infinite (the parameters are
+    then not updated and no checkpoint is written for that epoch), and ``SaveFailed`` when
+    an epoch's files cannot be written (a full disk): the last complete checkpoint is kept.
     """
     check_datasets(model, train_set, val_set, config.batch_size)
     optimizer = SGD(model, lr=config.lr, momentum=config.momentum,
                     weight_decay=config.weight_decay)
-    with make_engine(model, optimizer, config) as engine:
+    held = contextlib.nullcontext() if output is None else hold_run_folder(output, log)
+    with held, make_engine(model, optimizer, config) as engine:
         state = RunState(engine, make_schedule(config.schedule, engine.optimizer),
                          model.rng if rng is None else rng, stats)
         if resume is not None:
             resume_run(state, resume, train_set, config.batch_size, log)
+            if output is not None:
+                restore_best_file(state, resume, output, log)
         if state.stats is None:
             state.stats = compute_stats(train_set)
         _check_stats(state.stats, train_set)
-        if output is not None:
-            os.makedirs(output, exist_ok=True)
         _run_epochs(state, train_set, val_set, config, output, log, meta)
         engine.sync_to_host()
         if engine.model is not model:      # the CPU split trained its own copy of the weights
@@ -135,9 +158,7 @@ def train_one_epoch(state: RunState, train_set, config: TrainConfig, log, output
     for i, (x, labels) in enumerate(loader, start=1):
         step = engine.train_step(x, labels)
         if not step.updated:
-            last = (f"the last good checkpoint is {os.path.join(output, CHECKPOINT_LAST)} "
-                    f"(epoch {epoch})" if output is not None and epoch > 0
-                    else "no checkpoint was written")
+            last = _last_checkpoint_words(state, "good")
             raise TrainingDiverged(
                 f"the loss became {step.loss} at epoch {epoch + 1}, batch {i}/{n_batches} (lr "
                 f"{lr:g}): training diverged and was stopped; {last}. Try a smaller "
@@ -163,16 +184,62 @@ def save_epoch(state: RunState, output, class_names, batch_size: int, is_best: b
 
     Call after ``engine.sync_to_host()``: the checkpoint saves ``engine.model`` and
     ``engine.optimizer`` (the host copies), with ``training_meta`` over ``meta``.
+    Raises ``SaveFailed`` (one message, no chained tracebacks) when a file cannot be
+    written; ``state.last_checkpoint`` still names the last complete checkpoint.
     """
     info = dict(meta or {})
     info.update(training_meta(state, class_names, batch_size))
     model, optimizer = state.engine.model, state.engine.optimizer
-    save_checkpoint(os.path.join(output, CHECKPOINT_LAST), model, optimizer, state.stats, info)
-    if is_best:
-        save_checkpoint(os.path.join(output, CHECKPOINT_BEST), model, optimizer, state.stats,
-                        info)
-    write_metrics_csv(os.path.join(output, METRICS_CSV), state.history)
-    plot_history(state.history, os.path.join(output, CURVES_PNG))
+    last = os.path.join(output, CHECKPOINT_LAST)
+    try:
+        save_checkpoint(last, model, optimizer, state.stats, info)
+        state.last_checkpoint, state.saved_epoch = last, state.epoch
+        if is_best:
+            save_checkpoint(os.path.join(output, CHECKPOINT_BEST), model, optimizer,
+                            state.stats, info)
+        write_metrics_csv(os.path.join(output, METRICS_CSV), state.history)
+        plot_history(state.history, os.path.join(output, CURVES_PNG))
+    except OSError as err:
+        raise SaveFailed(_save_failed_message(err, state, output)) from None
+
+
+def _save_failed_message(err: OSError, state: RunState, output) -> str:
+    what = "the disk is full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else \
+        (err.strerror or str(err))
+    size = sum(p.nbytes for _, p, _ in state.engine.model.named_parameters()) * 2
+    resume = (f", then continue with --resume {state.last_checkpoint}"
+              if state.last_checkpoint else "")
+    return (f"could not save epoch {state.epoch} in {output}: {what} "
+            f"({err.filename or 'writing a file'}). {_last_checkpoint_words(state, 'complete')}"
+            f". Free some space (one checkpoint takes {size / 2**20:.0f} MB, a run keeps two) "
+            f"or choose another --output{resume}")
+
+
+def _last_checkpoint_words(state: RunState, adjective: str) -> str:
+    if state.last_checkpoint is None:
+        return "no checkpoint was written"
+    return (f"the last {adjective} checkpoint is {state.last_checkpoint} "
+            f"(epoch {state.saved_epoch})")
+
+
+def restore_best_file(state: RunState, resumed, output, log) -> None:
+    """Put ``checkpoint_best`` back when a killed run lost it.
+
+    ``checkpoint_last`` is written before ``checkpoint_best``: a run killed between the two
+    leaves a last checkpoint whose epoch was the best while the best file is missing or
+    older. That last checkpoint *is* the best one, so it is copied into place.
+    """
+    history = state.history
+    if not history or history[-1]["val_top1_err"] != state.best_top1:
+        return
+    best = os.path.join(output, CHECKPOINT_BEST)
+    if os.path.exists(best) and (os.path.samefile(best, resumed)
+                                 or read_meta(best).get("epoch") == state.epoch):
+        return
+    log(f"note: {best} is missing or older than the best epoch ({state.epoch}); "
+        f"restoring it from {resumed}")
+    with open(resumed, "rb") as source:
+        atomic_write(best, lambda f: shutil.copyfileobj(source, f, 1 << 24))
 
 
 def check_datasets(model, train_set, val_set, batch_size: int) -> None:
