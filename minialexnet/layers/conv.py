@@ -13,9 +13,11 @@ ALGORITHMS = ("im2col", "winograd")
 
 
 class Conv2D(Layer):
-    #: Bytes of im2col columns per chunk of images; 8 MiB measured best or near it on
-    #: AlexNet's layers (benchmarks/conv_chunks.py), a share of a server CPU's L3 cache.
-    chunk_bytes = 8 << 20
+    #: Bytes of im2col columns per chunk of images (benchmarks/conv_chunks.py). With one
+    #: thread 8 MiB chunks (about the L3 cache) ran conv1/conv2 fastest; with two threads on
+    #: a busy machine every chunk's parallel regions cost a thread handover, and 64 MiB
+    #: matched the whole batch at a fraction of its memory (conv2 at batch 128: 900 MB).
+    chunk_bytes = 64 << 20
 
     """2-D convolution (cross-correlation, as in every deep-learning library) with groups.
 
