@@ -204,7 +204,7 @@ def spawn(python, side, task, args, batch) -> dict:
                "--batch", str(batch), "--steps", str(args.steps)]
     command += ["--threads", str(args.threads)] if args.threads else []
     command += ["--winograd"] if args.winograd else []
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
     if done.returncode:
         raise RuntimeError(f"{side} {task} worker failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -214,7 +214,7 @@ def torch_interpreter(args) -> str | None:
     if args.no_torch:
         return None
     python = args.torch_python or sys.executable
-    probe = subprocess.run([python, "-c", "import torch"], capture_output=True)
+    probe = subprocess.run([python, "-c", "import torch"], capture_output=True, check=False)
     if probe.returncode:
         print(f"PyTorch not importable by {python}: timing ours only (see --torch-python)")
         return None

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from minialexnet.layers import Conv2D  # noqa: E402
+from minialexnet.layers import Conv2D
 
 LAYERS = {  # name: (C, F, kernel, stride, padding, groups, input size)
     "conv1": (3, 96, 11, 4, 0, 1, 227),

@@ -25,7 +25,7 @@ import os
 
 import numba
 import numpy as np
-from numba.np.ufunc import parallel as numba_parallel   # owns Numba's thread pool
+from numba.np.ufunc import parallel as numba_parallel  # owns Numba's thread pool
 
 from minialexnet.checks import check_positive_int
 
@@ -49,7 +49,7 @@ def set_threads(n: int) -> dict[str, int | None]:
     n = check_positive_int(n, "threads")
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
-        import threadpoolctl          # optional: not a dependency of minialexnet
+        import threadpoolctl  # optional: not a dependency of minialexnet
         threadpoolctl.threadpool_limits(n, user_api="blas")
     except ImportError:
         _call_openblas(_SETTERS, n)

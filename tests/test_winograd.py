@@ -10,8 +10,7 @@ from minialexnet.gradcheck import check_layer
 from minialexnet.kernels import cpu as NUMBA
 from minialexnet.kernels import numpy as REFERENCE
 from minialexnet.kernels.numpy.winograd import A_T, B_T, G, tile_grid
-from minialexnet.layers import Conv2D
-from minialexnet.layers import winograd
+from minialexnet.layers import Conv2D, winograd
 
 BACKENDS = pytest.mark.parametrize("backend", ["numba", "numpy"])
 
