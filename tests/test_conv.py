@@ -286,3 +286,36 @@ def test_clear_errors():
         Conv2D(3, 4, (3, 3, 3))
     with pytest.raises(ValueError, match="padding"):
         Conv2D(3, 4, 3, padding=-1)
+
+
+@settings(max_examples=20)
+@given(conv_cases(), st.integers(1, 3))
+def test_chunked_batch_equals_the_whole_batch_at_once(case, images_per_chunk):
+    # Chunks of 1-3 images (cols within chunk_bytes) against one chunk holding the batch:
+    # y and dx up to float rounding, dW and db up to the order of the sums over the batch.
+    layer, x, _ = build(case)
+    dy = np.random.default_rng(case["seed"]).standard_normal(
+        (x.shape[0], *layer.output_shape(x.shape[1:]))).astype(np.float32)
+    results = []
+    for chunk_images in (images_per_chunk, x.shape[0]):
+        image_bytes = layer._rows_of_cols() * dy.shape[2] * dy.shape[3] * 4
+        layer.chunk_bytes = chunk_images * image_bytes
+        y = layer.forward(x)
+        dx = layer.backward(dy)
+        results.append((y, dx, layer.grads["W"], layer.grads["b"]))
+    chunked, whole = results
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-6, atol=1e-6)
+    for a, b in zip(chunked[2:], whole[2:]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_backward_keeps_only_x_between_the_passes():
+    # Memory: no whole-batch im2col matrix survives forward; the scratch buffers stay
+    # within one chunk (here chunk_bytes of one image's columns).
+    layer = Conv2D(4, 6, 3, padding=1)
+    layer.chunk_bytes = 4 * 9 * 8 * 8 * 4                    # C*KH*KW x OH*OW floats
+    x = np.ones((5, 4, 8, 8), dtype=np.float32)
+    layer.forward(x)
+    assert layer._cache is x
+    assert all(buf.nbytes <= layer.chunk_bytes for buf in layer._buffers.values())

@@ -5,12 +5,20 @@ import numpy as np
 
 from minialexnet.backend import kernels
 from minialexnet.checks import check_array, check_pair, check_positive_int, check_same_shape
+from minialexnet.layers import winograd
 from minialexnet.layers.base import Layer
 from minialexnet.shapes import conv_output_size
 
+ALGORITHMS = ("im2col", "winograd")
 
 
 class Conv2D(Layer):
+    #: Bytes of im2col columns per chunk of images (benchmarks/conv_chunks.py). With one
+    #: thread 8 MiB chunks (about the L3 cache) ran conv1/conv2 fastest; with two threads on
+    #: a busy machine every chunk's parallel regions cost a thread handover, and 64 MiB
+    #: matched the whole batch at a fraction of its memory (conv2 at batch 128: 900 MB).
+    chunk_bytes = 64 << 20
+
     """2-D convolution (cross-correlation, as in every deep-learning library) with groups.
 
     Shapes (float32 normally; float64 when ``minialexnet.gradcheck`` runs a copy)::
@@ -60,15 +68,23 @@ class Conv2D(Layer):
     rng : numpy Generator for the initial weights, N(0, 0.01^2) as in §5 (biases 0; the
         model sets the paper's biases of 1 where §5 asks for them)
 
-    The layer reuses its large scratch matrices (``cols``, the reordered output/gradient,
-    ``dcols``) between calls of the same shape; the arrays it returns are always fresh.
-    ``cols`` stays cached for ``backward``: C*KH*KW x N*OH*OW floats (conv2 at batch 32:
-    224 MB), and ``dcols`` as much again.
+    algorithm : ``"im2col"`` (default, any geometry) or ``"winograd"``: Winograd F(2x2, 3x3)
+        for 3x3 stride-1 layers (conv3-conv5), ``minialexnet/layers/winograd.py``; the same
+        numbers up to float rounding, with 2.25x fewer multiplies in the GEMMs. Settable
+        after construction (``layer.algorithm = "winograd"``).
+
+    Memory: the batch goes through im2col + GEMM a few images at a time, so that ``cols``
+    (C*KH*KW x images*OH*OW) stays within ``chunk_bytes`` (near the CPU's cache; at least one
+    image) and is reused from chunk to chunk, as are the other scratch matrices. Between
+    forward and backward the layer keeps only a reference to x; backward rebuilds each
+    chunk's columns (im2col is a copy, far cheaper than the GEMMs) instead of holding the
+    whole batch's (conv2 at batch 128: 900 MB, and its gradient as much again). The arrays
+    the layer returns are always fresh.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1,
                  padding: int = 0, groups: int = 1,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, algorithm: str = "im2col") -> None:
         super().__init__()
         self.in_channels = check_positive_int(in_channels, "Conv2D in_channels")
         self.out_channels = check_positive_int(out_channels, "Conv2D out_channels")
@@ -88,6 +104,8 @@ class Conv2D(Layer):
                        "b": np.zeros(self.out_channels, dtype=np.float32)}
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
         self._buffers: dict[str, np.ndarray] = {}
+        self.algorithm = algorithm
+        self._use_winograd()                   # a clear error now for a bad choice
 
     # ----------------------------------------------------------------------------- shapes
     def _output_hw(self, height: int, width: int) -> tuple[int, int]:
@@ -115,56 +133,104 @@ class Conv2D(Layer):
         check_array(x, "Conv2D", 4, "(N, C, H, W)", channels=self.in_channels)
         n, _, height, width = x.shape
         out_h, out_w = self._output_hw(height, width)
-        positions = n * out_h * out_w                  # one column of cols per window
         weights, bias = self._weights_as(x.dtype)
+        # Only x is kept for backward (a reference, not a copy): the columns are rebuilt
+        # there chunk by chunk, cheaper than holding C*KH*KW x N*OH*OW floats in between.
+        self._cache = x
+        if self._use_winograd():
+            return winograd.forward(x, weights, bias, self.padding, self.groups)
+        y = np.empty((n, self.out_channels, out_h, out_w), dtype=x.dtype)
+        for start, stop in self._chunks(n, out_h * out_w, x.dtype):
+            self._forward_chunk(x[start:stop], weights, bias, y[start:stop])
+        return y
 
+    def _forward_chunk(self, x, weights, bias, y) -> None:
+        """y = conv(x) + b for a few images, through one cache-sized cols buffer."""
+        n, _, out_h, out_w = y.shape
+        positions = n * out_h * out_w                  # one column of cols per window
         cols = kernels().im2col(x, self.kernel_h, self.kernel_w, self.stride, self.padding,
-                      out=self._buffer("cols", (self._rows_of_cols(), positions), x.dtype))
-        # One GEMM per group over the whole batch, Y_g = W_g @ cols_g, computed as its
-        # transpose Y_g^T = cols_g^T @ W_g^T (G, N*P, F/G): the same numbers, but with the
-        # long axis N*P as the GEMM's row dimension, which multi-threaded OpenBLAS ran up to
-        # 2x faster on conv3-conv5 (it splits a short row dimension badly).
+                                out=self._buffer("cols", (self._rows_of_cols(), positions),
+                                                 x.dtype))
+        # One GEMM per group, Y_g = W_g @ cols_g, computed as its transpose
+        # Y_g^T = cols_g^T @ W_g^T (G, n*P, F/G): the same numbers, but with the long axis
+        # n*P as the GEMM's row dimension, which multi-threaded OpenBLAS ran up to 2x faster
+        # on conv3-conv5 (it splits a short row dimension badly).
         g, f_g = self.groups, self.out_channels // self.groups
         y_t = self._buffer("activations", (g, positions, f_g), x.dtype)
         np.matmul(self._grouped(cols).transpose(0, 2, 1),
                   self._grouped(weights).transpose(0, 2, 1), out=y_t)
-        # Reorder (G, N, P, F/G) -> (N, G, F/G, P) = (N, F, OH, OW), adding the bias on the way.
-        y = np.empty((n, self.out_channels, out_h, out_w), dtype=x.dtype)
+        # Reorder (G, n, P, F/G) -> (n, G, F/G, P) = (n, F, OH, OW), adding the bias on the way.
         np.add(y_t.reshape(g, n, out_h * out_w, f_g).transpose(1, 0, 3, 2),
                bias.reshape(g, f_g, 1), out=y.reshape(n, g, f_g, out_h * out_w))
-        self._cache = (x.shape, cols)
-        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dx (N, C, H, W) from dy (N, F, OH, OW); sets grads["W"] and grads["b"]."""
-        x_shape, cols = self._cached()
-        n = x_shape[0]
-        out_h, out_w = self._output_hw(x_shape[2], x_shape[3])
+        x = self._cached()
+        n = x.shape[0]
+        out_h, out_w = self._output_hw(x.shape[2], x.shape[3])
         check_same_shape(dy, (n, self.out_channels, out_h, out_w), "Conv2D")
         check_array(dy, "Conv2D.backward", 4, "(N, F, OH, OW)")
-        dtype = cols.dtype
-        weights, _ = self._weights_as(dtype)
+        weights, _ = self._weights_as(x.dtype)
+        if self._use_winograd():
+            dx, grad_w, grad_b = winograd.backward(dy, x, weights, self.padding, self.groups)
+            self.grads = {"W": grad_w, "b": grad_b}
+            return dx
 
-        # dy (N, F, P) -> dY (F, N*P): filters as rows, columns ordered like those of cols.
-        dy_cols = self._buffer("activations", (self.out_channels, cols.shape[1]), dtype)
+        dx = np.empty(x.shape, dtype=x.dtype)
+        # dW^T summed over the chunks, per group (G, C/G*KH*KW, F/G); see _backward_chunk.
+        grad_w_t = np.zeros((self.groups, self._rows_of_cols() // self.groups,
+                             self.out_channels // self.groups), dtype=x.dtype)
+        for start, stop in self._chunks(n, out_h * out_w, x.dtype):
+            self._backward_chunk(x[start:stop], dy[start:stop], weights, grad_w_t,
+                                 dx[start:stop])
+        grad_w = np.ascontiguousarray(grad_w_t.transpose(0, 2, 1)).reshape(weights.shape)
+        self.grads = {"W": grad_w, "b": dy.sum(axis=(0, 2, 3), dtype=x.dtype)}
+        return dx
+
+    def _backward_chunk(self, x, dy, weights, grad_w_t, dx) -> None:
+        """For a few images: add their dW^T into ``grad_w_t`` and write their dx into ``dx``."""
+        n = x.shape[0]
+        dtype = x.dtype
+        positions = n * dy.shape[2] * dy.shape[3]
+        cols = kernels().im2col(x, self.kernel_h, self.kernel_w, self.stride, self.padding,
+                                out=self._buffer("cols", (self._rows_of_cols(), positions),
+                                                 dtype))
+        # dy (n, F, P) -> dY (F, n*P): filters as rows, columns ordered like those of cols.
+        dy_cols = self._buffer("activations", (self.out_channels, positions), dtype)
         np.copyto(dy_cols.reshape(self.out_channels, n, -1),
                   dy.reshape(n, self.out_channels, -1).transpose(1, 0, 2))
-        grad_b = dy_cols.sum(axis=1)
-
-        # dW_g = dY_g @ cols_g^T: one GEMM per group, summing over every window of the batch.
-        # Computed as its transpose cols_g @ dY_g^T (the same numbers): multi-threaded
-        # OpenBLAS ran this orientation 1.5-3x faster on AlexNet's layers (2-core machine).
-        grad_w_t = np.matmul(self._grouped(cols), self._grouped(dy_cols).transpose(0, 2, 1))
-        grad_w = np.ascontiguousarray(grad_w_t.transpose(0, 2, 1)).reshape(weights.shape)
+        # dW_g = dY_g @ cols_g^T, summed over every window: computed as its transpose
+        # cols_g @ dY_g^T (the same numbers), which multi-threaded OpenBLAS ran 1.5-3x faster
+        # on AlexNet's layers (2-core machine).
+        chunk_w_t = self._buffer("grad_w_t", grad_w_t.shape, dtype)
+        np.matmul(self._grouped(cols), self._grouped(dy_cols).transpose(0, 2, 1), out=chunk_w_t)
+        grad_w_t += chunk_w_t
         # dcols_g = W_g^T @ dY_g, then col2im adds each column back onto its pixels.
         dcols = self._buffer("dcols", cols.shape, dtype)
         np.matmul(self._grouped(weights).transpose(0, 2, 1), self._grouped(dy_cols),
                   out=self._grouped(dcols))
-        dx = kernels().col2im(dcols, x_shape, self.kernel_h, self.kernel_w, self.stride, self.padding)
-        self.grads = {"W": grad_w, "b": grad_b}
-        return dx
+        kernels().col2im(dcols, x.shape, self.kernel_h, self.kernel_w, self.stride,
+                         self.padding, out=dx)
 
     # ----------------------------------------------------------------------------- helpers
+    def _chunks(self, n: int, positions: int, dtype) -> list[tuple[int, int]]:
+        """[start, stop) image ranges whose cols matrix (C*KH*KW, images*OH*OW) fits in
+        ``chunk_bytes`` (at least one image per chunk)."""
+        image_bytes = self._rows_of_cols() * positions * np.dtype(dtype).itemsize
+        step = max(1, min(n, self.chunk_bytes // image_bytes))
+        return [(start, min(start + step, n)) for start in range(0, n, step)]
+
+    def _use_winograd(self) -> bool:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"{self!r}: unknown algorithm {self.algorithm!r}; choose one of "
+                             f"{', '.join(ALGORITHMS)}")
+        if self.algorithm == "im2col":
+            return False
+        if not winograd.supports(self.kernel_h, self.kernel_w, self.stride):
+            raise ValueError(f"{self!r}: algorithm 'winograd' needs a 3x3 kernel at stride 1; "
+                             f"use algorithm 'im2col' for this layer")
+        return True
+
     def _rows_of_cols(self) -> int:
         """C*KH*KW: one row of cols per (input channel, kernel row, kernel column)."""
         return self.in_channels * self.kernel_h * self.kernel_w
@@ -179,17 +245,17 @@ class Conv2D(Layer):
                 self.params["b"].astype(dtype, copy=False))
 
     def _buffer(self, name: str, shape: tuple, dtype) -> np.ndarray:
-        """A scratch array reused between calls of the same size and dtype (any shape).
+        """A scratch array of this shape, reused between chunks and calls (grown when needed).
 
-        The big matrices (cols is 224 MB for conv2 at batch 32) cost page faults every time
-        they are freshly allocated; reusing them saves about as much time as im2col takes.
+        Fresh large arrays cost page faults every time; reusing them saves about as much time
+        as im2col takes. A smaller last chunk uses the front of the same buffer.
         """
         size = int(np.prod(shape))
         buf = self._buffers.get(name)
-        if buf is None or buf.size != size or buf.dtype != dtype:
+        if buf is None or buf.size < size or buf.dtype != dtype:
             buf = np.empty(size, dtype=dtype)
             self._buffers[name] = buf
-        return buf.reshape(shape)
+        return buf[:size].reshape(shape)
 
     def __repr__(self) -> str:
         return (f"Conv2D({self.in_channels}, {self.out_channels}, "

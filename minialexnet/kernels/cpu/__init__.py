@@ -7,6 +7,9 @@ compiles, later processes load the machine code.
 from minialexnet.kernels.cpu.im2col import col2im, im2col
 from minialexnet.kernels.cpu.lrn import lrn_backward, lrn_forward
 from minialexnet.kernels.cpu.maxpool import maxpool_backward, maxpool_forward
+from minialexnet.kernels.cpu.winograd import (winograd_input, winograd_input_backward,
+                                             winograd_output, winograd_output_backward)
 
 __all__ = ["im2col", "col2im", "lrn_forward", "lrn_backward", "maxpool_forward",
-           "maxpool_backward"]
+           "maxpool_backward", "winograd_input", "winograd_input_backward",
+           "winograd_output", "winograd_output_backward"]

@@ -1,0 +1,79 @@
+"""Time AlexNet's conv layers by chunk size (``Conv2D.chunk_bytes``) and algorithm.
+
+    python benchmarks/conv_chunks.py [--batch 32] [--repeats 3] [--chunks 2,8,32,0]
+                                     [--layers conv1,conv2,conv3,conv4,conv5]
+
+One timed call = ``forward(x)`` + ``backward(dy)`` of one layer at its place in the paper's
+network. Chunk 0 means the whole batch in one im2col matrix (the old behaviour). For the
+3x3 stride-1 layers a "winograd" row is added. Shows wall time (median) and process CPU time
+(median, all threads summed): on a machine shared with other jobs the CPU time is the
+steadier measure of the work. The load average is printed at the start and the end.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from minialexnet.layers import Conv2D
+
+LAYERS = {  # name: (C, F, kernel, stride, padding, groups, input size)
+    "conv1": (3, 96, 11, 4, 0, 1, 227),
+    "conv2": (96, 256, 5, 1, 2, 2, 27),
+    "conv3": (256, 384, 3, 1, 1, 1, 13),
+    "conv4": (384, 384, 3, 1, 1, 2, 13),
+    "conv5": (384, 256, 3, 1, 1, 2, 13),
+}
+
+
+def time_layer(layer, x, dy, repeats):
+    layer.forward(x)
+    layer.backward(dy)                          # warm-up: compile / cache load, buffers
+    wall, cpu = [], []
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        layer.forward(x)
+        layer.backward(dy)
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunks", default="2,8,32,0", help="MiB per chunk; 0 = whole batch")
+    parser.add_argument("--layers", default=",".join(LAYERS))
+    args = parser.parse_args(argv)
+    print(f"load average at start: {os.getloadavg()}")
+    rng = np.random.default_rng(0)
+    print(f"{'layer':6} {'variant':>12} {'wall ms':>9} {'cpu ms':>9} {'GFLOP/s':>8}")
+    for name in args.layers.split(","):
+        c, f, k, s, p, g, size = LAYERS[name]
+        layer = Conv2D(c, f, k, s, p, g, rng=rng)
+        x = rng.normal(size=(args.batch, c, size, size)).astype(np.float32)
+        dy = rng.normal(size=(args.batch, *layer.output_shape(x.shape[1:]))).astype(np.float32)
+        flop = 3 * 2 * args.batch * layer.macs(x.shape[1:])   # forward, dW, dx
+        variants = [(f"{mib} MiB" if int(mib) else "whole", "im2col", int(mib) << 20 or 1 << 62)
+                    for mib in args.chunks.split(",")]
+        if (k, s) == (3, 1):
+            variants.append(("winograd", "winograd", Conv2D.chunk_bytes))
+        for label, algorithm, chunk in variants:
+            layer.algorithm, layer.chunk_bytes = algorithm, chunk
+            layer._buffers.clear()
+            wall, cpu = time_layer(layer, x, dy, args.repeats)
+            print(f"{name:6} {label:>12} {1e3 * wall:9.1f} {1e3 * cpu:9.1f} "
+                  f"{flop / wall / 1e9:8.1f}")
+    print(f"load average at end: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

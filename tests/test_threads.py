@@ -1,0 +1,44 @@
+"""set_threads: Numba's and BLAS's thread counts move together; OMP_WAIT_POLICY stays put."""
+import os
+
+import numba
+import pytest
+
+from minialexnet.threads import blas_core, blas_threads, set_threads, start_numba_threads
+
+
+def test_set_threads_sets_numba_and_blas_together():
+    before = (numba.get_num_threads(), blas_threads())
+    try:
+        used = set_threads(1)
+        assert used["numba"] == numba.get_num_threads() == 1
+        if used["blas"] is not None:          # a NumPy built on another BLAS: not reachable
+            assert used["blas"] == blas_threads() == 1
+    finally:
+        numba.set_num_threads(before[0])
+        if before[1] is not None:
+            set_threads(before[0])
+
+
+def test_set_threads_caps_numba_at_its_pool_and_rejects_nonsense():
+    before = numba.get_num_threads()
+    try:
+        assert set_threads(10_000)["numba"] == numba.config.NUMBA_NUM_THREADS
+    finally:
+        set_threads(before)
+    with pytest.raises(ValueError, match="threads"):
+        set_threads(0)
+
+
+def test_blas_core_is_a_name_or_unknown():
+    core = blas_core()
+    assert core is None or (isinstance(core, str) and core)
+
+
+def test_start_numba_threads_restores_the_environment(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    start_numba_threads()
+    assert "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    start_numba_threads()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
