@@ -12,7 +12,7 @@ Imports point one way: ``minialexnet.gpu`` builds on this package, never the rev
 """
 from minialexnet.parallel.devices import CPUDevice, Device, parse_devices
 from minialexnet.parallel.runner import TowerRunner
-from minialexnet.parallel.towers import Tower, TwoTowerAlexNet, split_sizes
+from minialexnet.parallel.towers import NUM_TOWERS, Tower, TwoTowerAlexNet, split_sizes
 
-__all__ = ["TwoTowerAlexNet", "Tower", "split_sizes", "parse_devices", "CPUDevice", "Device",
+__all__ = ["NUM_TOWERS", "TwoTowerAlexNet", "Tower", "split_sizes", "parse_devices", "CPUDevice", "Device",
            "TowerRunner"]
