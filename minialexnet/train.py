@@ -24,6 +24,7 @@ not be saved (a full disk); 130 on Ctrl-C. Each keeps the last complete checkpoi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -35,6 +36,7 @@ from minialexnet.cli import (BACKENDS, UsageError, check_devices, float_at_least
                              recorded_dataset, select_backend)
 from minialexnet.data.folders import DataError
 from minialexnet.data.imagenet import dataset_record
+from minialexnet.distributed import init_context, prepared_once, stop_all_on_failure
 from minialexnet.model import AlexNet
 from minialexnet.optim import StepSchedule
 from minialexnet.training import TrainConfig, TrainingDiverged, fit, make_engine
@@ -143,15 +145,24 @@ def main(argv=None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return _run(args, parser)
-    except KeyboardInterrupt:
-        print("\ninterrupted: nothing was written for the unfinished epoch; the last "
-              "complete checkpoint (if any) is intact", file=sys.stderr)
-        return 130
+    context = init_context()              # several processes only under an MPI launcher
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(stop_all_on_failure(context))
+        if not context.is_main:               # one voice: rank 0's
+            stack.enter_context(contextlib.redirect_stdout(
+                stack.enter_context(open(os.devnull, "w"))))
+        try:
+            code = _run(args, parser, context)
+        except KeyboardInterrupt:
+            print("\ninterrupted: nothing was written for the unfinished epoch; the last "
+                  "complete checkpoint (if any) is intact", file=sys.stderr)
+            code = 130
+        if code and context.size > 1:
+            raise SystemExit(code)            # a failure on one rank stops every rank
+        return code
 
 
-def _run(args, parser) -> int:
+def _run(args, parser, context) -> int:
     """Check every option, the checkpoint and the output folder (cheap), then build the data
     (expensive) and evaluate or train, holding the output folder for the whole run."""
     try:
@@ -169,14 +180,17 @@ def _run(args, parser) -> int:
     if args.evaluate:
         return _evaluate(args, parser, ckpt, _open_data(args, parser, image_size, True)[1])
     config = _config_from_args(args, parser, ckpt, defaults)
+    if not context.is_main:                  # rank 0 alone holds and writes the output folder
+        data = prepared_once(lambda: _open_data(args, parser, image_size, False), context)
+        return _train(args, parser, ckpt, config, None, data, context)
     try:
         with hold_run_folder(_output_path(args, ckpt, arch), print_line) as output:
             if ckpt is None and os.path.exists(os.path.join(output, CHECKPOINT_LAST)):
                 parser.error(f"{output} already holds a run ({CHECKPOINT_LAST}); continue it "
                              f"with --resume {os.path.join(output, CHECKPOINT_LAST)}, or "
                              f"choose another --output")
-            data = _open_data(args, parser, image_size, False)
-            return _train(args, parser, ckpt, config, output, data)
+            data = prepared_once(lambda: _open_data(args, parser, image_size, False), context)
+            return _train(args, parser, ckpt, config, output, data, context)
     except OutputFolderError as err:
         parser.error(str(err))
 
@@ -227,7 +241,7 @@ def _load_resumed(args, parser):
     return ckpt
 
 
-def _train(args, parser, ckpt, config: TrainConfig, output: str, data) -> int:
+def _train(args, parser, ckpt, config: TrainConfig, output, data, context) -> int:
     """Build the network from the options and the data, then ``fit``."""
     train_set, val_set, stats, data_name = data
     rng = np.random.default_rng(args.seed)
@@ -245,14 +259,14 @@ def _train(args, parser, ckpt, config: TrainConfig, output: str, data) -> int:
                f"images of {train_set.image_size}x{train_set.image_size}, "
                f"{train_set.num_classes} classes")
     print_line(f"output: {output}  (backend {args.backend}, batch {config.batch_size}, "
-               f"{config.epochs} epochs)")
+               f"{config.epochs} epochs{_processes(context)})")
     record = dataset_record(args.data_dir, args.subset,
                             getattr(args, "val_fraction", None) or 0.1,
                             getattr(args, "holdout_seed", None) or 0, args.val_labels)
     try:
         fit(model, train_set, val_set, config, stats=stats, rng=rng, output=output,
             resume=args.resume, log=print_line,
-            meta={"data": data_name, "seed": args.seed, "dataset": record})
+            meta={"data": data_name, "seed": args.seed, "dataset": record}, context=context)
     except ValueError as err:            # a checkpoint that cannot be resumed, bad devices
         parser.error(str(err))
     except (TrainingDiverged, SaveFailed) as err:
@@ -260,6 +274,12 @@ def _train(args, parser, ckpt, config: TrainConfig, output: str, data) -> int:
         return 1
     print_line(f"done: checkpoints, {METRICS_CSV} and {CURVES_PNG} in {output}")
     return 0
+
+
+def _processes(context) -> str:
+    if context.size == 1:
+        return ""
+    return f", data-parallel over {context.size} MPI processes"
 
 
 def _config_from_args(args, parser, ckpt, defaults: dict) -> TrainConfig:

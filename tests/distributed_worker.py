@@ -7,6 +7,9 @@
     python tests/distributed_worker.py nonfinite OUT.npz     rank 1's shard is NaN at step 2
     python tests/distributed_worker.py validate              split validation == one process
     python tests/distributed_worker.py cache FOLDER          rank 0 prepares, others wait
+    python tests/distributed_worker.py fit OUTPUT            two epochs through training.fit,
+        "tiny" AlexNet, the run written to the folder OUTPUT (by rank 0 alone), the final
+        parameters to OUTPUT/params.npz
 """
 from __future__ import annotations
 
@@ -129,6 +132,20 @@ def cache(context, folder: str) -> None:
     print(f"rank {context.rank} found={found}", flush=True)
 
 
+def fit_run(context, output: str) -> None:
+    """What ``python -m minialexnet.train`` does under mpiexec: ``fit`` with the context."""
+    from minialexnet.training import TrainConfig, fit
+
+    data = make_synthetic("train", num_classes=10, n_per_class=6, image_size=32, seed=SEED)
+    val = make_synthetic("val", num_classes=10, n_per_class=2, image_size=32, seed=SEED)
+    model = AlexNet(10, "tiny", rng=np.random.default_rng(SEED))
+    config = TrainConfig(epochs=2, batch_size=12, lr=0.01, schedule=None, print_freq=2)
+    fit(model, data, val, config, output=output, context=context,
+        log=lambda line: print(f"rank {context.rank}: {line}", flush=True))
+    if context.is_main:
+        np.savez(os.path.join(output, "params.npz"), **model.state_dict())
+
+
 def main(argv: list[str]) -> None:
     context = init_context()
     with stop_all_on_failure(context):
@@ -141,6 +158,8 @@ def main(argv: list[str]) -> None:
             validate(context)
         elif command == "cache":
             cache(context, args[0])
+        elif command == "fit":
+            fit_run(context, args[0])
         elif command == "fail":
             fail(context)
         else:

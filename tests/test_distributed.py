@@ -309,6 +309,24 @@ def test_n_processes_train_the_same_network_as_one(processes, one_process_epoch,
     assert worst <= RELATIVE_TOLERANCE
 
 
+def test_fit_under_mpiexec_trains_as_one_process_and_only_rank_0_speaks_and_writes(tmp_path):
+    """The trainer's wiring (``fit(..., context=...)``): the same network as one process,
+    validation split and summed, one voice, one writer of the run folder."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    code, out_one, err = _run(None, "fit", str(one))
+    assert code == 0, err[-3000:]
+    code, out_two, err = _run(2, "fit", str(two))
+    assert code == 0, err[-3000:]
+    assert "rank 0: epoch 2/2:" in out_two and "rank 1:" not in out_two
+    epoch_lines = [[line.split("|")[1] for line in out.splitlines() if ": epoch " in line
+                    and "/2:" in line] for out in (out_one, out_two)]
+    assert epoch_lines[0] == epoch_lines[1]           # the same validation errors, per epoch
+    assert sorted(os.listdir(two)) == sorted(os.listdir(one))
+    a, b = np.load(one / "params.npz"), np.load(two / "params.npz")
+    for name in a.files:
+        assert np.abs(a[name] - b[name]).max() <= RELATIVE_TOLERANCE * np.abs(a[name]).max()
+
+
 def test_a_failing_rank_stops_every_rank_with_its_message():
     code, _, err = _run(2, "fail")          # a hang would end in the timeout
     assert code != 0

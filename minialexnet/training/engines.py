@@ -16,14 +16,21 @@ drive. ``minialexnet.gpu`` needs numba.cuda and is imported only when a GPU engi
 """
 from __future__ import annotations
 
+from minialexnet.distributed import DataParallelEngine, SingleProcess
 from minialexnet.engine import CPUEngine
 from minialexnet.optim import SGD
 from minialexnet.parallel import TwoTowerAlexNet
 from minialexnet.training.config import TrainConfig
 
 
-def make_engine(model, optimizer, config: TrainConfig):
+def make_engine(model, optimizer, config: TrainConfig, context=None):
     """The engine that runs ``model`` (and ``optimizer``) on the hardware ``config`` names.
+
+    With a ``context`` of several processes (``minialexnet.distributed.init_context()``
+    under ``mpiexec``), the local engine is wrapped in a ``DataParallelEngine``: each process
+    computes the gradient of its shard of every batch, one Allreduce sums them, and every
+    process applies the same update (docs/distributed.md). A GPU engine then takes the GPU of
+    the process's local rank.
 
     Parameters
     ----------
@@ -39,8 +46,15 @@ def make_engine(model, optimizer, config: TrainConfig):
     momentum). Raises ``ValueError`` for devices that cannot hold the split, ``RuntimeError``
     or ``ImportError`` when ``device="cuda"`` has no usable GPU.
     """
+    context = SingleProcess() if context is None else context
+    engine = _local_engine(model, optimizer, config, context)
+    return engine if context.size == 1 else DataParallelEngine(engine, context)
+
+
+def _local_engine(model, optimizer, config: TrainConfig, context):
+    """The engine of this process alone."""
     if config.device == "cuda":
-        return _gpu_engine(model, optimizer, config)
+        return _gpu_engine(model, optimizer, config, context)
     if config.devices and "cuda" in str(config.devices):
         raise ValueError(f"devices {config.devices!r} are GPUs, but the engine runs on the CPU; "
                          f"pass --backend cuda (device='cuda'), or use devices='cpu:0,cpu:1'")
@@ -49,10 +63,17 @@ def make_engine(model, optimizer, config: TrainConfig):
     return CPUEngine(model, optimizer)
 
 
-def _gpu_engine(model, optimizer, config: TrainConfig):
+def _gpu_engine(model, optimizer, config: TrainConfig, context):
     """The whole step on the GPU(s): one device, or the two-tower split (§3.2)."""
     from minialexnet import gpu        # optional dependency: numba.cuda
 
+    if context.size > 1:
+        if config.devices:
+            raise ValueError("--devices (the two-tower split) cannot be combined with MPI data "
+                             "parallelism; drop --devices: each process takes one GPU")
+        from numba import cuda
+
+        cuda.select_device(context.local_rank)   # the GPU of this process's local rank
     if config.devices:
         return gpu.CudaTwoTowerAlexNet(model, optimizer, batch_size=config.batch_size,
                                        devices=config.devices)

@@ -31,6 +31,7 @@ import time
 from minialexnet.atomic import atomic_write
 from minialexnet.data.dataset import compute_stats
 from minialexnet.data.loader import BatchLoader
+from minialexnet.distributed import SingleProcess, check_batches, evaluate_split, main_only
 from minialexnet.metrics import evaluate
 from minialexnet.optim import SGD, ReduceOnPlateau
 from minialexnet.training.checkpoint import read_meta, save_checkpoint
@@ -62,7 +63,8 @@ def hold_run_folder(output, log=print):
 
 
 def fit(model, train_set, val_set, config: TrainConfig, *, stats=None, rng=None,
-        output=None, resume=None, log=print, meta: dict | None = None) -> list[dict]:
+        output=None, resume=None, log=print, meta: dict | None = None,
+        context=None) -> list[dict]:
     """Train ``model`` for ``config.epochs`` epochs in total; returns the history.
 
     Parameters
@@ -84,6 +86,10 @@ def fit(model, train_set, val_set, config: TrainConfig, *, stats=None, rng=None,
     another run on it is refused, and what a killed run left half-written is removed).
     log : called with each progress line (default ``print``)
     meta : extra JSON-serialisable entries stored in every checkpoint
+    context : the processes of a data-parallel run (``minialexnet.distributed.init_context``;
+        default: this process alone). Every process calls ``fit`` with the same arguments;
+        each computes its shard of every batch and of the validation set, and only the main
+        process (rank 0) logs and writes ``output``.
 
     Each history entry holds ``epoch`` (1-based), ``lr``, ``train_loss``, ``train_top1_err``
     (on the augmented batches, dropout on), ``val_top1_err``, ``val_top5_err``,
@@ -95,10 +101,14 @@ def fit(model, train_set, val_set, config: TrainConfig, *, stats=None, rng=None,
     an epoch's files cannot be written (a full disk): the last complete checkpoint is kept.
     """
     check_datasets(model, train_set, val_set, config.batch_size)
+    context = SingleProcess() if context is None else context
+    check_batches(len(train_set), config.batch_size, context.size)
+    log = main_only(log, context)
+    output = output if context.is_main else None
     optimizer = SGD(model, lr=config.lr, momentum=config.momentum,
                     weight_decay=config.weight_decay)
     held = contextlib.nullcontext() if output is None else hold_run_folder(output, log)
-    with held, make_engine(model, optimizer, config) as engine:
+    with held, make_engine(model, optimizer, config, context) as engine:
         state = RunState(engine, make_schedule(config.schedule, engine.optimizer),
                          model.rng if rng is None else rng, stats)
         if resume is not None:
@@ -108,7 +118,7 @@ def fit(model, train_set, val_set, config: TrainConfig, *, stats=None, rng=None,
         if state.stats is None:
             state.stats = compute_stats(train_set)
         _check_stats(state.stats, train_set)
-        _run_epochs(state, train_set, val_set, config, output, log, meta)
+        _run_epochs(state, train_set, val_set, config, output, log, meta, context)
         engine.sync_to_host()
         if engine.model is not model:      # the CPU split trained its own copy of the weights
             model.load_state_dict(engine.model.state_dict())
@@ -116,14 +126,13 @@ def fit(model, train_set, val_set, config: TrainConfig, *, stats=None, rng=None,
 
 
 def _run_epochs(state: RunState, train_set, val_set, config: TrainConfig, output, log,
-                meta) -> None:
+                meta, context) -> None:
     """Epochs ``state.epoch + 1 .. config.epochs``: train, validate, schedule, save, report."""
     engine, first, run_start = state.engine, state.epoch, time.perf_counter()
     while state.epoch < config.epochs:
         record = train_one_epoch(state, train_set, config, log, output)
         engine.sync_to_host()              # parameters and momentum, for the checkpoint
-        top1, top5 = evaluate(engine, val_set, state.stats, batch_size=config.batch_size,
-                              crops=config.val_crops, workers=config.workers)
+        top1, top5 = _validate(engine, val_set, state.stats, config, context)
         record.update(val_top1_err=top1, val_top5_err=top5)
         state.history.append(record)
         is_best = top1 < state.best_top1
@@ -139,6 +148,16 @@ def _run_epochs(state: RunState, train_set, val_set, config: TrainConfig, output
             f"top-1 err {100 * record['train_top1_err']:.1f}% | val top-1 err "
             f"{100 * top1:.2f}%, top-5 err {100 * top5:.2f}%{' (best)' if is_best else ''} | "
             f"lr {record['lr']:.3g} | {record['epoch_seconds']:.1f} s, ETA {_clock(left)}")
+
+
+def _validate(engine, val_set, stats, config: TrainConfig, context) -> tuple[float, float]:
+    """``(top1_err, top5_err)`` on the validation set; several processes split it."""
+    if context.size == 1:
+        return evaluate(engine, val_set, stats, batch_size=config.batch_size,
+                        crops=config.val_crops, workers=config.workers)
+    counts = evaluate_split(engine, val_set, stats, context, config.batch_size,
+                            config.val_crops)
+    return counts.top1_error, counts.top5_error
 
 
 def train_one_epoch(state: RunState, train_set, config: TrainConfig, log, output) -> dict:
