@@ -30,24 +30,7 @@ def _ensure_numba_cache_dir() -> None:
     _os.environ["NUMBA_CACHE_DIR"] = _os.path.join(base, "minialexnet", "numba")
 
 
-def _let_idle_threads_sleep() -> None:
-    """Make OpenMP worker threads sleep, not spin, while they wait for work.
-
-    A training step alternates Numba kernels (im2col, LRN, pooling; Numba's ``omp`` threading
-    layer) with OpenBLAS matrix products, each spread over all cores. By default GNU OpenMP's
-    idle workers keep spinning for a while after every parallel loop, on the very cores the
-    BLAS threads need next. Measured on 2 cores, one training step of the "mini" network at
-    batch 32 took 128 ms with spinning workers and 36 ms with ``OMP_WAIT_POLICY=PASSIVE``
-    (compare ``python benchmarks/train_step.py --arch mini`` with and without
-    ``OMP_WAIT_POLICY=ACTIVE`` in front). The OpenMP runtime reads the variable once, when it
-    is loaded (on Numba's first parallel kernel, after this import); a value the user set is
-    kept.
-    """
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 _ensure_numba_cache_dir()
-_let_idle_threads_sleep()
 
 from minialexnet.backend import get_backend, set_backend, use_backend  # noqa: E402
 

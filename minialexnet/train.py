@@ -113,6 +113,9 @@ def _add_model_options(model) -> None:
 
 
 def _add_run_options(run) -> None:
+    run.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                     help="CPU threads for the Numba kernels and NumPy's BLAS together "
+                          "(default: all cores)")
     run.add_argument("--output", metavar="DIR",
                      help="folder for checkpoints, metrics.csv and the plot (default: "
                           "runs/<arch>-<data>-<time>, or the resumed checkpoint's folder)")
@@ -293,7 +296,8 @@ def _config_from_args(args, parser, ckpt, defaults: dict) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=batch_size, lr=args.lr or defaults["lr"],
                        momentum=args.momentum, weight_decay=args.weight_decay,
                        schedule=_schedule_from_args(args, defaults, ckpt),
-                       workers=args.workers, print_freq=args.print_freq,
+                       workers=args.workers, threads=args.threads,
+                       print_freq=args.print_freq,
                        device="cuda" if args.backend == "cuda" else "cpu",
                        devices=args.devices, tower_mode=args.tower_mode)
 

@@ -2,6 +2,7 @@
 import os
 
 import numba
+import numpy as np
 import pytest
 
 from minialexnet.threads import blas_core, blas_threads, set_threads, start_numba_threads
@@ -42,3 +43,21 @@ def test_start_numba_threads_restores_the_environment(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     start_numba_threads()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_fit_sets_the_threads_of_its_config(monkeypatch):
+    """``TrainConfig(threads=N)`` (``train --threads N``) reaches ``set_threads``."""
+    from minialexnet.data.synthetic import make_synthetic
+    from minialexnet.model import AlexNet
+    from minialexnet.training import TrainConfig, fit
+    from minialexnet.training import trainer
+
+    calls = []
+    monkeypatch.setattr(trainer, "set_threads", calls.append)
+    data = make_synthetic("train", num_classes=3, n_per_class=2, image_size=32, seed=1)
+    fit(AlexNet(3, "tiny", rng=np.random.default_rng(0)), data, data,
+        TrainConfig(epochs=1, batch_size=3, lr=0.01, schedule=None, threads=1),
+        log=lambda line: None)
+    assert calls == [1]
+    with pytest.raises(ValueError, match="threads"):
+        TrainConfig(threads=0)

@@ -77,7 +77,7 @@ class UntouchableAlexNet(AlexNet):
 def test_fit_drives_the_engine_through_the_protocol(tiny_data, tmp_path, monkeypatch):
     engines = []
 
-    def fake_make_engine(model, optimizer, config):
+    def fake_make_engine(model, optimizer, config, context):
         engines.append(FakeEngine(model, optimizer))
         return engines[-1]
 
@@ -102,7 +102,7 @@ def test_fit_resumes_into_the_engine_and_loads_it(tiny_data, tmp_path, monkeypat
         rng=rng, output=tmp_path, log=lambda _line: None)
     engines = []
     monkeypatch.setattr(trainer, "make_engine",
-                        lambda model, optimizer, config: engines.append(
+                        lambda model, optimizer, config, context: engines.append(
                             FakeEngine(model, optimizer)) or engines[-1])
     history = fit(UntouchableAlexNet(3, "tiny"), *tiny_data, TrainConfig(epochs=2, batch_size=4),
                   resume=tmp_path / "checkpoint_last.npz", log=lambda _line: None)

@@ -49,6 +49,8 @@ class TrainConfig:
         ``"cuda:0,cuda:0"`` (one GPU, two streams); ``None``: one device
     tower_mode : with ``devices`` on the CPU, ``"threads"`` (the towers at the same time) or
         ``"sequential"`` (one after the other, for stepping through; the same numbers)
+    threads : CPU threads for Numba's kernels and NumPy's BLAS together
+        (``minialexnet.threads.set_threads``); ``None``: leave them as they are (all cores)
 
     Which engine runs these settings is decided in one place, ``make_engine``.
     """
@@ -65,8 +67,11 @@ class TrainConfig:
     device: str = "cpu"
     devices: str | None = None
     tower_mode: str = "threads"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.threads is not None:
+            self.threads = check_positive_int(self.threads, "threads")
         self.epochs = check_positive_int(self.epochs, "epochs")
         self.batch_size = check_positive_int(self.batch_size, "batch_size")
         self.print_freq = check_positive_int(self.print_freq, "print_freq")

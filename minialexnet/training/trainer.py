@@ -34,6 +34,7 @@ from minialexnet.data.loader import BatchLoader
 from minialexnet.distributed import SingleProcess, check_batches, evaluate_split, main_only
 from minialexnet.metrics import evaluate
 from minialexnet.optim import SGD, ReduceOnPlateau
+from minialexnet.threads import set_threads
 from minialexnet.training.checkpoint import read_meta, save_checkpoint
 from minialexnet.training.config import TrainConfig
 from minialexnet.training.engines import make_engine
@@ -105,6 +106,8 @@ def fit(model, train_set, val_set, config: TrainConfig, *, stats=None, rng=None,
     check_batches(len(train_set), config.batch_size, context.size)
     log = main_only(log, context)
     output = output if context.is_main else None
+    if config.threads is not None:
+        set_threads(config.threads)
     optimizer = SGD(model, lr=config.lr, momentum=config.momentum,
                     weight_decay=config.weight_decay)
     held = contextlib.nullcontext() if output is None else hold_run_folder(output, log)
