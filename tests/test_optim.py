@@ -1,4 +1,5 @@
 """SGD (§5) against the paper's formula worked by hand, and the learning-rate schedules."""
+import itertools
 import math
 
 import numpy as np
@@ -222,7 +223,7 @@ def test_default_rule_fires_on_the_real_plateau_of_a_slow_curve():
     assert old[0] < 20                   # the flat start fools the old rule (epoch 6)
     assert new and new[0] > 30           # the descent is not a plateau; the plateau (from
     assert new[0] <= 30 + 6              # epoch 31) is: caught within patience + noise
-    assert all(b - a >= 20 for a, b in zip(new, new[1:]))
+    assert all(b - a >= 20 for a, b in itertools.pairwise(new))
 
 
 def test_minimum_applies_at_each_rate_and_relative_threshold_ignores_noise():
