@@ -13,7 +13,8 @@ applies it to every weight and bias alike; so does this class.
 The schedules change ``optimizer.lr`` once per epoch:
 
 - ``ReduceOnPlateau``: the paper's "divide the learning rate by 10 when the validation error
-  rate stopped improving with the current learning rate" (three times in about 90 epochs);
+  rate stopped improving with the current learning rate" (three times in about 90 epochs),
+  as a rule that waits at least 20 epochs at each rate;
 - ``StepSchedule``: a fixed "divide by 10 every ``step_size`` epochs", reproducible without a
   validation set.
 
