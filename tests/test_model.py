@@ -84,6 +84,30 @@ def test_paper_initialization(paper):
             assert abs(p.std() - 0.01) < 2e-4 and abs(p.mean()) < 2e-4, name
 
 
+def test_bvlc_initialization():
+    """init="bvlc" (BVLC's Caffe AlexNet): the biases of 1 become 0.1, fc6/fc7 std 0.005."""
+    model = AlexNet(10, "paper", rng=np.random.default_rng(0), init="bvlc")
+    tenths = {"conv2", "conv4", "conv5", "fc6", "fc7"}
+    for name, p, _ in model.named_parameters():
+        layer, kind = name.split(".")
+        if kind == "b":
+            np.testing.assert_array_equal(p, np.float32(0.1) if layer in tenths else 0.0)
+        elif p.size > 100_000:
+            std = 0.005 if layer in {"fc6", "fc7"} else 0.01
+            assert abs(p.std() - std) < 2e-4 and abs(p.mean()) < 2e-4, name
+    assert model.config["init"] == "bvlc"
+
+
+def test_bvlc_init_keeps_mini_weights_and_lowers_its_biases():
+    paper_init = AlexNet(10, "mini", rng=np.random.default_rng(0))
+    bvlc = AlexNet(10, "mini", rng=np.random.default_rng(0), init="bvlc")
+    for (name, p, _), (_, q, _) in zip(paper_init.named_parameters(), bvlc.named_parameters()):
+        if name.endswith(".W"):          # mini's fc6/fc7 use 0.03, not the paper's 0.01
+            np.testing.assert_array_equal(p, q)
+        else:
+            np.testing.assert_array_equal(q, np.where(p == 1.0, np.float32(0.1), p))
+
+
 def test_paper_forward_one_image(paper):
     x = np.random.default_rng(1).normal(0, 50, (1, 3, 227, 227)).astype(np.float32)
     logits = paper.forward(x)
@@ -215,6 +239,7 @@ def test_same_seed_same_network_and_dropout_draws_from_model_rng():
     ({"num_classes": 1}, "num_classes must be an integer >= 2"),
     ({"num_classes": 2.5}, "num_classes must be an integer >= 2"),
     ({"dropout": 1.0}, r"dropout must lie in \[0, 1\)"),
+    ({"init": "he"}, "unknown initialisation 'he'; choose one of paper, bvlc"),
 ])
 def test_constructor_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -335,3 +360,9 @@ def test_preprocess_by_hand():
         preprocess(images, {"channels": "RGB", "mean": "image"})
     with pytest.raises(ValueError, match="uint8 RGB images"):
         preprocess(images.astype(np.float32), {"channels": "RGB", "mean": "image"})
+
+
+def test_config_of_an_older_checkpoint_without_init_rebuilds_the_paper_init():
+    config = dict(AlexNet(4, "tiny").config)
+    del config["init"]
+    assert AlexNet.from_config(config).config["init"] == "paper"
