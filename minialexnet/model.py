@@ -223,7 +223,7 @@ def variant_from_dict(table: dict) -> Variant:
                          f"got {table!r:.300}") from None
 ACTIVATIONS = ("relu", "tanh")
 
-# -- initialisation schemes (issue 16) --------------------------------------------------------
+# -- initialisation schemes ------------------------------------------------------------------
 INITS = ("paper", "bvlc")
 """``init="paper"``: the tables as written (§5: N(0, 0.01^2), biases 1 in conv2/4/5 and fc6/7).
 ``init="bvlc"``: BVLC's Caffe reference AlexNet (models/bvlc_alexnet in BVLC/caffe): every
@@ -300,7 +300,7 @@ class AlexNet:
     tanh(1) for all images alike, and the mini tanh network stays at chance (measured in
     notebook 03, which sets all biases to 0 for its ReLU-vs-tanh comparison).
 
-    ``init="bvlc"`` (issue 16; the paper's scheme stays the default, ``init="paper"``): every
+    ``init="bvlc"`` (the paper's scheme stays the default, ``init="paper"``): every
     bias of 1 becomes 0.1 and fc6/fc7 weights get std 0.005 where the table says 0.01, as in
     BVLC's Caffe reference AlexNet, whose notes say biases of 1 "gave flat loss". Measured on
     the paper network, 16 centre crops of the built-in shapes at 256 px, one forward pass
@@ -322,7 +322,7 @@ class AlexNet:
     decay): "paper" went from 2.38 to 1.01 at step 70, then 1.98, 195 and NaN by step 100;
     "bvlc" had all 16 right and a loss of 0.0015 at step 20. On ImageNet the same common
     direction moves the logits of whichever classes are in a batch by many units per step,
-    the loss of 10.2 and then flat ~4.7 (chance) that issue 16 saw with 100 classes.
+    the loss of 10.2 and then flat ~4.7 (chance) seen on the 100 real ILSVRC samples.
 
     Deviations from the paper, and why:
 

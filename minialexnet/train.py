@@ -37,7 +37,7 @@ from minialexnet.cli import (BACKENDS, UsageError, check_devices, float_at_least
 from minialexnet.data.folders import DataError
 from minialexnet.data.imagenet import dataset_record
 from minialexnet.distributed import init_context, prepared_once, stop_all_on_failure
-from minialexnet.model import AlexNet
+from minialexnet.model import INITS, AlexNet
 from minialexnet.optim import StepSchedule
 from minialexnet.training import TrainConfig, TrainingDiverged, fit, make_engine
 from minialexnet.training.checkpoint import (CheckpointError, check_finite, load_checkpoint,
@@ -83,6 +83,12 @@ def _add_data_options(data) -> None:
 
 
 def _add_model_options(model) -> None:
+    model.add_argument("--init", choices=INITS, default=None,
+                       help="initial weights and biases: paper (§5 as written: biases 1) or "
+                            "bvlc (BVLC's Caffe reference: biases 0.1, fc6/fc7 std 0.005). "
+                            "Default: bvlc for paper, whose §5 biases of 1 make the loss "
+                            "diverge or stay flat at lr 0.01 (docs/imagenet100.md); paper for "
+                            "mini; with --resume the checkpoint's")
     model.add_argument("--arch", choices=sorted(ARCH_DEFAULTS), default=None,
                        help="network variant (default: mini, or the checkpoint's with --resume)")
     model.add_argument("--epochs", type=positive_int, default=None,
@@ -249,8 +255,10 @@ def _train(args, parser, ckpt, config: TrainConfig, output, data, context) -> in
     train_set, val_set, stats, data_name = data
     rng = np.random.default_rng(args.seed)
     try:
-        model = AlexNet(train_set.num_classes, ckpt.meta["arch"] if ckpt else
-                        (args.arch or "mini"), rng=rng)
+        arch = ckpt.meta["arch"] if ckpt else (args.arch or "mini")
+        init = (ckpt.meta["model"].get("init", "paper") if ckpt else
+                args.init or ARCH_DEFAULTS[arch]["init"])
+        model = AlexNet(train_set.num_classes, arch, rng=rng, init=init)
         check_datasets(model, train_set, val_set, config.batch_size)
     except ValueError as err:
         parser.error(str(err))

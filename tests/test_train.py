@@ -287,3 +287,24 @@ def test_resume_restores_a_data_generator_separate_from_the_model_s(tiny_data, t
         np.testing.assert_array_equal(p, _params(resumed)[name], err_msg=name)
     _assert_same_checkpoints(tmp_path / "straight" / "checkpoint_last.npz",
                              tmp_path / "split" / "checkpoint_last.npz")
+
+
+def test_init_option_reaches_the_network_and_resume_keeps_the_checkpoint_s(cli_data, tmp_path):
+    """--init bvlc builds BVLC's biases (0.1 where the table says 1); mini defaults to the
+    paper's; a resumed run keeps the initialisation recorded in its checkpoint."""
+    from minialexnet.model import BVLC_BIAS
+
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert main(["--epochs", "1", "-b", "8", "--output", a, "--init", "bvlc", "--lr",
+                 "1e-9"]) == 0
+    assert main(["--epochs", "1", "-b", "8", "--output", b]) == 0
+    bvlc, paper = (load_checkpoint(os.path.join(d, "checkpoint_last.npz")) for d in (a, b))
+    assert bvlc.meta["model"]["init"] == "bvlc" and paper.meta["model"]["init"] == "paper"
+    one_biases = [name for name, v in paper.params.items()
+                  if name.endswith(".b") and np.allclose(v, 1.0, atol=1e-3)]
+    assert one_biases
+    for name in one_biases:                       # lr 1e-9: still the initial values
+        np.testing.assert_allclose(bvlc.params[name], BVLC_BIAS, atol=1e-3)
+    assert main(["--resume", os.path.join(a, "checkpoint_last.npz"), "--epochs", "2"]) == 0
+    assert load_checkpoint(os.path.join(a, "checkpoint_last.npz")).meta["model"]["init"] == \
+        "bvlc"

@@ -129,3 +129,26 @@ def test_make_engine_chooses_the_hardware_from_the_config():
             np.testing.assert_array_equal(merged[name], v, err_msg=name)
     with pytest.raises(ValueError, match="2 devices|exactly 2"):
         make_engine(model, optimizer, TrainConfig(devices="cpu:0"))
+
+
+class ConfidentlyWrongEngine(FakeEngine):
+    """Losses of 30, far above chance (ln 3 = 1.1): the paper's biases of 1 did this."""
+
+    def train_step(self, x, labels) -> StepResult:
+        self.steps += 1
+        return StepResult(30.0, 0, 0, len(labels), True)
+
+
+@pytest.mark.parametrize("engine_class, warnings", [(ConfidentlyWrongEngine, 1), (FakeEngine, 0)])
+def test_fit_warns_once_in_the_first_progress_lines_when_the_loss_is_far_above_chance(
+        tiny_data, monkeypatch, engine_class, warnings):
+    monkeypatch.setattr(trainer, "make_engine",
+                        lambda model, optimizer, config, context: engine_class(model, optimizer))
+    lines = []
+    fit(UntouchableAlexNet(3, "tiny", rng=np.random.default_rng(0)), *tiny_data,
+        TrainConfig(epochs=2, batch_size=4, schedule=None, print_freq=1), log=lines.append)
+    said = [line for line in lines if line.startswith("warning:")]
+    assert len(said) == warnings
+    if warnings:
+        assert "far above chance" in said[0] and "--init bvlc" in said[0]
+        assert lines.index(said[0]) == 1           # right after the first progress line

@@ -18,9 +18,9 @@ from minialexnet.metrics import CROPS
 #: fixed epoch (``step``) rather than waiting for a plateau that a 15-epoch run may not see.
 ARCH_DEFAULTS = {
     "paper": {"epochs": 90, "batch_size": 128, "lr": 0.01, "image_size": 256,
-              "schedule": "plateau", "step_size": 30},
+              "schedule": "plateau", "step_size": 30, "init": "bvlc"},
     "mini": {"epochs": 15, "batch_size": 32, "lr": 0.003, "image_size": 64,
-             "schedule": "step", "step_size": 10},
+             "schedule": "step", "step_size": 10, "init": "paper"},
 }
 
 DEVICES = ("cpu", "cuda")

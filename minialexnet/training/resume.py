@@ -34,6 +34,8 @@ class RunState:
     far; epoch : how many epochs are done
     last_checkpoint : the path of the last complete checkpoint of this run (written or
         resumed from; ``None`` before the first), whose epoch is ``saved_epoch``
+    losses : this process's mini-batch losses of the first ``WATCHED_STEPS`` steps, and
+    warned : whether ``minialexnet.diagnostics.loss_warning`` has spoken (not checkpointed)
     """
 
     engine: object
@@ -45,6 +47,8 @@ class RunState:
     epoch: int = 0
     last_checkpoint: str | None = None
     saved_epoch: int = 0
+    losses: list = field(default_factory=list)
+    warned: bool = False
 
 
 def training_meta(state: RunState, class_names, batch_size: int) -> dict:

@@ -31,6 +31,7 @@ import time
 from minialexnet.atomic import atomic_write
 from minialexnet.data.dataset import compute_stats
 from minialexnet.data.loader import BatchLoader
+from minialexnet.diagnostics import loss_warning
 from minialexnet.distributed import SingleProcess, check_batches, evaluate_split, main_only
 from minialexnet.metrics import evaluate
 from minialexnet.optim import SGD, ReduceOnPlateau
@@ -46,6 +47,10 @@ CHECKPOINT_LAST = "checkpoint_last.npz"
 CHECKPOINT_BEST = "checkpoint_best.npz"
 #: Every file a run writes (atomically) into its output folder.
 RUN_FILES = (CHECKPOINT_LAST, CHECKPOINT_BEST, METRICS_CSV, CURVES_PNG)
+#: The first steps of a run whose losses are watched for the early warnings of
+#: ``minialexnet.diagnostics.loss_warning`` (a loss far above chance, or one that does not
+#: move): a user who starts a multi-day run should know within minutes.
+WATCHED_STEPS = 1000
 
 
 class TrainingDiverged(RuntimeError):
@@ -188,16 +193,29 @@ def train_one_epoch(state: RunState, train_set, config: TrainConfig, log, output
         correct += int(step.top1_correct)
         loss_sum += step.loss * len(labels)
         seen += len(labels)
+        if len(state.losses) < WATCHED_STEPS:
+            state.losses.append(step.loss)
         if i % config.print_freq == 0 or i == n_batches:
             elapsed = time.perf_counter() - start
             log(f"epoch {epoch + 1}/{config.epochs} [{i:>{len(str(n_batches))}}/{n_batches}] "
                 f"loss {step.loss:.4f} (avg {loss_sum / seen:.4f}) top-1 err "
                 f"{100 * (1 - correct / seen):5.1f}% | {seen / elapsed:6.1f} img/s | "
                 f"ETA {_clock(elapsed / i * (n_batches - i))}")
+            _warn_early(state, engine.num_classes, log)
     seconds = time.perf_counter() - start
     return {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen,
             "train_top1_err": 1 - correct / seen, "epoch_seconds": seconds,
             "images_per_second": seen / seconds}
+
+
+def _warn_early(state: RunState, num_classes: int, log) -> None:
+    """Say once, in the first progress lines, when the loss shows the run is not learning."""
+    if state.warned or len(state.losses) >= WATCHED_STEPS:
+        return
+    warning = loss_warning(len(state.losses), state.losses, num_classes)
+    if warning is not None:
+        log(f"warning: {warning}")
+        state.warned = True
 
 
 def save_epoch(state: RunState, output, class_names, batch_size: int, is_best: bool,
