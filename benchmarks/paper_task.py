@@ -1,4 +1,4 @@
-"""The paper's network and recipe on a built-in task at the paper's scale (issue 16).
+"""The paper's network and recipe on a built-in task at the paper's scale.
 
     python benchmarks/paper_task.py [--init paper|bvlc] [--n-per-class 300] [--minutes 60]
                                     [--csv paper_task.csv]
@@ -49,8 +49,8 @@ CSV_COLUMNS = ("epoch", "seconds", "lr", "train_loss", "train_top1_err", "val_to
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--init", choices=INITS, default="paper",
-                        help="initialisation scheme (default: paper)")
+    parser.add_argument("--init", choices=INITS, default="bvlc",
+                        help="initialisation scheme (default: bvlc, as train --arch paper)")
     parser.add_argument("--n-per-class", type=int, default=300,
                         help="training images per class (default 300: 3,000 images)")
     parser.add_argument("--val-per-class", type=int, default=50,
