@@ -28,3 +28,22 @@ def _restore_cpu_backend():
     before = get_backend()
     yield
     set_backend(before)
+
+
+@pytest.fixture(scope="module")
+def mini_data():
+    """3 classes of 64x64 images for the "mini" variant, as the command line uses it."""
+    from minialexnet.data.synthetic import make_synthetic
+
+    return (make_synthetic("train", num_classes=3, n_per_class=8, seed=2),
+            make_synthetic("val", num_classes=3, n_per_class=4, seed=2))
+
+
+@pytest.fixture
+def cli_data(monkeypatch, mini_data):
+    """Make ``python -m minialexnet.train`` train on the small ``mini_data`` instead of 7,000
+    images."""
+    from minialexnet import train
+
+    monkeypatch.setattr(train, "open_datasets",
+                        lambda args, image_size, val_only=False: (*mini_data, None, "synthetic"))

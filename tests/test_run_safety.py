@@ -17,7 +17,6 @@ from minialexnet import cli, evaluate, predict, train
 from minialexnet.data.dataset import DatasetStats
 from minialexnet.data.folders import DataError
 from minialexnet.data.imagenet import open_dataset
-from minialexnet.data.synthetic import make_synthetic
 from minialexnet.model import AlexNet
 from minialexnet.train import main
 from minialexnet.training import TrainConfig, TrainingDiverged, fit
@@ -34,18 +33,6 @@ from minialexnet.training.runfolder import LOCK_NAME, OutputFolderError, hold_ou
 @pytest.fixture(autouse=True)
 def _cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIALEXNET_CACHE", str(tmp_path / "default-cache"))
-
-
-@pytest.fixture(scope="module")
-def mini_data():
-    return (make_synthetic("train", num_classes=3, n_per_class=8, seed=2),
-            make_synthetic("val", num_classes=3, n_per_class=4, seed=2))
-
-
-@pytest.fixture
-def cli_data(monkeypatch, mini_data):
-    monkeypatch.setattr(train, "open_datasets",
-                        lambda args, image_size, val_only=False: (*mini_data, None, "synthetic"))
 
 
 @pytest.fixture

@@ -22,20 +22,6 @@ def tiny_data():
             make_synthetic("val", num_classes=3, n_per_class=4, image_size=35, seed=1))
 
 
-@pytest.fixture(scope="module")
-def mini_data():
-    """3 classes of 64x64 images for the "mini" variant, as the command line uses it."""
-    return (make_synthetic("train", num_classes=3, n_per_class=8, seed=2),
-            make_synthetic("val", num_classes=3, n_per_class=4, seed=2))
-
-
-@pytest.fixture
-def cli_data(monkeypatch, mini_data):
-    """Make the command line train on the small ``mini_data`` instead of 7,000 images."""
-    monkeypatch.setattr(train, "open_datasets",
-                        lambda args, image_size, val_only=False: (*mini_data, None, "synthetic"))
-
-
 def _quiet(_line):
     pass
 
