@@ -136,7 +136,8 @@ class Conv2D(Layer):
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        """dx (N, C, H, W) from dy (N, F, OH, OW); sets grads["W"] and grads["b"]."""
+        """dx (N, C, H, W) from dy (N, F, OH, OW); sets grads["W"] and grads["b"] (unless
+        ``frozen``: then ``grads`` is ``{}``)."""
         x_shape, cols = self._cached()
         n = x_shape[0]
         out_h, out_w = self._output_hw(x_shape[2], x_shape[3])
@@ -149,20 +150,25 @@ class Conv2D(Layer):
         dy_cols = self._buffer("activations", (self.out_channels, cols.shape[1]), dtype)
         np.copyto(dy_cols.reshape(self.out_channels, n, -1),
                   dy.reshape(n, self.out_channels, -1).transpose(1, 0, 2))
-        grad_b = dy_cols.sum(axis=1)
-
-        # dW_g = dY_g @ cols_g^T: one GEMM per group, summing over every window of the batch.
-        # Computed as its transpose cols_g @ dY_g^T (the same numbers): multi-threaded
-        # OpenBLAS ran this orientation 1.5-3x faster on AlexNet's layers (2-core machine).
-        grad_w_t = np.matmul(self._grouped(cols), self._grouped(dy_cols).transpose(0, 2, 1))
-        grad_w = np.ascontiguousarray(grad_w_t.transpose(0, 2, 1)).reshape(weights.shape)
+        # A frozen layer (fine-tuning) computes no dW, db: one GEMM of three is skipped.
+        self.grads = {} if self.frozen else self._weight_gradients(cols, dy_cols, weights)
         # dcols_g = W_g^T @ dY_g, then col2im adds each column back onto its pixels.
         dcols = self._buffer("dcols", cols.shape, dtype)
         np.matmul(self._grouped(weights).transpose(0, 2, 1), self._grouped(dy_cols),
                   out=self._grouped(dcols))
         dx = kernels().col2im(dcols, x_shape, self.kernel_h, self.kernel_w, self.stride, self.padding)
-        self.grads = {"W": grad_w, "b": grad_b}
         return dx
+
+    def _weight_gradients(self, cols: np.ndarray, dy_cols: np.ndarray,
+                          weights: np.ndarray) -> dict:
+        """``{"W": dW, "b": db}`` from ``cols`` and ``dY`` (F, N*P) (class docstring)."""
+        grad_b = dy_cols.sum(axis=1)
+        # dW_g = dY_g @ cols_g^T: one GEMM per group, summing over every window of the batch.
+        # Computed as its transpose cols_g @ dY_g^T (the same numbers): multi-threaded
+        # OpenBLAS ran this orientation 1.5-3x faster on AlexNet's layers (2-core machine).
+        grad_w_t = np.matmul(self._grouped(cols), self._grouped(dy_cols).transpose(0, 2, 1))
+        grad_w = np.ascontiguousarray(grad_w_t.transpose(0, 2, 1)).reshape(weights.shape)
+        return {"W": grad_w, "b": grad_b}
 
     # ----------------------------------------------------------------------------- helpers
     def _rows_of_cols(self) -> int:
