@@ -30,6 +30,7 @@ from minialexnet.data.dataset import compute_stats
 from minialexnet.data.loader import BatchLoader
 from minialexnet.metrics import evaluate
 from minialexnet.optim import SGD, ReduceOnPlateau
+from minialexnet.preprocessing import preprocessing_of
 from minialexnet.training.checkpoint import save_checkpoint
 from minialexnet.training.config import TrainConfig
 from minialexnet.training.engines import make_engine
@@ -127,7 +128,8 @@ def train_one_epoch(state: RunState, train_set, config: TrainConfig, log, output
     """
     engine, epoch = state.engine, state.epoch
     loader = BatchLoader(train_set, config.batch_size, engine.input_size, state.stats,
-                         train=True, rng=state.data_rng, workers=config.workers)
+                         train=True, rng=state.data_rng, workers=config.workers,
+                         preprocessing=preprocessing_of(engine))
     n_batches = len(loader)
     lr = engine.optimizer.lr
     loss_sum, correct, seen = 0.0, 0, 0
