@@ -4,6 +4,8 @@
     python -m minialexnet.train --data-dir /data/imagenet --subset imagenet-100 --arch paper
     python -m minialexnet.train --resume runs/X/checkpoint_last.npz --epochs 30   # continue
     python -m minialexnet.train --resume runs/X/checkpoint_best.npz --evaluate    # 10-crop test
+    python -m minialexnet.train --pretrained bvlcalexnet-12.onnx --data-dir my_photos/ \
+        --freeze fc7                              # fine-tune: a new fc8 for your classes
 
 The command line around ``minialexnet.training.fit`` (the epoch loop, what an epoch does, what
 the output folder receives and how randomness is seeded are described there): it parses and
@@ -35,8 +37,13 @@ from minialexnet.training import TrainConfig, TrainingDiverged, fit, make_engine
 from minialexnet.training.checkpoint import CheckpointError, load_checkpoint, restore_model
 from minialexnet.training.config import ARCH_DEFAULTS
 from minialexnet.training.evaluation import evaluate_checkpoint
+from minialexnet.training.finetune import (FINE_TUNING_DEFAULTS, fine_tuning_stats,
+                                           new_classifier)
+from minialexnet.training.model_files import load_model, stored_image_size
 from minialexnet.training.runlog import CURVES_PNG, METRICS_CSV
 from minialexnet.training.trainer import CHECKPOINT_LAST, check_datasets
+
+FINE_TUNED_FROM = "fine_tuned_from"     # checkpoint meta of a fine-tuning run: the file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +96,19 @@ def _add_model_options(model) -> None:
     model.add_argument("--step-size", type=positive_int, default=None,
                        help="epochs between divisions with --schedule step (default: 30 for "
                             f"paper, {ARCH_DEFAULTS['mini']['step_size']} for mini)")
+    model.add_argument("--pretrained", metavar="FILE", default=None,
+                       help="fine-tune a pretrained network (a checkpoint .npz or an .onnx "
+                            "file, e.g. the ONNX model zoo's bvlcalexnet-12.onnx): every layer "
+                            "is kept but fc8, which is new for the data's classes; trains with "
+                            "the file's preprocessing and input size. Defaults then: "
+                            f"{FINE_TUNING_DEFAULTS['epochs']} epochs, lr "
+                            f"{FINE_TUNING_DEFAULTS['lr']}, constant schedule, batch "
+                            f"{FINE_TUNING_DEFAULTS['batch_size']} (at most the training set)")
+    model.add_argument("--freeze", metavar="LAYER", default=None,
+                       help="with --pretrained: freeze every layer up to and including LAYER "
+                            "(conv1..conv5, fc6, fc7); they compute no weight gradients and "
+                            "stay unchanged. --freeze fc7 is feature extraction (only fc8 "
+                            "learns), --freeze conv5 keeps the convolutional features")
     model.add_argument("--seed", type=nonnegative_int, default=0,
                        help="seed of the one generator behind all randomness (default: 0)")
 
@@ -143,6 +163,9 @@ def _run(args, parser) -> int:
     if args.evaluate and args.resume is None:
         parser.error("--evaluate needs a checkpoint: pass --resume CHECKPOINT")
     ckpt = _load_resumed(args, parser)
+    if args.pretrained is not None or args.freeze is not None or \
+            (ckpt is not None and FINE_TUNED_FROM in ckpt.meta):
+        return _fine_tune(args, parser, ckpt)
     arch = ckpt.meta["arch"] if ckpt is not None else (args.arch or "mini")
     defaults = ARCH_DEFAULTS[arch]
     image_size = ckpt.meta.get("image_size", defaults["image_size"]) if ckpt else \
@@ -168,7 +191,7 @@ def _load_resumed(args, parser):
     if args.arch is not None and args.arch != ckpt.meta["arch"]:
         parser.error(f"{args.resume} holds a {ckpt.meta['arch']!r} AlexNet, not "
                      f"{args.arch!r}: drop --arch or pass --arch {ckpt.meta['arch']}")
-    if ckpt.meta["arch"] not in ARCH_DEFAULTS:
+    if ckpt.meta["arch"] not in ARCH_DEFAULTS and FINE_TUNED_FROM not in ckpt.meta:
         parser.error(f"{args.resume} holds an AlexNet variant {ckpt.meta['arch']!r} that "
                      f"the command line does not train; choose one of "
                      f"{', '.join(sorted(ARCH_DEFAULTS))}")
@@ -182,7 +205,8 @@ def _train(args, parser, ckpt, arch: str, data) -> int:
     output = _output_folder(args, parser, ckpt, arch, data_name)
     rng = np.random.default_rng(args.seed)
     try:
-        model = AlexNet(train_set.num_classes, arch, rng=rng)
+        model = AlexNet(train_set.num_classes, arch, rng=rng,
+                        class_names=train_set.class_names)
         check_datasets(model, train_set, val_set, config.batch_size)
     except ValueError as err:
         parser.error(str(err))
@@ -201,6 +225,59 @@ def _train(args, parser, ckpt, arch: str, data) -> int:
             meta={"data": data_name, "seed": args.seed,
                   "dataset": dataset_record(args.data_dir, args.subset)})
     except ValueError as err:            # a checkpoint that cannot be resumed, bad devices
+        parser.error(str(err))
+    except TrainingDiverged as err:
+        print(f"minialexnet-train: {err}", file=sys.stderr)
+        return 1
+    print_line(f"done: checkpoints, {METRICS_CSV} and {CURVES_PNG} in {output}")
+    return 0
+
+
+def _fine_tune(args, parser, ckpt) -> int:
+    """``--pretrained FILE [--freeze LAYER]`` (or resuming such a run): a new fc8 for the
+    data's classes on the pretrained network (``minialexnet.training.finetune``)."""
+    if args.pretrained is None and ckpt is None:
+        parser.error("--freeze goes with --pretrained FILE (the network to fine-tune)")
+    if args.arch is not None and ckpt is None:
+        parser.error("--arch does not go with --pretrained: the file decides the network")
+    rng = np.random.default_rng(args.seed)
+    try:
+        if ckpt is not None:           # resuming: the checkpoint holds the whole network
+            model, source = AlexNet.from_config(ckpt.meta["model"], rng=rng), None
+            freeze = ckpt.meta.get("freeze") if args.freeze is None else args.freeze
+        else:
+            pretrained, source = load_model(args.pretrained, rng=rng)
+            model, freeze = pretrained, args.freeze
+        image_size = stored_image_size(model, ckpt or source)
+        train_set, val_set, stats, data_name = open_datasets(args, image_size,
+                                                             val_only=args.evaluate)
+        if args.evaluate:
+            return _evaluate(args, parser, ckpt, val_set)
+        if source is not None:
+            model = new_classifier(pretrained, train_set.class_names, rng)
+            stats = fine_tuning_stats(pretrained, source, train_set, log=print_line)
+        model.freeze(freeze)
+        defaults = dict(FINE_TUNING_DEFAULTS, batch_size=min(FINE_TUNING_DEFAULTS["batch_size"],
+                                                             len(train_set)))
+        config = _config_from_args(args, parser, ckpt, defaults)
+        check_datasets(model, train_set, val_set, config.batch_size)
+    except (CheckpointError, DataError, ValueError, OSError) as err:
+        parser.error(str(err))
+    output = _output_folder(args, parser, ckpt, f"finetune-{model.config['variant']}",
+                            data_name)
+    frozen = ", ".join(model.frozen_layers) or "nothing"
+    print_line(model.summary())
+    print_line(f"fine-tuning {args.pretrained or ckpt.meta[FINE_TUNED_FROM]}: new fc8 for "
+               f"{train_set.num_classes} classes, frozen: {frozen}; {len(train_set)} training "
+               f"and {len(val_set)} validation images; lr {config.lr:g}, {config.epochs} "
+               f"epochs; output {output}")
+    meta = {"data": data_name, "seed": args.seed, "freeze": freeze,
+            "dataset": dataset_record(args.data_dir, args.subset),
+            FINE_TUNED_FROM: args.pretrained or ckpt.meta[FINE_TUNED_FROM]}
+    try:
+        fit(model, train_set, val_set, config, stats=stats, rng=rng, output=output,
+            resume=args.resume, log=print_line, meta=meta)
+    except ValueError as err:
         parser.error(str(err))
     except TrainingDiverged as err:
         print(f"minialexnet-train: {err}", file=sys.stderr)
