@@ -135,6 +135,20 @@ def test_fine_tune_from_a_checkpoint_with_frozen_features(shapes_checkpoint, pho
     np.testing.assert_array_equal(tuned.stats.mean, load_checkpoint(shapes_checkpoint).stats.mean)
 
 
+def test_a_fine_tuning_run_resumes_with_its_layers_still_frozen(shapes_checkpoint, photos,
+                                                                 tmp_path):
+    run = tmp_path / "run"
+    common = ["--data-dir", photos, "--output", str(run)]
+    assert train.main(["--pretrained", shapes_checkpoint, "--freeze", "conv5", "--epochs", "1"]
+                      + common) == 0
+    last = str(run / "checkpoint_last.npz")
+    assert train.main(["--resume", last, "--epochs", "2"] + common) == 0
+    tuned, before = load_checkpoint(last), _params(shapes_checkpoint)
+    assert tuned.meta["epoch"] == 2 and tuned.meta["freeze"] == "conv5"
+    assert tuned.params["conv5.W"].tobytes() == before["conv5.W"].tobytes()
+    assert evaluate.main([last, "--crops", "center"]) == 0
+
+
 def test_fine_tune_from_onnx_trains_every_layer_without_freeze(shapes_checkpoint, photos,
                                                                tmp_path):
     model_file = str(tmp_path / "shapes.onnx")
