@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         model, _ = load_model(args.checkpoint)
-        from minialexnet import save_onnx          # optional dependency: onnx
+        from minialexnet import save_onnx  # optional dependency: onnx
         save_onnx(model, args.output)
     except (CheckpointError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)

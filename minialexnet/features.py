@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, DataError, UnreadableImage, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    stem = args.output[:-4] if args.output.endswith(".npy") else args.output
+    stem = args.output.removesuffix(".npy")
     np.save(f"{stem}.npy", features)
     if args.json_names:
         with open(f"{stem}.json", "w", encoding="utf-8") as f:

@@ -26,7 +26,7 @@ from minialexnet.training import TrainConfig, fit
 from minialexnet.training.checkpoint import load_checkpoint
 
 onnx = pytest.importorskip("onnx")
-from minialexnet import load_onnx, save_onnx  # noqa: E402
+from minialexnet import load_onnx, save_onnx
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                        "imagenet100-samples")
@@ -222,7 +222,7 @@ def _bvlc_style_mini(tmp_path, class_names):
 
 def test_predict_with_onnx_uses_the_file_preprocessing(photos, tmp_path, capsys):
     model, path = _bvlc_style_mini(tmp_path, sorted(NEW_SHAPE_NAMES))
-    image = os.path.join(photos, "hexagon", sorted(os.listdir(photos + "/hexagon"))[0])
+    image = os.path.join(photos, "hexagon", min(os.listdir(photos + "/hexagon")))
     assert predict.main([path, image, "--json", "-k", "5"]) == 0
     top = json.loads(capsys.readouterr().out)[0]["top"]
     decoded = decode_image(image, 64)[None, :, 2:61, 2:61]         # S = 64, centre 59 crop
@@ -252,7 +252,7 @@ def test_extract_features_of_a_folder(shapes_checkpoint, photos, tmp_path, capsy
     out = str(tmp_path / "feats.npy")
     assert features.main([shapes_checkpoint, photos + "/tee", "-o", out, "--layer", "pool5"]) == 0
     assert np.load(out).shape == (4, 64 * 2 * 2)
-    assert open(str(tmp_path / "feats.txt")).read().split() == names
+    assert (tmp_path / "feats.txt").read_text().split() == names
     assert features.main([shapes_checkpoint, photos, "-o", out, "--layer", "fc9"]) == 2
     assert "no layer 'fc9'" in capsys.readouterr().err
 
@@ -267,7 +267,8 @@ def test_bad_model_files_give_clear_errors(shapes_checkpoint, tmp_path, capsys):
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(good.read_bytes()[:5000])
     cut_npz = tmp_path / "cut.npz"
-    cut_npz.write_bytes(open(shapes_checkpoint, "rb").read()[:3000])
+    with open(shapes_checkpoint, "rb") as f:
+        cut_npz.write_bytes(f.read()[:3000])
     for path, message in ((not_onnx, "not a readable ONNX model"),
                           (truncated, "not a readable ONNX model"),
                           (cut_npz, "corrupt, truncated or not an .npz")):

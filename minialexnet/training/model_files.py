@@ -18,8 +18,12 @@ from __future__ import annotations
 import os
 
 from minialexnet.preprocessing import check_preprocessing
-from minialexnet.training.checkpoint import (FORMAT_VERSION, Checkpoint, CheckpointError,
-                                             model_from_checkpoint)
+from minialexnet.training.checkpoint import (
+    FORMAT_VERSION,
+    Checkpoint,
+    CheckpointError,
+    model_from_checkpoint,
+)
 from minialexnet.training.config import ARCH_DEFAULTS
 
 ONNX_SUFFIX = ".onnx"
@@ -47,7 +51,7 @@ def load_model(path, rng=None):
     if not os.path.isfile(path):
         raise CheckpointError(f"{path} does not exist (or is not a file)")
     try:
-        from minialexnet import load_onnx          # optional dependency: onnx
+        from minialexnet import load_onnx  # optional dependency: onnx
         model = load_onnx(path, rng=rng)
     except ImportError as err:
         raise CheckpointError(f"{path}: {err}") from None
