@@ -26,9 +26,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from minialexnet.engine import CPUEngine  # noqa: E402
-from minialexnet.model import AlexNet  # noqa: E402
-from minialexnet.optim import SGD  # noqa: E402
+from minialexnet.engine import CPUEngine
+from minialexnet.model import AlexNet
+from minialexnet.optim import SGD
 
 SETTINGS = (("full", None), ("frozen to conv5", "conv5"), ("frozen to fc7", "fc7"))
 
