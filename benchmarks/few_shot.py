@@ -12,6 +12,15 @@
    (``freeze("conv5")``, lr 0.001; ``freeze("fc7")``, lr 0.01 since only fc8 learns), and
    train the same network from scratch (the mini recipe, lr 0.003), each for ``--epochs``
    epochs of the few images, constant learning rate. Reports the final validation accuracy.
+
+Measured with the defaults (pretrained 10 epochs to 0.3% validation error on the shapes; 2
+shared CPU cores, load average ~7), final validation accuracy on the 500 new-shape images,
+seeds 0/1/2 (chance: 20%):
+
+    fine-tune all      88.9%  (86.8, 89.6, 90.2)
+    frozen to conv5    83.4%  (83.0, 80.2, 87.0)
+    frozen to fc7      79.0%  (73.8, 78.2, 85.0)
+    scratch            22.9%  (24.8, 22.2, 21.6)
 """
 from __future__ import annotations
 
