@@ -227,3 +227,16 @@ def check_devices(spec: str | None) -> None:
 def print_line(line: str) -> None:
     """``print`` that flushes, so progress shows at once when the output is a pipe."""
     print(line, flush=True)
+
+
+def model_file(positional: str | None, option: str | None) -> str:
+    """The network file of ``evaluate``/``predict``, given either positionally or as
+    ``--checkpoint`` (exactly one of the two): a checkpoint ``.npz`` or an ``.onnx`` file."""
+    if positional is not None and option is not None:
+        raise UsageError(f"two network files given ({option} with --checkpoint and "
+                         f"{positional}); pass one, positionally or with --checkpoint")
+    if positional is None and option is None:
+        raise UsageError("no network file: pass a checkpoint .npz or an .onnx file, "
+                         "positionally or with --checkpoint")
+    return positional if positional is not None else option
+

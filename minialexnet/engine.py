@@ -32,7 +32,8 @@ The protocol (every engine has exactly these members):
 ``forward(x, train=False) -> logits``
     Host float32 logits ``(N, num_classes)`` of host images ``(N, 3, S, S)``, for evaluation.
 ``gradient_arrays() -> list``
-    The gradient arrays ``apply_update`` reads, in ``named_parameters`` order (host NumPy
+    The gradient arrays ``apply_update`` reads, in ``named_parameters`` order, frozen
+    parameters (fine-tuning, ``AlexNet.freeze``) left out (host NumPy
     arrays on CPU engines, device arrays on GPU engines). Writing into them changes the next
     update: data parallelism sums them across processes there (one flat Allreduce).
 ``sync_to_host()`` / ``load_from_host()``
@@ -51,6 +52,7 @@ import numpy as np
 
 from minialexnet.layers import SoftmaxCrossEntropy
 from minialexnet.metrics import topk_correct
+from minialexnet.optim import frozen_parameters
 
 
 class StepResult(NamedTuple):
@@ -141,7 +143,9 @@ class CPUEngine:
         return self.model.forward(x, train=train)
 
     def gradient_arrays(self) -> list:
-        return [grad for _, _, grad in self.model.named_parameters()]
+        """The trainable parameters' gradients (frozen ones have none, ``AlexNet.freeze``)."""
+        frozen = frozen_parameters(self.model)
+        return [grad for name, _, grad in self.model.named_parameters() if name not in frozen]
 
     def sync_to_host(self) -> None:
         """Nothing to copy: the parameters already live in ``model``."""

@@ -3,6 +3,13 @@
     python -m minialexnet.evaluate runs/mini/checkpoint_best.npz            # its own val set
     python -m minialexnet.evaluate ckpt.npz --data-dir /data/imagenet --subset imagenet-100
     python -m minialexnet.evaluate ckpt.npz --crops ten -b 64 --backend numpy
+    python -m minialexnet.evaluate --checkpoint bvlcalexnet-12.onnx --data-dir /data/imagenet
+
+The network comes from a checkpoint ``.npz`` or an ``.onnx`` file, given positionally or as
+``--checkpoint``; its own preprocessing (``model.config["preprocessing"]``: our networks
+subtract the training mean image stored in the checkpoint, BVLC's take BGR minus a mean
+pixel) and class names are used, without flags. An ONNX file records no dataset: pass
+``--data-dir``.
 
 Crops: ``center`` (one centre crop of ``input_size`` from each stored S x S image, the usual
 validation during training), ``ten`` (the paper: the softmax averaged over the four corner
@@ -25,13 +32,14 @@ import argparse
 import json
 import sys
 
-from minialexnet.cli import (BACKENDS, UsageError, fraction, inference_engine, nonnegative_int,
-                             positive_int, recorded_dataset)
+from minialexnet.cli import (BACKENDS, UsageError, fraction, inference_engine, model_file,
+                             nonnegative_int, positive_int, recorded_dataset)
 from minialexnet.data.folders import DataError
 from minialexnet.data.imagenet import open_val_dataset
 from minialexnet.data.synthetic import make_synthetic
-from minialexnet.training.checkpoint import CheckpointError, model_from_checkpoint
+from minialexnet.training.checkpoint import CheckpointError
 from minialexnet.training.evaluation import check_has_stats, evaluate_checkpoint
+from minialexnet.training.model_files import load_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m minialexnet.evaluate",
         description="Top-1/top-5 error of a checkpoint with centre-crop and/or 10-crop testing "
                     "(§4.1).")
-    parser.add_argument("checkpoint", help="a .npz written by training")
+    parser.add_argument("checkpoint", nargs="?", default=None, metavar="MODEL",
+                        help="a checkpoint .npz written by training, or an .onnx file (also "
+                             "accepted as --checkpoint)")
+    parser.add_argument("--checkpoint", "-c", dest="checkpoint_option", default=None,
+                        metavar="MODEL", help="the same, as an option")
     parser.add_argument("--data-dir", default=None,
                         help="data root or prepared cache (default: the checkpoint's dataset)")
     parser.add_argument("--subset", default=None, help="imagenet-100, imagenet-1k or a file")
@@ -102,7 +114,8 @@ def run(args, log=print) -> dict:
 
     Errors in ``UsageError``, ``CheckpointError`` or ``DataError`` (all reported by ``main``).
     """
-    model, ckpt = model_from_checkpoint(args.checkpoint)
+    args.checkpoint = model_file(args.checkpoint, args.checkpoint_option)
+    model, ckpt = load_model(args.checkpoint)
     check_has_stats(ckpt, args.checkpoint)        # before any data is decoded
     engine = inference_engine(model, args.backend,
                               args.batch_size * (1 if args.crops == "center" else 10))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from minialexnet.preprocessing import preprocessing_of
+
 CROPS = ("center", "ten")
 
 
@@ -49,7 +51,9 @@ def predict_proba(model, dataset, stats, batch_size: int = 128, crops: str = "ce
                   workers: int = 0) -> np.ndarray:
     """Class probabilities ``(N, num_classes)`` float32 for every image of ``dataset``.
 
-    Each image is mean-subtracted with ``stats`` (§2) and cropped to ``model.input_size``:
+    Each image is prepared the way ``model`` expects (its ``config["preprocessing"]``, or an
+    engine's model's: by default minus the training mean image of ``stats``, §2; BVLC's nets:
+    BGR minus a mean pixel, ``stats`` may be ``None``) and cropped to ``model.input_size``:
     one centre crop (``crops="center"``), or the softmax averaged over the ten crops of §4.1
     (``crops="ten"``). Runs the network with ``train=False`` (no dropout).
     """
@@ -58,7 +62,7 @@ def predict_proba(model, dataset, stats, batch_size: int = 128, crops: str = "ce
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {CROPS}, got {crops!r}")
     loader = BatchLoader(dataset, batch_size, model.input_size, stats, train=False,
-                         crops=crops, workers=workers)
+                         crops=crops, workers=workers, preprocessing=preprocessing_of(model))
     out = np.empty((len(dataset), model.num_classes), dtype=np.float32)
     start = 0
     for x, _ in loader:

@@ -492,18 +492,54 @@ class AlexNet:
 
     __call__ = forward
 
-    def backward(self, dlogits: np.ndarray) -> np.ndarray:
+    def backward(self, dlogits: np.ndarray) -> np.ndarray | None:
         """Back-propagate ``dL/dlogits`` ``(N, num_classes)``; sets every layer's grads and
-        returns ``dL/dx`` of the input's shape."""
-        for layer in reversed(self.layers.values()):
+        returns ``dL/dx`` of the input's shape.
+
+        With frozen layers (``freeze``) it stops at the lowest trainable layer: nothing below
+        needs a gradient, so their backward passes are skipped and it returns ``None``.
+        """
+        layers = list(self.layers.values())
+        lowest = next(i for i, layer in enumerate(layers) if layer.params and not layer.frozen)
+        for layer in reversed(layers[lowest:]):
             dlogits = layer.backward(dlogits)
-        return dlogits
+        return dlogits if lowest == 0 else None
+
+    def freeze(self, upto: str | None) -> None:
+        """Fine-tuning: freeze every layer with parameters up to and including ``upto``.
+
+        ``freeze("fc7")`` is feature extraction (only fc8 learns), ``freeze("conv5")`` keeps
+        the convolutional features, ``freeze(None)`` makes everything trainable again. A
+        frozen layer computes no weight gradients and the optimizer leaves its parameters
+        bit-identical (``Layer.frozen``); backward stops at the lowest trainable layer.
+        """
+        names = [name for name, layer in self.layers.items() if layer.params]
+        if upto is not None and upto not in names[:-1]:
+            raise ValueError(f"cannot freeze up to {upto!r}: choose one of "
+                             f"{', '.join(names[:-1])} (fc8, the classifier, always learns)")
+        cut = 0 if upto is None else names.index(upto) + 1
+        for i, name in enumerate(names):
+            layer = self.layers[name]
+            layer.frozen = i < cut
+            if layer.frozen:
+                layer.grads = {}
+
+    @property
+    def frozen_layers(self) -> list[str]:
+        """Names of the frozen layers (``freeze``), in forward order."""
+        return [name for name, layer in self.layers.items() if layer.params and layer.frozen]
+
+    def frozen_parameters(self) -> set[str]:
+        """Names of the frozen parameters, e.g. ``{"conv1.W", "conv1.b"}``: ``SGD`` skips
+        them."""
+        return {f"{name}.{key}" for name in self.frozen_layers
+                for key in self.layers[name].params}
 
     def named_parameters(self):
         """Yield ``(name, param, grad)`` in forward order, e.g. ``("conv1.W", W, dW)``.
 
-        ``grad`` is ``None`` before the first ``backward``. The arrays are the layers' own
-        (not copies): the optimizer updates them in place.
+        ``grad`` is ``None`` before the first ``backward`` and for a frozen layer. The arrays
+        are the layers' own (not copies): the optimizer updates them in place.
         """
         for layer_name, layer in self.layers.items():
             for key, param in layer.params.items():

@@ -40,6 +40,13 @@ def _check_hyperparameter(value, name: str, allow_zero: bool) -> float:
     return value
 
 
+def frozen_parameters(model) -> set:
+    """Names of ``model``'s frozen parameters (``AlexNet.freeze``); empty for a network that
+    cannot freeze layers (e.g. the two-tower split)."""
+    frozen = getattr(model, "frozen_parameters", None)
+    return set(frozen()) if frozen is not None else set()
+
+
 class SGD:
     """Momentum SGD with the paper's weight decay (§5), updating parameters in place.
 
@@ -58,6 +65,8 @@ class SGD:
         v *= momentum;  v -= (weight_decay * lr) * w;  v -= lr * g;  w += v
 
     i.e. the paper's formula, term by term, in the parameter's dtype (float32 in training).
+    Frozen parameters (``frozen_parameters``, fine-tuning) are skipped entirely: no
+    momentum, no weight decay, so they stay bit-identical.
     """
 
     def __init__(self, model, lr: float = 0.01, momentum: float = 0.9,
@@ -73,7 +82,10 @@ class SGD:
 
     def step(self) -> None:
         """Apply one update to every parameter from the gradients of the last ``backward``."""
+        frozen = frozen_parameters(self.model)
         for name, w, g in self.model.named_parameters():
+            if name in frozen:
+                continue
             if g is None or g.shape != w.shape:
                 raise RuntimeError(f"SGD.step: no gradient of shape {w.shape} for {name}; run "
                                    f"model.backward(...) before optimizer.step()")

@@ -2,13 +2,18 @@
 
     python -m minialexnet.predict --checkpoint runs/in100/checkpoint_best.npz cat.jpg dog.png
     python -m minialexnet.predict --checkpoint ckpt.npz ~/Pictures/holiday/ --topk 3 --ten-crop
+    python -m minialexnet.predict bvlcalexnet-12.onnx cat.jpg      # the network positionally
+
+The network comes from a checkpoint ``.npz`` or an ``.onnx`` file (``--checkpoint FILE``, or
+as the first positional argument), and brings its own preprocessing and class names.
 
 Each image (any size; JPEG, PNG, ... whatever its name says; greyscale, palette, CMYK and
 16-bit images become RGB; the EXIF orientation of phone photos is applied) goes through the
 same steps as the training data (§2): the shorter side is scaled to the checkpoint's S and the
 central S x S square kept (``minialexnet.data.decode.decode_image``); then the centre crop of
 the network's input size, or the ten crops of §4.1 with ``--ten-crop`` (softmax averaged),
-minus the training set's mean image stored in the checkpoint. A folder argument stands for
+prepared as the network expects: minus the training set's mean image stored in the
+checkpoint, or (BVLC's networks) in BGR order minus their mean pixel. A folder argument stands for
 the images directly inside it.
 
 Output, per image: its path, then ``rank. probability  class``, where the class is the
@@ -32,19 +37,22 @@ import numpy as np
 from minialexnet.cli import BACKENDS, UsageError, inference_engine, positive_int
 from minialexnet.data.decode import UnreadableImage, decode_image
 from minialexnet.data.dataset import ImageDataset
-from minialexnet.data.folders import DataError, is_image_file
+from minialexnet.data.folders import DataError, image_paths
 from minialexnet.data.subsets import display_name
 from minialexnet.metrics import predict_proba
-from minialexnet.training.checkpoint import CheckpointError, model_from_checkpoint
+from minialexnet.training.checkpoint import CheckpointError
+from minialexnet.training.model_files import check_mean_image, load_model, stored_image_size
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m minialexnet.predict",
         description="Top-k classes of your own images, with a trained minialexnet checkpoint.")
-    parser.add_argument("--checkpoint", "-c", required=True, help="a .npz written by training")
+    parser.add_argument("--checkpoint", "-c", default=None, metavar="MODEL",
+                        help="a checkpoint .npz written by training, or an .onnx file; without "
+                             "it the first positional argument is the network file")
     parser.add_argument("images", nargs="+", metavar="IMG",
-                        help="image files, or folders of images")
+                        help="[MODEL] then image files, or folders of images")
     parser.add_argument("--topk", "-k", type=positive_int, default=5,
                         help="classes to show (default 5)")
     parser.add_argument("--ten-crop", action="store_true",
@@ -59,34 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def expand_paths(arguments: list[str]) -> list[str]:
-    """Files as given; a folder becomes its image files (sorted, not recursive).
-
-    Raises ``DataError`` for a path that does not exist or a folder without images.
-    """
-    paths = []
-    for arg in arguments:
-        if os.path.isdir(arg):
-            found = sorted(os.path.join(arg, name) for name in os.listdir(arg)
-                           if not name.startswith(".") and is_image_file(name)
-                           and os.path.isfile(os.path.join(arg, name)))
-            if not found:
-                raise DataError(f"the folder {arg} holds no image files")
-            paths.extend(found)
-        elif os.path.exists(arg):
-            paths.append(arg)
-        else:
-            raise DataError(f"{arg} does not exist")
-    return paths
-
-
 def predict_images(model, stats, class_names: list[str], images: np.ndarray, topk: int = 5,
                    ten_crop: bool = False, batch_size: int = 32) -> list[list[tuple[str, float]]]:
     """Top-``topk`` ``(class name, probability)`` pairs, most probable first, per image.
 
     ``images``: uint8 ``(N, 3, S, S)`` as ``decode_image`` makes them, S = the checkpoint's
-    image size. Cropping and mean subtraction are ``minialexnet.metrics.predict_proba``'s, so
-    a photo is seen exactly as a validation image is. ``model``: a network or an engine
+    image size. Cropping and preprocessing are ``minialexnet.metrics.predict_proba``'s (the
+    model's own, ``stats`` may be ``None`` for a mean-pixel network), so a photo is seen
+    exactly as a validation image is. ``model``: a network or an engine
     (anything with ``forward``, ``input_size`` and ``num_classes``).
     """
     dataset = ImageDataset(images, np.zeros(len(images), dtype=np.int64), class_names)
@@ -112,17 +100,21 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m minialexnet.predict`` / ``minialexnet-predict``."""
     args = build_parser().parse_args(argv)
     try:
-        paths = expand_paths(args.images)
-        model, ckpt = model_from_checkpoint(args.checkpoint)
-        if ckpt.stats is None:
-            raise DataError(f"{args.checkpoint} holds no training-set mean image (data/mean), "
-                            f"which prediction subtracts (§2)")
+        if args.checkpoint is None and len(args.images) < 2:
+            raise UsageError("pass the network file (a checkpoint .npz or an .onnx file) and "
+                             "at least one image: predict MODEL IMG... or predict "
+                             "--checkpoint MODEL IMG...")
+        if args.checkpoint is None:
+            args.checkpoint, args.images = args.images[0], args.images[1:]
+        paths = image_paths(args.images)
+        model, ckpt = load_model(args.checkpoint)
+        check_mean_image(model, ckpt, args.checkpoint)
         net = inference_engine(model, args.backend, args.batch_size * (10 if args.ten_crop else 1))
     except (CheckpointError, DataError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    size = ckpt.stats.image_size
-    class_names = list(ckpt.meta.get("class_names") or
+    size = stored_image_size(model, ckpt)
+    class_names = list(ckpt.meta.get("class_names") or model.class_names or
                        [f"class {k}" for k in range(model.num_classes)])
     readable, decoded, status = [], [], 0
     for path in paths:

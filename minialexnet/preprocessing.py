@@ -99,3 +99,46 @@ def preprocess(images: np.ndarray, preprocessing: dict,
     else:
         x -= np.asarray(p["mean"], dtype=np.float32)[:, None, None]
     return x
+
+
+def preprocessing_of(net) -> dict:
+    """The preprocessing of a network or an engine (its ``model``'s), else the paper's.
+
+    ``net``: an ``AlexNet``, a ``TwoTowerAlexNet`` (both carry ``config``), any engine
+    (``minialexnet.engine``: its host ``model``), or anything else (the paper's default).
+    """
+    for candidate in (net, getattr(net, "model", None)):
+        config = getattr(candidate, "config", None)
+        if isinstance(config, dict) and "preprocessing" in config:
+            return check_preprocessing(config["preprocessing"])
+    return dict(PAPER_PREPROCESSING)
+
+
+def subtracted_mean(preprocessing: dict, mean_image: np.ndarray | None,
+                    image_size: int) -> np.ndarray:
+    """What the batch loader subtracts from RGB images: float32 ``(3, S, S)``, RGB order.
+
+    The training mean image itself (the same array, so the paper's path is unchanged) for
+    ``mean == "image"``; else the mean pixel at every position, put in RGB order (the loader
+    reorders the channels to the network's order after subtracting, ``to_network_order``).
+    """
+    p = check_preprocessing(preprocessing)
+    if p["mean"] == "image":
+        if mean_image is None:
+            raise ValueError("this network subtracts the training set's mean image (§2), but "
+                             "none was given: pass the training statistics (a checkpoint "
+                             "stores them; an ONNX file does not)")
+        return mean_image
+    pixel = np.asarray(p["mean"], dtype=np.float32)
+    if p["channels"] == "BGR":
+        pixel = pixel[::-1]
+    return np.ascontiguousarray(np.broadcast_to(pixel[:, None, None], (3, image_size,
+                                                                         image_size)))
+
+
+def to_network_order(x: np.ndarray, preprocessing: dict) -> np.ndarray:
+    """Batches ``(B, 3, H, W)`` in RGB order put into the network's channel order (a
+    C-contiguous copy for ``"BGR"``; ``x`` itself for ``"RGB"``)."""
+    if check_preprocessing(preprocessing)["channels"] == "RGB":
+        return x
+    return np.ascontiguousarray(x[:, ::-1])

@@ -4,6 +4,8 @@
     python -m minialexnet.train --data-dir /data/imagenet --subset imagenet-100 --arch paper
     python -m minialexnet.train --resume runs/X/checkpoint_last.npz --epochs 30   # continue
     python -m minialexnet.train --resume runs/X/checkpoint_best.npz --evaluate    # 10-crop test
+    python -m minialexnet.train --pretrained bvlcalexnet-12.onnx --data-dir my_photos/ \
+        --freeze fc7                              # fine-tune: a new fc8 for your classes
 
 The command line around ``minialexnet.training.fit`` (the epoch loop, what an epoch does, what
 the output folder receives and how randomness is seeded are described there): it parses and
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -44,11 +47,37 @@ from minialexnet.training.checkpoint import (CheckpointError, check_finite, load
                                              restore_model)
 from minialexnet.training.config import ARCH_DEFAULTS
 from minialexnet.training.evaluation import evaluate_checkpoint
+from minialexnet.training.finetune import (FINE_TUNING_DEFAULTS, fine_tuning_stats,
+                                           new_classifier)
+from minialexnet.training.model_files import load_model, stored_image_size
 from minialexnet.training.resume import check_training_keys
 from minialexnet.training.runfolder import OutputFolderError
 from minialexnet.training.runlog import CURVES_PNG, METRICS_CSV
 from minialexnet.training.trainer import (CHECKPOINT_LAST, SaveFailed, check_datasets,
                                           hold_run_folder)
+
+
+FINE_TUNED_FROM = "fine_tuned_from"     # checkpoint meta of a fine-tuning run: the file
+
+
+@dataclasses.dataclass
+class NetworkSource:
+    """Where the run's network comes from: an ``--arch`` table, or a ``--pretrained`` file.
+
+    name : the output folder's prefix (the arch, or ``finetune-<variant>``); defaults : the
+    recipe (``ARCH_DEFAULTS[arch]`` or ``FINE_TUNING_DEFAULTS``); image_size : the stored
+    image side the data is decoded at; pretrained, source : the network read from
+    ``--pretrained`` and its checkpoint/ONNX record (``None`` otherwise); freeze : the last
+    frozen layer of a fine-tuning run (``None``: none).
+    """
+
+    name: str
+    defaults: dict
+    image_size: int
+    fine_tuning: bool = False
+    pretrained: object = None
+    source: object = None
+    freeze: str | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +143,19 @@ def _add_model_options(model) -> None:
     model.add_argument("--step-size", type=positive_int, default=None,
                        help="epochs between divisions with --schedule step (default: 30 for "
                             f"paper, {ARCH_DEFAULTS['mini']['step_size']} for mini)")
+    model.add_argument("--pretrained", metavar="FILE", default=None,
+                       help="fine-tune a pretrained network (a checkpoint .npz or an .onnx "
+                            "file, e.g. the ONNX model zoo's bvlcalexnet-12.onnx): every layer "
+                            "is kept but fc8, which is new for the data's classes; trains with "
+                            "the file's preprocessing and input size. Defaults then: "
+                            f"{FINE_TUNING_DEFAULTS['epochs']} epochs, lr "
+                            f"{FINE_TUNING_DEFAULTS['lr']}, constant schedule, batch "
+                            f"{FINE_TUNING_DEFAULTS['batch_size']} (at most the training set)")
+    model.add_argument("--freeze", metavar="LAYER", default=None,
+                       help="with --pretrained: freeze every layer up to and including LAYER "
+                            "(conv1..conv5, fc6, fc7); they compute no weight gradients and "
+                            "stay unchanged. --freeze fc7 is feature extraction (only fc8 "
+                            "learns), --freeze conv5 keeps the convolutional features")
     model.add_argument("--seed", type=nonnegative_int, default=0,
                        help="seed of the one generator behind all randomness (default: 0)")
 
@@ -182,26 +224,74 @@ def _run(args, parser, context) -> int:
     if args.evaluate and args.resume is None:
         parser.error("--evaluate needs a checkpoint: pass --resume CHECKPOINT")
     ckpt = _load_resumed(args, parser)
-    arch = ckpt.meta["arch"] if ckpt is not None else (args.arch or "mini")
-    defaults = ARCH_DEFAULTS[arch]
-    image_size = ckpt.meta.get("image_size", defaults["image_size"]) if ckpt else \
-        defaults["image_size"]
+    rng = np.random.default_rng(args.seed)   # the one generator behind all randomness
+    net = _network_source(args, parser, ckpt, rng)
     if args.evaluate:
-        return _evaluate(args, parser, ckpt, _open_data(args, parser, image_size, True)[1])
-    config = _config_from_args(args, parser, ckpt, defaults)
+        return _evaluate(args, parser, ckpt,
+                         _open_data(args, parser, net.image_size, True)[1])
+    config = _config_from_args(args, parser, ckpt, net.defaults)
+    run = (args, parser, ckpt, net, config, context, rng)
+
+    def open_data():
+        return prepared_once(lambda: _open_data(args, parser, net.image_size, False), context)
+
     if not context.is_main:                  # rank 0 alone holds and writes the output folder
-        data = prepared_once(lambda: _open_data(args, parser, image_size, False), context)
-        return _train(args, parser, ckpt, config, None, data, context)
+        return _train(run, None, open_data())
     try:
-        with hold_run_folder(_output_path(args, ckpt, arch), print_line) as output:
+        with hold_run_folder(_output_path(args, ckpt, net.name), print_line) as output:
             if ckpt is None and os.path.exists(os.path.join(output, CHECKPOINT_LAST)):
                 parser.error(f"{output} already holds a run ({CHECKPOINT_LAST}); continue it "
                              f"with --resume {os.path.join(output, CHECKPOINT_LAST)}, or "
                              f"choose another --output")
-            data = prepared_once(lambda: _open_data(args, parser, image_size, False), context)
-            return _train(args, parser, ckpt, config, output, data, context)
+            return _train(run, output, open_data())
     except OutputFolderError as err:
         parser.error(str(err))
+
+
+def _network_source(args, parser, ckpt, rng) -> NetworkSource:
+    """The ``--arch`` table, or the ``--pretrained`` file (read now: a bad file is reported
+    before any data is built); a resumed run's from its checkpoint."""
+    fine_tuning = args.pretrained is not None or (ckpt is not None and
+                                                  FINE_TUNED_FROM in ckpt.meta)
+    if args.freeze is not None and not fine_tuning:
+        parser.error("--freeze goes with --pretrained FILE (the network to fine-tune)")
+    if not fine_tuning:
+        arch = ckpt.meta["arch"] if ckpt is not None else (args.arch or "mini")
+        defaults = ARCH_DEFAULTS[arch]
+        image_size = ckpt.meta.get("image_size", defaults["image_size"]) if ckpt else \
+            defaults["image_size"]
+        return NetworkSource(arch, defaults, image_size)
+    if args.arch is not None and ckpt is None:
+        parser.error("--arch does not go with --pretrained: the file decides the network")
+    try:
+        if ckpt is not None:           # resuming: the checkpoint holds the whole network
+            model, pretrained, source = AlexNet.from_config(ckpt.meta["model"]), None, None
+            freeze = ckpt.meta.get("freeze") if args.freeze is None else args.freeze
+        else:
+            pretrained, source = load_model(args.pretrained, rng=rng)
+            model, freeze = pretrained, args.freeze
+        image_size = stored_image_size(model, ckpt or source)
+    except (CheckpointError, ValueError, OSError) as err:
+        parser.error(str(err))
+    return NetworkSource(f"finetune-{model.config['variant']}", FINE_TUNING_DEFAULTS,
+                         image_size, True, pretrained, source, freeze)
+
+
+def _build_network(args, ckpt, net: NetworkSource, train_set, stats, rng):
+    """``(model, stats)`` for the data: the arch's fresh network, or the pretrained one with
+    a new fc8 for the data's classes and its layers up to ``--freeze`` frozen."""
+    if not net.fine_tuning:
+        init = (ckpt.meta["model"].get("init", "paper") if ckpt else
+                args.init or net.defaults["init"])
+        return AlexNet(train_set.num_classes, net.name, rng=rng, init=init,
+                       class_names=train_set.class_names), stats
+    if net.pretrained is not None:         # a new fine-tuning run
+        model = new_classifier(net.pretrained, train_set.class_names, rng)
+        stats = fine_tuning_stats(net.pretrained, net.source, train_set, log=print_line)
+    else:                                  # resuming one
+        model = AlexNet.from_config(ckpt.meta["model"], rng=rng)
+    model.freeze(net.freeze)
+    return model, stats
 
 
 def _open_data(args, parser, image_size: int, val_only: bool):
@@ -226,7 +316,7 @@ def _load_resumed(args, parser):
     if args.arch is not None and args.arch != ckpt.meta["arch"]:
         parser.error(f"{args.resume} holds a {ckpt.meta['arch']!r} AlexNet, not "
                      f"{args.arch!r}: drop --arch or pass --arch {ckpt.meta['arch']}")
-    if ckpt.meta["arch"] not in ARCH_DEFAULTS:
+    if ckpt.meta["arch"] not in ARCH_DEFAULTS and FINE_TUNED_FROM not in ckpt.meta:
         parser.error(f"{args.resume} holds an AlexNet variant {ckpt.meta['arch']!r} that "
                      f"the command line does not train; choose one of "
                      f"{', '.join(sorted(ARCH_DEFAULTS))}")
@@ -250,17 +340,17 @@ def _load_resumed(args, parser):
     return ckpt
 
 
-def _train(args, parser, ckpt, config: TrainConfig, output, data, context) -> int:
+def _train(run, output, data) -> int:
     """Build the network from the options and the data, then ``fit``."""
+    args, parser, ckpt, net, config, context, rng = run
     train_set, val_set, stats, data_name = data
-    rng = np.random.default_rng(args.seed)
     try:
-        arch = ckpt.meta["arch"] if ckpt else (args.arch or "mini")
-        init = (ckpt.meta["model"].get("init", "paper") if ckpt else
-                args.init or ARCH_DEFAULTS[arch]["init"])
-        model = AlexNet(train_set.num_classes, arch, rng=rng, init=init)
+        model, stats = _build_network(args, ckpt, net, train_set, stats, rng)
+        if net.fine_tuning and args.batch_size is None and ckpt is None:
+            config = dataclasses.replace(config, batch_size=min(config.batch_size,
+                                                                len(train_set)))
         check_datasets(model, train_set, val_set, config.batch_size)
-    except ValueError as err:
+    except (CheckpointError, ValueError) as err:
         parser.error(str(err))
     if ckpt is not None and args.lr is not None:
         print_line("note: --lr is ignored with --resume: the checkpoint's learning rate and "
@@ -269,15 +359,20 @@ def _train(args, parser, ckpt, config: TrainConfig, output, data, context) -> in
     print_line(f"data: {data_name}, {len(train_set)} training and {len(val_set)} validation "
                f"images of {train_set.image_size}x{train_set.image_size}, "
                f"{train_set.num_classes} classes")
+    meta = {"data": data_name, "seed": args.seed, "dataset": dataset_record(
+        args.data_dir, args.subset, getattr(args, "val_fraction", None) or 0.1,
+        getattr(args, "holdout_seed", None) or 0, args.val_labels)}
+    if net.fine_tuning:
+        meta.update({"freeze": net.freeze,
+                     FINE_TUNED_FROM: args.pretrained or ckpt.meta[FINE_TUNED_FROM]})
+        print_line(f"fine-tuning {meta[FINE_TUNED_FROM]}: new fc8 for {train_set.num_classes} "
+                   f"classes, frozen: {', '.join(model.frozen_layers) or 'nothing'}; lr "
+                   f"{config.lr:g}")
     print_line(f"output: {output}  (backend {args.backend}, batch {config.batch_size}, "
                f"{config.epochs} epochs{_processes(context)})")
-    record = dataset_record(args.data_dir, args.subset,
-                            getattr(args, "val_fraction", None) or 0.1,
-                            getattr(args, "holdout_seed", None) or 0, args.val_labels)
     try:
         fit(model, train_set, val_set, config, stats=stats, rng=rng, output=output,
-            resume=args.resume, log=print_line,
-            meta={"data": data_name, "seed": args.seed, "dataset": record}, context=context)
+            resume=args.resume, log=print_line, meta=meta, context=context)
     except ValueError as err:            # a checkpoint that cannot be resumed, bad devices
         parser.error(str(err))
     except (TrainingDiverged, SaveFailed) as err:

@@ -72,6 +72,29 @@ def is_image_file(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def image_paths(arguments) -> list[str]:
+    """Image files as given; a folder becomes the image files directly inside it (sorted, not
+    recursive, hidden files skipped). What ``predict`` and ``features`` read.
+
+    Raises ``DataError`` for a path that does not exist or a folder without images.
+    """
+    paths = []
+    for arg in [arguments] if isinstance(arguments, (str, os.PathLike)) else arguments:
+        arg = os.fspath(arg)
+        if os.path.isdir(arg):
+            found = sorted(os.path.join(arg, name) for name in os.listdir(arg)
+                           if not name.startswith(".") and is_image_file(name)
+                           and os.path.isfile(os.path.join(arg, name)))
+            if not found:
+                raise DataError(f"the folder {arg} holds no image files")
+            paths.extend(found)
+        elif os.path.exists(arg):
+            paths.append(arg)
+        else:
+            raise DataError(f"{arg} does not exist")
+    return paths
+
+
 def _entries(folder: str) -> tuple[list[str], list[str], list[str]]:
     """(sub-folders, image files, other files) directly inside ``folder``, each sorted.
 

@@ -36,6 +36,7 @@ from minialexnet.data.augment import (PCA_STD, CropPlan, apply_plan, center_plan
                                       check_images_and_stats, draw_train_plan,
                                       ten_crop_plan)
 from minialexnet.data.dataset import DatasetStats, ImageDataset
+from minialexnet.preprocessing import check_preprocessing, subtracted_mean, to_network_order
 
 CROPS = ("random", "center", "ten")
 
@@ -59,6 +60,11 @@ class BatchLoader:
         crops: ``"random"`` (the default when ``train``), ``"center"`` (the default
             otherwise) or ``"ten"`` (the ten crops of §4.1 test time).
         pca_std: standard deviation of the colour-noise coefficients (§4.1: 0.1; 0 = off).
+        preprocessing: the network's (``model.config["preprocessing"]``,
+            ``minialexnet.preprocessing``); default: the paper's, RGB minus ``stats.mean``.
+            With a mean pixel (BVLC: BGR minus (104, 117, 123)) that pixel is subtracted
+            instead of the mean image, and the channels are put in the network's order
+            last; ``stats`` may then be ``None`` for evaluation (``train=False``).
 
     Yields ``x`` float32 ``(B, 3, crop, crop)`` (for ``crops="ten"``: ``(B, 10, 3, crop,
     crop)``, crops in ``augment.TEN_CROP_ORDER``) and ``y`` int64 ``(B,)``, mean-subtracted
@@ -68,11 +74,14 @@ class BatchLoader:
     def __init__(self, dataset: ImageDataset, batch_size: int, crop_size: int,
                  stats: DatasetStats, train: bool, rng: np.random.Generator | None = None,
                  drop_last: bool = False, workers: int = 0, crops: str | None = None,
-                 pca_std: float = PCA_STD) -> None:
+                 pca_std: float = PCA_STD, preprocessing: dict | None = None) -> None:
         if not isinstance(dataset, ImageDataset):
             raise TypeError(f"BatchLoader expects an ImageDataset, got {type(dataset).__name__}")
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.workers = check_positive_int(workers, "workers", minimum=0)
+        self.preprocessing = check_preprocessing(preprocessing)
+        if stats is None and not train and self.preprocessing["mean"] != "image":
+            stats = _no_statistics(dataset.image_size)   # a mean pixel needs none
         check_images_and_stats(dataset.images, crop_size, stats, "BatchLoader")
         crops = crops if crops is not None else ("random" if train else "center")
         if crops not in CROPS:
@@ -91,6 +100,7 @@ class BatchLoader:
         self.dataset, self.crop_size, self.stats = dataset, int(crop_size), stats
         self.train, self.rng, self.drop_last = bool(train), rng, bool(drop_last)
         self.crops, self.pca_std = crops, float(pca_std)
+        self._mean = subtracted_mean(self.preprocessing, stats.mean, dataset.image_size)
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -112,15 +122,17 @@ class BatchLoader:
     def _make_batch(self, indices: np.ndarray, plan: CropPlan | None) -> np.ndarray:
         """x for the images ``indices`` (plan rows aligned with them when training)."""
         images, size, crop, mean = (self.dataset.images, self.dataset.image_size,
-                                    self.crop_size, self.stats.mean)
+                                    self.crop_size, self._mean)
         if self.crops == "random":
-            return apply_plan(images, indices, plan, mean, crop)
-        if self.crops == "center":
-            return apply_plan(images, indices, center_plan(len(indices), size, crop), mean, crop)
-        ten = ten_crop_plan(size, crop)                       # image-major: row b*10 + k
-        x = apply_plan(images, np.repeat(indices, 10), ten[np.tile(np.arange(10), len(indices))],
-                       mean, crop)
-        return x.reshape(len(indices), 10, 3, crop, crop)
+            x = apply_plan(images, indices, plan, mean, crop)
+        elif self.crops == "center":
+            x = apply_plan(images, indices, center_plan(len(indices), size, crop), mean, crop)
+        else:
+            ten = ten_crop_plan(size, crop)                   # image-major: row b*10 + k
+            x = apply_plan(images, np.repeat(indices, 10),
+                           ten[np.tile(np.arange(10), len(indices))], mean, crop)
+        x = to_network_order(x, self.preprocessing)         # BGR networks (BVLC)
+        return x.reshape(len(indices), 10, 3, crop, crop) if self.crops == "ten" else x
 
     def __iter__(self):
         order, plan = self._epoch_plan()            # every random draw of the epoch, here
@@ -154,3 +166,11 @@ class BatchLoader:
         return (f"BatchLoader({len(self.dataset)} images, batch_size={self.batch_size}, "
                 f"crop_size={self.crop_size}, crops={self.crops!r}, workers={self.workers}, "
                 f"{len(self)} batches per epoch)")
+
+
+def _no_statistics(image_size: int) -> DatasetStats:
+    """Stand-in statistics for evaluating a network that subtracts a mean pixel: no mean
+    image is read and no colour noise is drawn at test time."""
+    return DatasetStats(mean=np.zeros((3, image_size, image_size), dtype=np.float32),
+                        pca_eigvals=np.zeros(3, dtype=np.float32),
+                        pca_eigvecs=np.eye(3, dtype=np.float32))

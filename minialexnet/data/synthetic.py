@@ -17,6 +17,16 @@ Classes (label: name; sizes relative to the shape's radius R):
     8 chevron       "V" of two thick bars, opening half-angle 35..60 degrees
     9 crescent      disk minus an offset disk
 
+A second task, ``task="new-shapes"``, draws five other shapes in the same scenes, for
+fine-tuning experiments (pretrain on the shapes, adapt to the new shapes from a few labelled
+images per class, compare with training from scratch on the same few; notebook 11):
+
+    0 hexagon       regular hexagon, flat top and bottom
+    1 diamond       rhombus, half-width 0.50..0.70 of its half-height
+    2 half-disk     the upper half of a disk, flat side down
+    3 tee           a "T": a bar on top of a stem, stem half-width 0.15..0.23
+    4 hourglass     two triangles meeting at their tips, waist 0.04..0.12
+
 What varies, independently per image (S = image_size):
 
 - position: the centre is uniform wherever the shape's circle (radius R) fits the image;
@@ -67,6 +77,8 @@ from minialexnet.data.dataset import ImageDataset
 
 CLASS_NAMES = ("disk", "ring", "square", "triangle", "cross", "star", "stripes", "checkerboard",
                "chevron", "crescent")
+NEW_SHAPE_NAMES = ("hexagon", "diamond", "half-disk", "tee", "hourglass")
+TASKS = ("shapes", "new-shapes")
 SPLITS = ("train", "val")
 DEFAULT_N_PER_CLASS = {"train": 600, "val": 100}
 
@@ -170,6 +182,46 @@ _SHAPES = (_disk, _ring, _square, _triangle, _cross, _star, _stripes, _checkerbo
 assert len(_SHAPES) == len(CLASS_NAMES)
 
 
+# The second task's shapes (``task="new-shapes"``), in the same unit frame.
+
+def _box(u, v, center_v, half_u, half_v):
+    """Signed distance to the axis-aligned box |u| <= half_u, |v - center_v| <= half_v
+    (exact outside near the edges, the max of the slabs inside)."""
+    return np.maximum(np.abs(u) - half_u, np.abs(v - center_v) - half_v)
+
+
+def _hexagon(u, v, e):
+    d = np.abs(v) - 0.82                          # apothem 0.82: circumradius 0.947
+    for angle in (np.pi / 6, 5 * np.pi / 6):
+        d = np.maximum(d, np.abs(np.cos(angle) * u + np.sin(angle) * v) - 0.82)
+    return d
+
+
+def _diamond(u, v, e):
+    a, b = 0.95 * (0.50 + 0.20 * e), 0.95      # half-width, half-height
+    return (np.abs(u) * b + np.abs(v) * a - a * b) / np.hypot(a, b)
+
+
+def _half_disk(u, v, e):
+    return np.maximum(np.hypot(u, v - 0.3) - 0.9, v - 0.3)
+
+
+def _tee(u, v, e):
+    stem = 0.15 + 0.08 * e
+    return np.minimum(_box(u, v, -0.5, 0.7, 0.15), _box(u, v, 0.2, stem, 0.7))
+
+
+def _hourglass(u, v, e):
+    waist = 0.04 + 0.08 * e
+    side = (np.abs(u) - 0.8 * np.abs(v) - waist) / np.hypot(1.0, 0.8)
+    return np.maximum(np.abs(v) - 0.72, side)
+
+
+_NEW_SHAPES = (_hexagon, _diamond, _half_disk, _tee, _hourglass)
+assert len(_NEW_SHAPES) == len(NEW_SHAPE_NAMES)
+_TASK_SHAPES = {"shapes": (CLASS_NAMES, _SHAPES), "new-shapes": (NEW_SHAPE_NAMES, _NEW_SHAPES)}
+
+
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     """ITU-R BT.601 luma of (..., 3) RGB values: 0.299 R + 0.587 G + 0.114 B."""
     return rgb @ np.array([0.299, 0.587, 0.114])
@@ -238,8 +290,10 @@ def _coverage(signed_distance_px: np.ndarray) -> np.ndarray:
     return np.clip(0.5 - signed_distance_px, 0.0, 1.0)
 
 
-def _render(scenes: dict, labels: np.ndarray, size: int, noise: np.ndarray) -> np.ndarray:
-    """Images uint8 (n, 3, S, S) of the scenes; ``noise`` is standard normal (n, 3, S, S)."""
+def _render(scenes: dict, labels: np.ndarray, size: int, noise: np.ndarray,
+            shapes: tuple = _SHAPES) -> np.ndarray:
+    """Images uint8 (n, 3, S, S) of the scenes; ``noise`` is standard normal (n, 3, S, S);
+    label k is drawn with ``shapes[k]``."""
     n = len(labels)
     f32 = np.float32
     y, x = np.meshgrid(np.arange(size, dtype=f32) + f32(0.5), np.arange(size, dtype=f32) + f32(0.5),
@@ -272,7 +326,7 @@ def _render(scenes: dict, labels: np.ndarray, size: int, noise: np.ndarray) -> n
     v = (-sin * dx + cos * dy) * aspect / radius
     distance = np.empty((n, size, size), dtype=f32)
     shape_param = scenes["shape_param"]
-    for label, shape in enumerate(_SHAPES):
+    for label, shape in enumerate(shapes):
         rows = np.flatnonzero(labels == label)
         if rows.size:
             distance[rows] = shape(u[rows], v[rows], col(shape_param)[rows])
@@ -285,16 +339,20 @@ def _render(scenes: dict, labels: np.ndarray, size: int, noise: np.ndarray) -> n
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def make_synthetic(split: str = "train", num_classes: int = 10, n_per_class: int | None = None,
-                   image_size: int = 64, seed: int = 0) -> ImageDataset:
+def make_synthetic(split: str = "train", num_classes: int | None = None,
+                   n_per_class: int | None = None, image_size: int = 64, seed: int = 0,
+                   task: str = "shapes") -> ImageDataset:
     """The built-in shapes dataset (see the module docstring for exactly what it contains).
 
     Arguments:
         split: ``"train"`` or ``"val"`` (disjoint random streams of the same seed).
-        num_classes: 2..10; the first ``num_classes`` of ``CLASS_NAMES``.
+        num_classes: 2..10; the first ``num_classes`` of ``CLASS_NAMES`` (default: all; for
+            ``task="new-shapes"`` 2..5 of ``NEW_SHAPE_NAMES``).
         n_per_class: images per class; default 600 for train, 100 for val.
         image_size: S, the side of the square images (>= 16); shapes scale with it.
         seed: any non-negative integer; the same arguments always give the same images.
+        task: ``"shapes"`` (the ten shapes) or ``"new-shapes"`` (five others, for
+            fine-tuning; drawn from streams of their own, so never the shapes' scenes).
 
     Returns an ``ImageDataset`` with uint8 images ``(num_classes * n_per_class, 3, S, S)``,
     int64 labels (balanced, in a shuffled order) and ``class_names``.
@@ -303,17 +361,22 @@ def make_synthetic(split: str = "train", num_classes: int = 10, n_per_class: int
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
-    if num_classes > len(CLASS_NAMES):
-        raise ValueError(f"the synthetic dataset has {len(CLASS_NAMES)} classes "
-                         f"({', '.join(CLASS_NAMES)}); num_classes={num_classes} is too many")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    names, shapes = _TASK_SHAPES[task]
+    num_classes = check_positive_int(len(names) if num_classes is None else num_classes,
+                                     "num_classes", minimum=2)
+    if num_classes > len(names):
+        raise ValueError(f"the synthetic {task!r} task has {len(names)} classes "
+                         f"({', '.join(names)}); num_classes={num_classes} is too many")
     if n_per_class is None:
         n_per_class = DEFAULT_N_PER_CLASS[split]
     n_per_class = check_positive_int(n_per_class, "n_per_class")
     image_size = check_positive_int(image_size, "image_size", minimum=16)
     seed = check_positive_int(seed, "seed", minimum=0)
 
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLITS.index(split),)))
+    stream = (SPLITS.index(split),) + ((TASKS.index(task),) if task != "shapes" else ())
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=stream))
     labels = rng.permutation(np.repeat(np.arange(num_classes, dtype=np.int64), n_per_class))
     scenes = _draw_scenes(rng, labels, image_size)
     images = np.empty((len(labels), 3, image_size, image_size), dtype=np.uint8)
@@ -321,5 +384,5 @@ def make_synthetic(split: str = "train", num_classes: int = 10, n_per_class: int
         part = slice(start, start + _CHUNK)
         noise = rng.standard_normal(size=images[part].shape, dtype=np.float32)
         images[part] = _render({key: value[part] for key, value in scenes.items()},
-                               labels[part], image_size, noise)
-    return ImageDataset(images, labels, list(CLASS_NAMES[:num_classes]))
+                               labels[part], image_size, noise, shapes)
+    return ImageDataset(images, labels, list(names[:num_classes]))

@@ -14,7 +14,13 @@ class Layer:
     - ``output_shape(input_shape)`` and ``macs(input_shape)`` describe one forward pass
       without running it (used by ``AlexNet.summary()`` and the shape traces in notebooks);
       ``input_shape`` excludes the batch axis, e.g. ``(3, 227, 227)``.
+    - ``frozen``: fine-tuning keeps a pretrained layer's parameters fixed. A frozen layer's
+      ``backward`` still returns ``dx`` but computes no parameter gradients (``grads`` is
+      ``{}``), which saves the ``dW`` products; the optimizer skips its parameters
+      (``AlexNet.freeze`` sets it; layers without parameters ignore it).
     """
+
+    frozen: bool = False
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}

@@ -164,7 +164,8 @@ class Conv2D(Layer):
                bias.reshape(g, f_g, 1), out=y.reshape(n, g, f_g, out_h * out_w))
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        """dx (N, C, H, W) from dy (N, F, OH, OW); sets grads["W"] and grads["b"]."""
+        """dx (N, C, H, W) from dy (N, F, OH, OW); sets grads["W"] and grads["b"] (unless
+        ``frozen``: then ``grads`` is ``{}`` and no weight gradient is computed)."""
         x = self._cached()
         n = x.shape[0]
         out_h, out_w = self._output_hw(x.shape[2], x.shape[3])
@@ -173,22 +174,27 @@ class Conv2D(Layer):
         weights, _ = self._weights_as(x.dtype)
         if self._use_winograd():
             dx, grad_w, grad_b = winograd.backward(dy, x, weights, self.padding, self.groups)
-            self.grads = {"W": grad_w, "b": grad_b}
+            self.grads = {} if self.frozen else {"W": grad_w, "b": grad_b}
             return dx
 
         dx = np.empty(x.shape, dtype=x.dtype)
         # dW^T summed over the chunks, per group (G, C/G*KH*KW, F/G); see _backward_chunk.
-        grad_w_t = np.zeros((self.groups, self._rows_of_cols() // self.groups,
-                             self.out_channels // self.groups), dtype=x.dtype)
+        grad_w_t = None if self.frozen else np.zeros(
+            (self.groups, self._rows_of_cols() // self.groups, self.out_channels // self.groups),
+            dtype=x.dtype)
         for start, stop in self._chunks(n, out_h * out_w, x.dtype):
             self._backward_chunk(x[start:stop], dy[start:stop], weights, grad_w_t,
                                  dx[start:stop])
+        if self.frozen:
+            self.grads = {}
+            return dx
         grad_w = np.ascontiguousarray(grad_w_t.transpose(0, 2, 1)).reshape(weights.shape)
         self.grads = {"W": grad_w, "b": dy.sum(axis=(0, 2, 3), dtype=x.dtype)}
         return dx
 
     def _backward_chunk(self, x, dy, weights, grad_w_t, dx) -> None:
-        """For a few images: add their dW^T into ``grad_w_t`` and write their dx into ``dx``."""
+        """For a few images: add their dW^T into ``grad_w_t`` (``None``: frozen) and write
+        their dx into ``dx``."""
         n = x.shape[0]
         dtype = x.dtype
         positions = n * dy.shape[2] * dy.shape[3]
@@ -199,12 +205,14 @@ class Conv2D(Layer):
         dy_cols = self._buffer("activations", (self.out_channels, positions), dtype)
         np.copyto(dy_cols.reshape(self.out_channels, n, -1),
                   dy.reshape(n, self.out_channels, -1).transpose(1, 0, 2))
-        # dW_g = dY_g @ cols_g^T, summed over every window: computed as its transpose
-        # cols_g @ dY_g^T (the same numbers), which multi-threaded OpenBLAS ran 1.5-3x faster
-        # on AlexNet's layers (2-core machine).
-        chunk_w_t = self._buffer("grad_w_t", grad_w_t.shape, dtype)
-        np.matmul(self._grouped(cols), self._grouped(dy_cols).transpose(0, 2, 1), out=chunk_w_t)
-        grad_w_t += chunk_w_t
+        if grad_w_t is not None:        # a frozen layer (fine-tuning) skips one GEMM of three
+            # dW_g = dY_g @ cols_g^T, summed over every window: computed as its transpose
+            # cols_g @ dY_g^T (the same numbers), which multi-threaded OpenBLAS ran 1.5-3x
+            # faster on AlexNet's layers (2-core machine).
+            chunk_w_t = self._buffer("grad_w_t", grad_w_t.shape, dtype)
+            np.matmul(self._grouped(cols), self._grouped(dy_cols).transpose(0, 2, 1),
+                      out=chunk_w_t)
+            grad_w_t += chunk_w_t
         # dcols_g = W_g^T @ dY_g, then col2im adds each column back onto its pixels.
         dcols = self._buffer("dcols", cols.shape, dtype)
         np.matmul(self._grouped(weights).transpose(0, 2, 1), self._grouped(dy_cols),

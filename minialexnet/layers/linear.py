@@ -86,13 +86,15 @@ class Linear(Layer):
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        """dx (N, in_features) from dy (N, out_features); sets grads["W"] and grads["b"]."""
+        """dx (N, in_features) from dy (N, out_features); sets grads["W"] and grads["b"]
+        (unless ``frozen``: then ``grads`` is ``{}``)."""
         x = self._cached()
         check_same_shape(dy, (x.shape[0], self.out_features), "Linear")
         check_array(dy, "Linear.backward", 2, f"(N, {self.out_features})")
         dy = dy.astype(x.dtype, copy=False)
         weights, _ = self._weights_as(x.dtype)
-        self.grads = {"W": np.matmul(dy.T, x), "b": dy.sum(axis=0)}
+        # A frozen layer (fine-tuning) computes no dW, db: the costly dy.T @ x is skipped.
+        self.grads = {} if self.frozen else {"W": np.matmul(dy.T, x), "b": dy.sum(axis=0)}
         return np.ascontiguousarray(_transposed_product(weights.T, dy))   # dy W
 
     def _weights_as(self, dtype) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from minialexnet.distributed import DataParallelEngine, SingleProcess
 from minialexnet.engine import CPUEngine
-from minialexnet.optim import SGD
+from minialexnet.optim import SGD, frozen_parameters
 from minialexnet.parallel import TwoTowerAlexNet
 from minialexnet.training.config import TrainConfig
 
@@ -44,7 +44,8 @@ def make_engine(model, optimizer, config: TrainConfig, context=None):
     ``optimizer`` themselves, except for the CPU split, whose engine trains a
     ``TwoTowerAlexNet`` copy of ``model`` with an ``SGD`` over the towers (same settings and
     momentum). Raises ``ValueError`` for devices that cannot hold the split, ``RuntimeError``
-    or ``ImportError`` when ``device="cuda"`` has no usable GPU.
+    or ``ImportError`` when ``device="cuda"`` has no usable GPU, ``ValueError`` for frozen
+    layers (``AlexNet.freeze``) on any engine but the single-device ``CPUEngine``.
     """
     context = SingleProcess() if context is None else context
     engine = _local_engine(model, optimizer, config, context)
@@ -53,6 +54,11 @@ def make_engine(model, optimizer, config: TrainConfig, context=None):
 
 def _local_engine(model, optimizer, config: TrainConfig, context):
     """The engine of this process alone."""
+    if frozen_parameters(model) and (config.device == "cuda" or config.devices):
+        raise ValueError(f"frozen layers ({', '.join(model.frozen_layers)}; fine-tuning with "
+                         f"--freeze) train on the CPU engine only: the GPU engines and the "
+                         f"two-tower split update every layer. Use --backend numba without "
+                         f"--devices, or fine-tune without --freeze")
     if config.device == "cuda":
         return _gpu_engine(model, optimizer, config, context)
     if config.devices and "cuda" in str(config.devices):

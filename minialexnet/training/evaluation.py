@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from minialexnet.metrics import CROPS, evaluate
 from minialexnet.training.checkpoint import CheckpointError
+from minialexnet.training.model_files import needs_mean_image
 
 
 def evaluate_checkpoint(engine, ckpt, dataset, path, *, crops=CROPS, batch_size: int = 128,
@@ -41,16 +42,19 @@ def check_checkpoint_fits(ckpt, dataset, path) -> None:
     """``CheckpointError`` unless ``ckpt`` can be evaluated on ``dataset`` (see above)."""
     check_has_stats(ckpt, path)
     check_classes(ckpt.meta, dataset, path)
-    if dataset.image_size != ckpt.stats.image_size:
+    size = ckpt.stats.image_size if ckpt.stats is not None else ckpt.meta.get("image_size")
+    if size is not None and dataset.image_size != size:
         raise CheckpointError(f"the data is {dataset.image_size} px but {path} was trained on "
-                              f"{ckpt.stats.image_size} px images")
+                              f"{size} px images")
 
 
 def check_has_stats(ckpt, path) -> None:
-    """``CheckpointError`` unless ``ckpt`` holds the training set's mean image (§2)."""
-    if ckpt.stats is None:
+    """``CheckpointError`` unless ``ckpt`` holds the training set's mean image (§2), when its
+    network subtracts one (a network that subtracts a mean pixel, like BVLC's, needs none)."""
+    if ckpt.stats is None and needs_mean_image(ckpt.meta["model"]):
         raise CheckpointError(f"{path} holds no training-set mean image (data/mean), which "
-                              f"evaluation subtracts (§2); save it with stats=...")
+                              f"evaluation subtracts (§2); save it with stats=... (ONNX files "
+                              f"do not store it: evaluate the training checkpoint instead)")
 
 
 def check_classes(meta: dict, dataset, path) -> None:
@@ -67,5 +71,7 @@ def check_classes(meta: dict, dataset, path) -> None:
         detail = (f"{len(only_ckpt)} only in the checkpoint (e.g. {only_ckpt[:3]}), "
                   f"{len(only_data)} only in the data (e.g. {only_data[:3]})"
                   if only_ckpt or only_data else "same names in another order")
-        raise CheckpointError(f"{path} was trained on other classes than this data: {detail}; "
+        raise CheckpointError(f"{path} was trained on other classes than this data "
+                              f"({len(trained)} classes, the data has {dataset.num_classes}): "
+                              f"{detail}; "
                               f"pass the --data-dir/--subset it was trained on")

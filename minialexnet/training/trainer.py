@@ -35,6 +35,7 @@ from minialexnet.diagnostics import loss_warning
 from minialexnet.distributed import SingleProcess, check_batches, evaluate_split, main_only
 from minialexnet.metrics import evaluate
 from minialexnet.optim import SGD, ReduceOnPlateau
+from minialexnet.preprocessing import preprocessing_of
 from minialexnet.threads import set_threads
 from minialexnet.training.checkpoint import read_meta, save_checkpoint
 from minialexnet.training.config import TrainConfig
@@ -177,7 +178,8 @@ def train_one_epoch(state: RunState, train_set, config: TrainConfig, log, output
     """
     engine, epoch = state.engine, state.epoch
     loader = BatchLoader(train_set, config.batch_size, engine.input_size, state.stats,
-                         train=True, rng=state.data_rng, workers=config.workers)
+                         train=True, rng=state.data_rng, workers=config.workers,
+                         preprocessing=preprocessing_of(engine))
     n_batches = len(loader)
     lr = engine.optimizer.lr
     loss_sum, correct, seen = 0.0, 0, 0
