@@ -475,55 +475,8 @@ def _split_layers(model, n: int):
         for t in range(n):
             in_shapes[t][name] = shape if reads_all else (widths[t], *shape[1:])
         out_shape = tuple(layer.output_shape(shape))
-        if isinstance(layer, Conv2D):
-            if layer.groups == 1:
-                in_channels, groups = layer.in_channels, 1
-                widths = split_sizes(layer.out_channels, n, name)
-            elif layer.groups % n == 0:
-                _require_equal(widths, name, f"a grouped convolution (groups={layer.groups})")
-                in_channels, groups = layer.in_channels // n, layer.groups // n
-                widths = [layer.out_channels // n] * n
-            else:
-                raise ValueError(f"{name} has groups={layer.groups}, which cannot be divided "
-                                 f"between {n} towers; the split needs groups=1 (reads both "
-                                 f"towers) or a multiple of {n} (stays on each tower)")
-            towers = [Conv2D(in_channels, w, (layer.kernel_h, layer.kernel_w), layer.stride,
-                             layer.padding, groups, rng=scratch_rng) for w in widths]
-        elif isinstance(layer, Linear):
-            widths = split_sizes(layer.out_features, n, name)
-            towers = [Linear(layer.in_features, w, rng=scratch_rng) for w in widths]
-        elif isinstance(layer, LocalResponseNorm):
-            if layer.groups % n:
-                raise ValueError(
-                    f"{name} normalizes within {layer.groups} group(s) of channels, so its "
-                    f"windows cross the boundary between the towers' maps, which no tower "
-                    f"can see (§3.2 normalizes within each GPU's half); build the model with "
-                    f"LRN groups={n} (the paper's) or without LRN")
-            _require_equal(widths, name, f"a grouped LRN (groups={layer.groups})")
-            towers = [LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k,
-                                        layer.groups // n) for _ in range(n)]
-        elif isinstance(layer, Flatten):
-            towers = [Flatten() for _ in range(n)]
-            widths = [w * math.prod(shape[1:]) for w in widths]   # channel-major blocks
-        elif isinstance(layer, MaxPool2D):
-            towers = [MaxPool2D(layer.kernel_size, layer.stride, layer.padding) for _ in range(n)]
-        elif isinstance(layer, Dropout):
-            towers = [Dropout(layer.p) for _ in range(n)]   # generators set per pass
-        elif isinstance(layer, (ReLU, Tanh)):
-            towers = [type(layer)() for _ in range(n)]
-        else:
-            raise TypeError(f"the two-tower split does not know how to divide {name} "
-                            f"({type(layer).__name__}); teach _split_layers where its inputs "
-                            f"and parameters go")
-
-        # Every parameter is split along axis 0 (filters or units), in tower order.
-        for key, full in layer.params.items():
-            parts = []
-            for t, (start, stop) in enumerate(_offsets(widths)):
-                towers[t].params[key] = np.array(full[start:stop], copy=True)
-                towers[t].grads[key] = np.zeros_like(towers[t].params[key])
-                parts.append((f"tower{t}.{name}.{key}", start, stop))
-            params[f"{name}.{key}"] = (name, key, tuple(full.shape), parts)
+        towers, widths = _tower_layers(name, layer, widths, shape, n, scratch_rng)
+        _split_parameters(name, layer, towers, widths, params)
         for t in range(n):
             stages[t][-1][name] = towers[t]
         tower_shapes = [(w, *out_shape[1:]) for w in widths]
@@ -533,6 +486,67 @@ def _split_layers(model, n: int):
         shape = out_shape
     stage_widths.append(widths)
     return stages, in_shapes, params, rows, stage_widths
+
+
+def _tower_layers(name: str, layer, widths, shape: tuple, n: int, scratch_rng):
+    """``(towers, widths)``: ``n`` copies of ``layer`` sized for the towers (weights not yet
+    copied), and each tower's share of axis 1 of its output. ``widths`` and ``shape`` describe
+    the layer's input (``widths=None``: the image, which every tower reads whole);
+    ``scratch_rng`` feeds the constructors, whose weights are replaced."""
+    if isinstance(layer, Conv2D):
+        if layer.groups == 1:
+            in_channels, groups = layer.in_channels, 1
+            widths = split_sizes(layer.out_channels, n, name)
+        elif layer.groups % n == 0:
+            _require_equal(widths, name, f"a grouped convolution (groups={layer.groups})")
+            in_channels, groups = layer.in_channels // n, layer.groups // n
+            widths = [layer.out_channels // n] * n
+        else:
+            raise ValueError(f"{name} has groups={layer.groups}, which cannot be divided "
+                             f"between {n} towers; the split needs groups=1 (reads both "
+                             f"towers) or a multiple of {n} (stays on each tower)")
+        towers = [Conv2D(in_channels, w, (layer.kernel_h, layer.kernel_w), layer.stride,
+                         layer.padding, groups, rng=scratch_rng) for w in widths]
+    elif isinstance(layer, Linear):
+        widths = split_sizes(layer.out_features, n, name)
+        towers = [Linear(layer.in_features, w, rng=scratch_rng) for w in widths]
+    elif isinstance(layer, LocalResponseNorm):
+        if layer.groups % n:
+            raise ValueError(
+                f"{name} normalizes within {layer.groups} group(s) of channels, so its "
+                f"windows cross the boundary between the towers' maps, which no tower "
+                f"can see (§3.2 normalizes within each GPU's half); build the model with "
+                f"LRN groups={n} (the paper's) or without LRN")
+        _require_equal(widths, name, f"a grouped LRN (groups={layer.groups})")
+        towers = [LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k,
+                                    layer.groups // n) for _ in range(n)]
+    elif isinstance(layer, Flatten):
+        towers = [Flatten() for _ in range(n)]
+        widths = [w * math.prod(shape[1:]) for w in widths]   # channel-major blocks
+    elif isinstance(layer, MaxPool2D):
+        towers = [MaxPool2D(layer.kernel_size, layer.stride, layer.padding) for _ in range(n)]
+    elif isinstance(layer, Dropout):
+        towers = [Dropout(layer.p) for _ in range(n)]   # generators set per pass
+    elif isinstance(layer, (ReLU, Tanh)):
+        towers = [type(layer)() for _ in range(n)]
+    else:
+        raise TypeError(f"the two-tower split does not know how to divide {name} "
+                        f"({type(layer).__name__}); teach _split_layers where its inputs "
+                        f"and parameters go")
+
+    return towers, widths
+
+
+def _split_parameters(name: str, layer, towers: list, widths: list[int], params) -> None:
+    """Give every tower its rows of each of ``layer``'s parameters (axis 0: filters or units,
+    in tower order), and record in ``params`` which tower holds which rows."""
+    for key, full in layer.params.items():
+        parts = []
+        for t, (start, stop) in enumerate(_offsets(widths)):
+            towers[t].params[key] = np.array(full[start:stop], copy=True)
+            towers[t].grads[key] = np.zeros_like(towers[t].params[key])
+            parts.append((f"tower{t}.{name}.{key}", start, stop))
+        params[f"{name}.{key}"] = (name, key, tuple(full.shape), parts)
 
 
 def _require_equal(widths: list[int], name: str, what: str) -> None:
