@@ -30,6 +30,12 @@ in ``kernels/cpu/``. Import those functions from their file:
 """
 import importlib
 
+from minialexnet.kernels.cuda._compat import restore_row_stack
+
+# Before any numba.cuda import: numba-cuda <= 0.30.4 needs np.row_stack, which NumPy 2.5
+# removed (see _compat.py; nothing happens with a NumPy that still has it).
+restore_row_stack()
+
 _WHERE = {"im2col": "im2col", "col2im": "im2col",
           "lrn_forward": "lrn", "lrn_backward": "lrn",
           "maxpool_forward": "maxpool", "maxpool_backward": "maxpool",
