@@ -111,6 +111,8 @@ class CUDADevice(Device):
         self.index = int(index)
         self._stream = None
         self._buffers: dict = {}
+        # The GEMM of this tower's layers: "numba" or "cublas" (set by CudaTwoTowerAlexNet).
+        self.gemm = "numba"
 
     @property
     def name(self) -> str:
@@ -282,7 +284,8 @@ class TowerLayer:
         twin. Call with this tower's GPU current (inside ``device.run``)."""
         if batch > self.capacity:
             self._twin = device_layer(self.template, self.in_shape, batch, self.params,
-                                      sequence=0, stream=self.device.stream)
+                                      sequence=0, stream=self.device.stream,
+                                      gemm=self.device.gemm)
             self._twin.grads = self.grads
             self.capacity = batch
         return self._twin
