@@ -72,6 +72,18 @@ class DeviceLayer:
     def _build_batch(self, n: int):
         return {}
 
+    def _bias_partials(self) -> Scratch:
+        """The buffer of ``bias_grad``'s partial sums for the largest batch (kernels/cuda/
+        bias.py), for a layer with a bias over its first output axis."""
+        slices = k_bias.bias_grad_slices((self.capacity, *self.out_shape))
+        return Scratch(slices * self.out_shape[0], stream=self.stream)
+
+    def _bias_grad(self, dy, db):
+        """``db`` = the bias gradient of ``dy``, with the partial sums in this layer's buffer."""
+        slices = k_bias.bias_grad_slices(tuple(dy.shape))
+        partials = self._partials.view((slices, dy.shape[1])) if slices > 1 else None
+        return k_bias.bias_grad(dy, db, stream=self.stream, partials=partials)
+
     def gemm_plans(self, n: int) -> dict:
         """The GEMM plans (``GemmPlan`` or ``CublasGemmPlan``) this layer runs for a batch of
         ``n`` (for benchmarks)."""
@@ -114,6 +126,7 @@ class DeviceConv2D(DeviceLayer):
         self._product = self._scratch((f, self.pixels))          # Y, then dY
         self._y = self._scratch(self.out_shape)
         self._dx = self._scratch(in_shape)
+        self._partials = self._bias_partials()
 
     def _build_batch(self, n: int):
         g, f = self.groups, self.out_shape[0]
@@ -156,7 +169,7 @@ class DeviceConv2D(DeviceLayer):
         d_product = b["product"]
         k_layout.to_channel_major(dy.reshape(n, dy.shape[1], self.pixels), out=d_product,
                                   stream=s)
-        k_bias.bias_grad(dy, self.grads["b"], stream=self.stream)
+        self._bias_grad(dy, self.grads["b"])
         b["grad_w"](d_product.reshape(y_g), b["cols"].reshape(cols_g),
                     self.grads["W"].reshape(w_g), stream=s)
         if not need_dx:
@@ -183,6 +196,7 @@ class DeviceLinear(DeviceLayer):
                       "b": cuda.device_array(params["b"].shape, np.float32, stream=stream)}
         self._y = self._scratch(self.out_shape)
         self._dx = self._scratch(in_shape)
+        self._partials = self._bias_partials()
 
     def _build_batch(self, n: int):
         (d_in,), (d_out,) = self.in_shape, self.out_shape
@@ -202,7 +216,7 @@ class DeviceLinear(DeviceLayer):
     def backward(self, dy, need_dx: bool = True):
         b = self._for_batch(dy.shape[0])
         b["grad_w"](dy, self._x, self.grads["W"], stream=self.stream)
-        k_bias.bias_grad(dy, self.grads["b"], stream=self.stream)
+        self._bias_grad(dy, self.grads["b"])
         if not need_dx:
             return None
         return b["grad_x"](dy, self.params["W"], b["dx"], stream=self.stream)
