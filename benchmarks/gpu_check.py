@@ -184,7 +184,7 @@ def step_gemms(model, batch: int):
     engine = CudaAlexNet(model, batch_size=batch, gemm="numba")
     for name, layer in engine.layers.items():
         for product, plan in layer.gemm_plans(batch).items():
-            if not (name == list(engine.layers)[0] and product == "grad_cols"):
+            if not (name == next(iter(engine.layers)) and product == "grad_cols"):
                 yield name, product, plan
     engine.close()
 
@@ -222,20 +222,21 @@ def gemms(report: Report, model, args, timer: Timer, torch, cublas_ok: bool, dea
             p(a, b, c)                                              # compile, warm up
             cuda.synchronize()
             diffs.append(f"{kind} {_rel_diff(c.copy_to_host(), reference):.1e}")
-            row[kind] = timer.ms(lambda p=p: p(a, b, c), args.calls)
+            row[kind] = timer.ms(lambda p=p, a=a, b=b, c=c: p(a, b, c), args.calls)
         if torch is not None:
             ta, tb = torch.from_numpy(a_host).cuda(), torch.from_numpy(b_host).cuda()
             opa = ta.transpose(-1, -2) if plan.trans_a else ta
             opb = tb.transpose(-1, -2) if plan.trans_b else tb
             torch.matmul(opa, opb)
-            row["torch"] = torch_timer_ms(torch, lambda: torch.matmul(opa, opb), args.calls)
+            row["torch"] = torch_timer_ms(torch, lambda x=opa, y=opb: torch.matmul(x, y),
+                                          args.calls)
         cells = "".join(f"{plan.flops / row[k] / 1e9:8.2f}" if k in row else f"{'-':>8}"
                         for k in ("numba", "cublas", "torch"))
         report(f"{name:<7}{product:<10}{plan.batch:>5}{plan.m:>7}{plan.n:>8}{plan.k:>8}"
                f"{cells}  {', '.join(diffs)}")
         flops += plan.flops
-        for k in row:
-            totals[k] += row[k]
+        for k, value in row.items():
+            totals[k] += value
     cells = "".join(f"{flops / totals[k] / 1e9:8.2f}" if totals[k] else f"{'-':>8}"
                     for k in ("numba", "cublas", "torch"))
     report(f"{'all products of the step':<45}{cells}")

@@ -1,4 +1,4 @@
-"""The two numba-cuda workarounds of ``minialexnet/kernels/cuda/_compat.py``, in fresh interpreters.
+"""The two numba-cuda workarounds of ``minialexnet/kernels/cuda/_compat.py``, in fresh processes.
 
 - NumPy 2.5 removed ``np.row_stack``, which numba-cuda <= 0.30.4 registers an overload for when
   it compiles its first kernel. This machine has an older NumPy, so the removal is simulated by

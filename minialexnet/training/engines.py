@@ -37,8 +37,9 @@ def make_engine(model, optimizer, config: TrainConfig, context=None):
     model : a host ``AlexNet`` (any variant); on the CPU without ``config.devices`` also an
         already split ``TwoTowerAlexNet``
     optimizer : ``minialexnet.optim.SGD`` over ``model``, or ``None`` for inference only
-    config : ``TrainConfig``; reads ``device``, ``devices``, ``tower_mode``, ``gemm``, ``batch_size``
-        (the largest batch a GPU engine reserves memory for; it grows if a larger one comes)
+    config : ``TrainConfig``; reads ``device``, ``devices``, ``tower_mode``, ``gemm`` and
+        ``batch_size`` (the largest batch a GPU engine reserves memory for; it grows if a
+        larger one comes)
 
     ``engine.model`` and ``engine.optimizer`` are what checkpoints save: ``model`` and
     ``optimizer`` themselves, except for the CPU split, whose engine trains a

@@ -7,6 +7,7 @@ im2col.py                  im2col, col2im                                       
 lrn.py                     lrn_forward, lrn_backward                             cpu/lrn.py
 maxpool.py                 maxpool_forward, maxpool_backward                     cpu/maxpool.py
 gemm.py                    gemm, GemmPlan                                        (NumPy matmul)
+cublas.py                  CublasGemmPlan, choose_gemm (cuBLAS, optional)        (NumPy matmul)
 layout.py                  to_image_major, to_channel_major                      (NumPy transpose)
 bias.py                    add_bias, bias_grad                                   (NumPy)
 relu.py, tanh.py           relu_/tanh_forward, relu_/tanh_backward               (NumPy)

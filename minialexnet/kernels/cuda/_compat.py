@@ -1,4 +1,4 @@
-"""Two guarded fixes for numba-cuda, in one place: NumPy's ``row_stack``, the simulator's shared arrays.
+"""Two guarded fixes for numba-cuda in one place: NumPy's ``row_stack``, simulated shared memory.
 
 Both are workarounds for the library, not part of AlexNet; each is applied only when it is
 needed and can be removed once numba-cuda no longer needs it.
@@ -17,12 +17,13 @@ needed and can be removed once numba-cuda no longer needs it.
    line and creates it when absent (``FakeCUDAShared.array``: get, then ``np.empty``, then set).
    Two threads of the *first* block of a launch can both find it absent and each create its own
    array: they then no longer share memory, and a reduction or a GEMM tile of that block reads
-   what its neighbours never wrote. It happens about once in a few dozen launches of a
-   network's forward pass (more often with ``sys.setswitchinterval(1e-4)``, which the tests
-   use), and made a simulator test fail about one run in fifty with a wrong loss.
+   what its neighbours never wrote. It is rare (the window is a few microseconds, and
+   ``sys.setswitchinterval(1e-4)``, which the tests use, makes it likelier), and it made a
+   simulator test fail about one run in fifty with a wrong loss.
    ``fix_simulator_shared_arrays()`` replaces that method with one whose look-up and creation
-   hold a lock (under the simulator only; a real GPU never runs this code); ``kernels/cuda/_launch.py`` applies it when imported,
-   which every kernel file does before it launches anything.
+   hold a lock (under the simulator only; a real GPU never runs this code);
+   ``kernels/cuda/_launch.py`` applies it when imported, which every kernel file does before
+   it launches anything.
 """
 from __future__ import annotations
 

@@ -86,8 +86,7 @@ def add_bias(y, b, stream=0):
 
 def bias_grad_slices(dy_shape: tuple) -> int:
     """How many blocks share each output of ``bias_grad`` for ``dy`` of this shape."""
-    n, f = dy_shape[0], dy_shape[1]
-    values = n * math.prod(dy_shape[2:])
+    values = dy_shape[0] * math.prod(dy_shape[2:])
     return max(1, math.ceil(values / VALUES_PER_BLOCK))
 
 
