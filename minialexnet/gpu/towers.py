@@ -40,7 +40,7 @@ import numpy as np
 from numba import cuda
 
 from minialexnet.checks import check_array
-from minialexnet.gpu.devices import CUDADevice
+from minialexnet.gpu.devices import CUDADevice, enable_peer_access
 from minialexnet.gpu.step import GPUEngine, LossHead, sgd_step
 from minialexnet.kernels.cuda import require_cuda
 from minialexnet.kernels.cuda.cublas import choose_gemm
@@ -92,6 +92,8 @@ class CudaTwoTowerAlexNet(GPUEngine):
                              f"devices='cuda:0,cuda:1', or use TwoTowerAlexNet for CPU towers")
         for device in self.devices:
             device.gemm = self.gemm
+            device.partners = [other for other in self.devices if other is not device]
+        self.peer_access = enable_peer_access(self.devices)     # [(i, j)] enabled now
         self.model, self.optimizer = model, optimizer
         self.input_size, self.num_classes = model.input_size, model.num_classes
         self.config = dict(model.config)
