@@ -132,7 +132,7 @@ def test_the_column_major_call_computes_the_row_major_product(a_shape, b_shape, 
     assert plan.flops == 2 * want.size * (a_shape[-2] if trans_a else a_shape[-1])
 
 
-def test_a_call_sets_the_stream_and_keeps_tf32_off_through_one_handle():
+def test_one_handle_per_stream_bound_to_it_with_tf32_off():
     from minialexnet.kernels.cuda import cublas
 
     library = FakeCublas()
@@ -146,11 +146,14 @@ def test_a_call_sets_the_stream_and_keeps_tf32_off_through_one_handle():
     np.testing.assert_allclose(c, a @ b.T, rtol=1e-5, atol=1e-5)
     names = [call[0] for call in library.calls]
     assert names == ["create", "set_math_mode", "set_stream", "sgemm_strided_batched",
-                     "set_stream", "sgemm_strided_batched"]
+                     "sgemm_strided_batched"]
     assert library.calls[1] == ("set_math_mode", 1234, FakeCublas.Math.DEFAULT_MATH)
     assert library.calls[2] == ("set_stream", 1234, 77)
     plan(HostDeviceArray(a), HostDeviceArray(b), HostDeviceArray(c))     # default stream
-    assert library.calls[-2] == ("set_stream", 1234, 0)
+    assert [call[0] for call in library.calls[5:]] == [
+        "create", "set_math_mode", "set_stream", "sgemm_strided_batched"]
+    assert library.calls[7] == ("set_stream", 1234, 0)
+    assert set(cublas._handles) == {(0, 77), (0, 0)}
     with pytest.raises(ValueError, match="shape"):
         plan(HostDeviceArray(b), HostDeviceArray(a), HostDeviceArray(c))
     cublas._handles.clear()

@@ -8,9 +8,11 @@ engines use it when it is installed (the ``cuda12`` / ``cuda13`` extras bring it
 
 The binding is nvmath-python's low level one, ``nvmath.bindings.cublas``: plain functions over
 raw device pointers, which numba.cuda arrays expose as ``__cuda_array_interface__["data"]``.
-One handle per GPU, created on first use and kept for the life of the process (creating one
-costs milliseconds and allocates a workspace); before every call it is pointed at the
-engine's stream, so cuBLAS's kernels queue behind and before our own.
+One handle per GPU and stream, created on first use and kept for the life of the process
+(creating one costs milliseconds and allocates a workspace), bound to that stream, so
+cuBLAS's kernels queue behind and before our own. A handle per stream, not per GPU: the two
+towers of §3.2 on one GPU call from two host threads at once, and a shared handle's stream
+would be whichever thread set it last.
 
 **No TF32.** cuBLAS SGEMM multiplies in full float32 (compute type 32F) unless told otherwise;
 the handle's math mode is set to ``DEFAULT_MATH`` explicitly, so a library default or an
@@ -55,7 +57,7 @@ from minialexnet.kernels.cuda.gemm import GemmPlan, _dims
 GEMM_CHOICES = ("auto", "numba", "cublas")
 OP_N, OP_T = 0, 1                         # cublasOperation_t: CUBLAS_OP_N, CUBLAS_OP_T
 
-_handles: dict = {}                       # GPU id -> cuBLAS handle (kept for the process)
+_handles: dict = {}                 # (GPU id, stream) -> cuBLAS handle (kept for the process)
 _handles_lock = threading.Lock()
 
 
@@ -101,15 +103,18 @@ def choose_gemm(requested: str = "auto", library=None) -> str:
     return "numba"
 
 
-def handle_for(device_id: int, library):
-    """The cuBLAS handle of GPU ``device_id`` (created with that GPU current, on first use),
-    in ``DEFAULT_MATH`` mode: float32 products, no TF32."""
+def handle_for(device_id: int, stream: int, library):
+    """The cuBLAS handle of GPU ``device_id`` and stream ``stream`` (a ``cudaStream_t`` as an
+    integer), created on first use with that GPU current, in ``DEFAULT_MATH`` mode: float32
+    products, no TF32."""
+    key = (device_id, stream)
     with _handles_lock:
-        if device_id not in _handles:
+        if key not in _handles:
             handle = library.create()
             library.set_math_mode(handle, int(library.Math.DEFAULT_MATH))
-            _handles[device_id] = handle
-        return _handles[device_id]
+            library.set_stream(handle, stream)
+            _handles[key] = handle
+        return _handles[key]
 
 
 def stream_pointer(stream) -> int:
@@ -167,8 +172,7 @@ class CublasGemmPlan:
         check_device_array(a, "gemm", "a", shape=self.a_shape)
         check_device_array(b, "gemm", "b", shape=self.b_shape)
         check_device_array(c, "gemm", "c", shape=self.out_shape)
-        handle = handle_for(_device_id(c), self.library)
-        self.library.set_stream(handle, stream_pointer(stream))
+        handle = handle_for(_device_id(c), stream_pointer(stream), self.library)
         self.library.sgemm_strided_batched(
             handle, *self.arguments(device_pointer(a), device_pointer(b), device_pointer(c)))
         return c
