@@ -117,17 +117,19 @@ def select_backend(name: str) -> None:
     set_backend(name)
 
 
-def inference_engine(model, backend: str, batch_size: int):
+def inference_engine(model, backend: str, batch_size: int, gemm: str = "auto"):
     """The engine that runs ``model``'s forward pass on ``--backend`` (evaluate, predict).
 
-    ``batch_size``: the largest batch the GPU engine reserves memory for. Raises
+    ``batch_size``: the largest batch the GPU engine reserves memory for; ``gemm``: its
+    matrix products (``TrainConfig.gemm``). Raises
     ``UsageError`` when the backend cannot be used (no GPU, numba-cuda missing).
     """
     device = "cuda" if backend == "cuda" else "cpu"
     try:
         if device == "cpu":
             select_backend(backend)
-        return make_engine(model, None, TrainConfig(batch_size=batch_size, device=device))
+        return make_engine(model, None, TrainConfig(batch_size=batch_size, device=device,
+                                                    gemm=gemm))
     except ValueError as err:
         raise UsageError(str(err)) from None
     except (ImportError, RuntimeError) as err:

@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="threads preparing batches (0: the main thread)")
     parser.add_argument("--backend", choices=BACKENDS, default="numba",
                         help="kernels: numba (compiled CPU), numpy (readable reference), cuda")
+    parser.add_argument("--gemm", choices=("auto", "numba", "cublas"), default="auto",
+                        help="with --backend cuda, the matrix products: cuBLAS where "
+                             "nvmath-python is installed (auto), the hand-written SGEMM (numba) "
+                             "or cublas")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
 
@@ -118,7 +122,8 @@ def run(args, log=print) -> dict:
     model, ckpt = load_model(args.checkpoint)
     check_has_stats(ckpt, args.checkpoint)        # before any data is decoded
     engine = inference_engine(model, args.backend,
-                              args.batch_size * (1 if args.crops == "center" else 10))
+                              args.batch_size * (1 if args.crops == "center" else 10),
+                              gemm=args.gemm)
     dataset = validation_set_for(ckpt.meta, args, log)
     crops = ("center", "ten") if args.crops == "both" else (args.crops,)
     return evaluate_checkpoint(engine, ckpt, dataset, args.checkpoint, crops=crops,

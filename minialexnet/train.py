@@ -184,6 +184,9 @@ def _add_run_options(run) -> None:
     run.add_argument("--tower-mode", choices=("threads", "sequential"), default="threads",
                      help="with --devices on the CPU: run the towers at the same time "
                           "(threads) or one after the other (sequential, for stepping through)")
+    run.add_argument("--gemm", choices=("auto", "numba", "cublas"), default="auto",
+                     help="with --backend cuda, the matrix products: cuBLAS where nvmath-python "
+                          "is installed (auto), the hand-written SGEMM (numba) or cublas")
     run.add_argument("--print-freq", type=positive_int, default=20, metavar="N",
                      help="progress line every N batches (default: 20)")
 
@@ -402,7 +405,7 @@ def _config_from_args(args, parser, ckpt, defaults: dict) -> TrainConfig:
                        workers=args.workers, threads=args.threads,
                        print_freq=args.print_freq,
                        device="cuda" if args.backend == "cuda" else "cpu",
-                       devices=args.devices, tower_mode=args.tower_mode)
+                       devices=args.devices, tower_mode=args.tower_mode, gemm=args.gemm)
 
 
 def _output_path(args, ckpt, arch: str) -> str:
@@ -436,7 +439,7 @@ def _evaluate(args, parser, ckpt, val_set) -> int:
     model = AlexNet.from_config(ckpt.meta["model"])
     batch_size = args.batch_size or ckpt.meta.get("batch_size", 128)
     config = TrainConfig(batch_size=batch_size,
-                         device="cuda" if args.backend == "cuda" else "cpu")
+                         device="cuda" if args.backend == "cuda" else "cpu", gemm=args.gemm)
     try:
         restore_model(model, ckpt, args.resume)
         results = evaluate_checkpoint(make_engine(model, None, config), ckpt, val_set,

@@ -7,7 +7,8 @@ script compiles each kernel with NVVM, the compiler numba-cuda uses on a real ma
 the argument types the wrappers pass, and reports the PTX lines that touch ``.f64``.
 
 Run as ``python tests/cuda_ptx.py`` (never with NUMBA_ENABLE_CUDASIM=1). Prints one JSON
-object ``{kernel: {"error": str | null, "f64": [lines]}}``; exits with status 3 and a reason
+object ``{kernel: {"error": str | null, "f64": [lines], "div64": [lines]}}`` ("div64": the
+64-bit integer divisions and remainders, a long subroutine each on a GPU); exits with status 3 and a reason
 when NVVM / libdevice is not installed (no CUDA toolkit), so the caller can skip.
 
 Without a driver, numba-cuda would ask it for the device's compute capability (for device
@@ -58,7 +59,7 @@ def kernels_and_signatures():
         ("maxpool_backward", maxpool._maxpool_backward_kernel,
          (a(3), a(3, T.int64), i64, i64, i64, i64, a(3))),
         ("add_bias", bias._add_bias_kernel, (a(3), a(1))),
-        ("bias_grad", bias._bias_grad_kernel, (a(3), a(1))),
+        ("bias_grad", bias._bias_grad_kernel, (a(3), i64, a(2))),
         ("swap_outer_axes", layout._swap_outer_axes_kernel, (a(3), a(3))),
         ("relu_forward", relu._relu_forward_kernel, (a(1), a(1))),
         ("relu_backward", relu._relu_backward_kernel, (a(1), a(1), a(1))),
@@ -105,10 +106,14 @@ def main() -> int:
         try:
             ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=CC)
         except Exception as err:  # noqa: BLE001 - reported per kernel
-            report[name] = {"error": f"{type(err).__name__}: {err}"[:3000], "f64": []}
+            report[name] = {"error": f"{type(err).__name__}: {err}"[:3000], "f64": [],
+                            "div64": []}
             continue
-        report[name] = {"error": None,
-                        "f64": [line.strip() for line in ptx.splitlines() if ".f64" in line]}
+        lines = [line.strip() for line in ptx.splitlines()]
+        report[name] = {"error": None, "f64": [line for line in lines if ".f64" in line],
+                        "div64": [line for line in lines
+                                  if line.startswith(("div.s64", "div.u64", "rem.s64",
+                                                      "rem.u64"))]}
     print(json.dumps(report))
     return 0
 

@@ -14,6 +14,7 @@ statistics, and every kernel compiling for sm_90 in float32.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -283,10 +284,19 @@ def test_layout_round_trip():
     np.testing.assert_array_equal(back, y_cm)
 
 
-@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 5, 8)])
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 5, 8), "several blocks per output"])
 def test_bias_add_and_gradient(shape):
-    """(N, F) and (N, F, H, W); N*H*W = 80 > the reduction block, so threads stride."""
+    """(N, F) and (N, F, H, W); N*H*W = 80 > the reduction block, so threads stride; the
+    last case has about 2.1 blocks' worth of values per output (partial sums, then a sum)."""
     from minialexnet.kernels import cuda as kc
+    from minialexnet.kernels.cuda.bias import VALUES_PER_BLOCK, bias_grad_slices
+
+    if shape == "several blocks per output":
+        side = math.ceil(math.sqrt(VALUES_PER_BLOCK * 2.1 / 3))
+        shape = (3, 2, side, side)
+        assert bias_grad_slices(shape) == 3
+    else:
+        assert bias_grad_slices(shape) == 1
 
     rng = np.random.default_rng(8)
     y, b = rand(rng, *shape), rand(rng, shape[1])
@@ -450,6 +460,9 @@ def test_every_kernel_compiles_for_sm90_in_float32():
     assert not errors, errors
     doubles = {name: r["f64"] for name, r in report.items() if r["f64"]}
     assert not doubles, doubles
+    # im2col / col2im index in 32 bits (kernels/cuda/im2col.py): no 64-bit division is left.
+    assert report["im2col"]["div64"] == [] and report["col2im"]["div64"] == [], \
+        (report["im2col"]["div64"], report["col2im"]["div64"])
 
 
 drop_device_tests(globals(), keep=("test_under_cuda_simulator", *HOST_TESTS))

@@ -193,12 +193,39 @@ def test_is_an_engine_and_forward_backward_then_apply_update_is_train_step():
     halves.load_from_host()
     for name, value in halves.state_dict().items():
         np.testing.assert_array_equal(value, initial[name], err_msg=name)
+    # ... and the reloaded engine computes the initial network's function (no stale buffer).
+    want = tiny_model(seed=10).forward(x)
+    assert_close(halves.forward(x), want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
     twin.load_state_dict(model.state_dict())
     halves.load_from_host()
     halves.close()
     np.testing.assert_array_equal(halves.forward(x), whole.forward(x))
     with halves:
         assert halves.evaluate_batch(x, labels) == whole.evaluate_batch(x, labels)
+
+
+def test_uploads_go_through_two_pinned_buffers_in_turn():
+    """Host batches of any size, dtype and layout arrive intact, each through the other
+    pinned buffer than the last (gpu/step.py: PinnedStaging); device arrays pass as they are."""
+    from numba import cuda
+
+    from minialexnet.gpu.step import LossHead
+
+    rng = np.random.default_rng(12)
+    head = LossHead(3, 5, 4)
+    staging = head._image_staging
+    for n in (3, 1, 2):
+        x = rng.standard_normal((n, 3, 5, 5))                 # float64: cast on the way
+        labels = list(rng.integers(0, 4, size=n))
+        x_dev, labels_dev = head.upload(x[:, :, :, ::-1], labels)   # not contiguous
+        np.testing.assert_array_equal(x_dev.copy_to_host(),
+                                      x[:, :, :, ::-1].astype(np.float32))
+        np.testing.assert_array_equal(labels_dev.copy_to_host(), np.array(labels))
+        assert x_dev.dtype == np.float32 and labels_dev.dtype == np.int64
+    first, second = staging._buffers
+    assert first is not None and second is not None and first is not second
+    on_device = cuda.to_device(np.zeros((1, 3, 5, 5), np.float32))
+    assert head.upload(on_device)[0] is on_device
 
 
 def test_a_non_finite_loss_leaves_the_parameters_alone():

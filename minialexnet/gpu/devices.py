@@ -9,8 +9,12 @@ builds its ``CUDADevice`` (importing this module only then: numba-cuda is option
   layer's parameters onto the GPU and wraps the layer's device twin
   (``minialexnet.gpu.layers``) in the layer protocol (``TowerLayer``);
 - **work** runs in ``run(task)``: inside ``with cuda.gpus[index]`` (allocations and launches
-  go to this GPU), every kernel on the device's own stream, then a stream synchronize,
-  because the next gather reads the result from the other tower;
+  go to this GPU), every kernel on the device's own stream; the host does not wait for it.
+  ``run`` records an event on the stream when the task's work is queued, and the next
+  gather or reduce on the *other* tower makes its own stream wait for that event
+  (``_after_the_others``) before reading the result: the two streams are ordered on the
+  GPU, with no host synchronisation per stage (the host waits only where it reads numbers:
+  the loss, ``to_host``);
 - **gather** (``concatenate``, forward): every tower's maps joined along the channel axis,
   ``out[:, offset_u : offset_u + C_u] = piece_u`` (``kernels/cuda/columns.py``:
   ``place_columns``, one thread per output element);
@@ -19,9 +23,10 @@ builds its ``CUDADevice`` (importing this module only then: numba-cuda is option
   atomics and a fixed order of additions).
 
 A piece that lives on the *other* GPU is first copied into a local staging buffer with
-``copy_to_device`` (a device-to-device copy that the driver performs peer-to-peer where the
-two GPUs allow it), and the small kernels then read local memory only. The paper's GPUs
-likewise "read from and write to one another's memory directly" (§3.2).
+``copy_to_device`` (a device-to-device copy, peer-to-peer where the two GPUs allow it:
+``enable_peer_access`` turns that on when the engine is built), and the small kernels then
+read local memory only. The paper's GPUs likewise "read from and write to one another's
+memory directly" (§3.2).
 
 **Which names mean what.** Each ``CUDADevice`` object owns one stream, so:
 
@@ -33,8 +38,10 @@ likewise "read from and write to one another's memory directly" (§3.2).
 **What has and has not been tested.** The tests (``tests/test_cuda_parallel.py``) run
 ``"cuda:0,cuda:0"`` under the CUDA simulator: one device, streams that execute
 synchronously, kernels that run one at a time (the simulator allows no other: there the
-towers take turns, ``_SIMULATOR_TURN``). Not run anywhere yet: two host threads driving
-two real streams at once, and everything only two GPUs do, ``with cuda.gpus[1]``, copies
+towers take turns, ``_SIMULATOR_TURN``); there the events that order the two streams
+are recorded and waited on, but a synchronous stream cannot show a missing one. Not run
+anywhere yet: two host threads driving
+two real streams at once, and everything only two GPUs do, ``with cuda.gpus[1]``, peer access, copies
 between GPUs (``_gpu_of`` finding an array on the other device) and two GPUs computing at
 once. That code follows numba-cuda's documented API, but a first run on such a machine
 should compare the split against the CPU model (as the tests do) before it is trusted.
@@ -50,6 +57,7 @@ import contextlib
 import copy
 import math
 import threading
+import weakref
 from typing import Callable, Sequence
 
 import numpy as np
@@ -65,6 +73,9 @@ from minialexnet.parallel.devices import Device
 # The CUDA simulator executes one kernel at a time per process (it asserts so): under it the
 # towers take turns, whatever the runner's mode. On a GPU the towers run freely.
 _SIMULATOR_TURN = threading.RLock() if SIMULATOR else contextlib.nullcontext()
+
+# Every CUDADevice alive: a gather or reduce waits for the others' last queued work.
+_DEVICES = weakref.WeakSet()
 
 
 def _as_ncp(a):
@@ -111,6 +122,13 @@ class CUDADevice(Device):
         self.index = int(index)
         self._stream = None
         self._buffers: dict = {}
+        self._queued = None             # event after the work of the last ``run``
+        # The towers whose outputs this one reads (set by CudaTwoTowerAlexNet); None: every
+        # CUDADevice alive, which is always safe.
+        self.partners = None
+        _DEVICES.add(self)
+        # The GEMM of this tower's layers: "numba" or "cublas" (set by CudaTwoTowerAlexNet).
+        self.gemm = "numba"
 
     @property
     def name(self) -> str:
@@ -165,6 +183,7 @@ class CUDADevice(Device):
     def concatenate(self, pieces: Sequence):
         """Gather along axis 1 (see ``Device.concatenate``); a single piece (the image) is
         returned as is when it lives on this GPU, else copied here. Call inside ``run``."""
+        self._after_the_others()
         if len(pieces) == 1:
             return self.local(pieces[0], "input")
         n, rest = pieces[0].shape[0], tuple(pieces[0].shape[2:])
@@ -189,6 +208,7 @@ class CUDADevice(Device):
         """Reduce along axis 1 (see ``Device.sum_slices``), in tower order. The result is a
         view of one reused buffer, valid until the next ``sum_slices`` on this device (the
         stage's backward consumes it first). Call inside ``run``."""
+        self._after_the_others()
         n, rest = arrays[0].shape[0], tuple(arrays[0].shape[2:])
         out = self._buffer("reduce", (n, stop - start, *rest))
         out3 = _as_ncp(out)
@@ -202,10 +222,21 @@ class CUDADevice(Device):
         return out
 
     def run(self, task: Callable):
+        """``task()`` with this GPU current; its kernels are queued on this tower's stream
+        and an event is recorded after them (the host does not wait)."""
         with _SIMULATOR_TURN, cuda.gpus[self.index]:
             result = task()
-            self.stream.synchronize()
+            if self._queued is None:
+                self._queued = cuda.event()
+            self._queued.record(self.stream)
         return result
+
+    def _after_the_others(self) -> None:
+        """Make this stream wait (on the GPU) for the work the other towers have queued so
+        far: their outputs are what a gather or a reduce reads."""
+        for other in list(_DEVICES) if self.partners is None else self.partners:
+            if other is not self and other._queued is not None:
+                other._queued.wait(self.stream)
 
     # -- buffers --------------------------------------------------------------------------------
 
@@ -245,6 +276,32 @@ class CUDADevice(Device):
         return f"CUDADevice({self.index})"
 
 
+def enable_peer_access(devices: Sequence) -> list:
+    """Let every pair of the ``devices``' GPUs that can read each other's memory do so
+    (``cuCtxEnablePeerAccess``), so that copies between the towers go GPU to GPU (NVLink or
+    PCIe) instead of through the host. Returns the ``(i, j)`` pairs enabled now; pairs that
+    cannot, or already are, are left as they are. Nothing to do on one GPU or the simulator."""
+    indices = sorted({d.index for d in devices})
+    if SIMULATOR or len(indices) < 2:
+        return []
+    enabled = []
+    for i in indices:
+        for j in indices:
+            if i == j:
+                continue
+            with cuda.gpus[j]:
+                peer = cuda.current_context()
+            with cuda.gpus[i]:
+                context = cuda.current_context()
+                try:
+                    if context.can_access_peer(j):
+                        context.enable_peer_access(peer.handle)
+                        enabled.append((i, j))
+                except Exception:  # noqa: BLE001 - already enabled, or refused: copies still work
+                    continue
+    return enabled
+
+
 # -- a tower's layer on the GPU ----------------------------------------------------------------
 
 class TowerLayer:
@@ -282,7 +339,8 @@ class TowerLayer:
         twin. Call with this tower's GPU current (inside ``device.run``)."""
         if batch > self.capacity:
             self._twin = device_layer(self.template, self.in_shape, batch, self.params,
-                                      sequence=0, stream=self.device.stream)
+                                      sequence=0, stream=self.device.stream,
+                                      gemm=self.device.gemm)
             self._twin.grads = self.grads
             self.capacity = batch
         return self._twin

@@ -28,7 +28,7 @@ from minialexnet.kernels.cuda import lrn as k_lrn
 from minialexnet.kernels.cuda import maxpool as k_maxpool
 from minialexnet.kernels.cuda import relu as k_relu
 from minialexnet.kernels.cuda import tanh as k_tanh
-from minialexnet.kernels.cuda.gemm import GemmPlan
+from minialexnet.kernels.cuda.cublas import gemm_plan_class
 
 
 class Scratch:
@@ -72,10 +72,23 @@ class DeviceLayer:
     def _build_batch(self, n: int):
         return {}
 
+    def _bias_partials(self) -> Scratch:
+        """The buffer of ``bias_grad``'s partial sums for the largest batch (kernels/cuda/
+        bias.py), for a layer with a bias over its first output axis."""
+        slices = k_bias.bias_grad_slices((self.capacity, *self.out_shape))
+        return Scratch(slices * self.out_shape[0], stream=self.stream)
+
+    def _bias_grad(self, dy, db):
+        """``db`` = the bias gradient of ``dy``, with the partial sums in this layer's buffer."""
+        slices = k_bias.bias_grad_slices(tuple(dy.shape))
+        partials = self._partials.view((slices, dy.shape[1])) if slices > 1 else None
+        return k_bias.bias_grad(dy, db, stream=self.stream, partials=partials)
+
     def gemm_plans(self, n: int) -> dict:
-        """The ``GemmPlan`` objects this layer runs for a batch of ``n`` (for benchmarks)."""
+        """The GEMM plans (``GemmPlan`` or ``CublasGemmPlan``) this layer runs for a batch of
+        ``n`` (for benchmarks)."""
         return {key: value for key, value in self._for_batch(n).items()
-                if isinstance(value, GemmPlan)}
+                if hasattr(value, "flops")}
 
     def forward(self, x, train: bool, seed: int):
         raise NotImplementedError
@@ -97,9 +110,10 @@ class DeviceConv2D(DeviceLayer):
     buffers of the network (conv2's cols is 0.9 GB at batch 128).
     """
 
-    def __init__(self, layer, in_shape, capacity, params, stream=0) -> None:
+    def __init__(self, layer, in_shape, capacity, params, stream=0, gemm="numba") -> None:
         c, h, w = in_shape
         super().__init__(in_shape, layer.output_shape(tuple(in_shape)), capacity, stream)
+        self.gemm = gemm                 # "numba" (gemm.py) or "cublas" (cublas.py)
         f, self.out_h, self.out_w = self.out_shape
         self.kernel_h, self.kernel_w = layer.kernel_h, layer.kernel_w
         self.stride, self.padding, self.groups = layer.stride, layer.padding, layer.groups
@@ -112,6 +126,7 @@ class DeviceConv2D(DeviceLayer):
         self._product = self._scratch((f, self.pixels))          # Y, then dY
         self._y = self._scratch(self.out_shape)
         self._dx = self._scratch(in_shape)
+        self._partials = self._bias_partials()
 
     def _build_batch(self, n: int):
         g, f = self.groups, self.out_shape[0]
@@ -119,10 +134,11 @@ class DeviceConv2D(DeviceLayer):
         w_g = (g, f // g, self.rows // g)
         cols_g = (g, self.rows // g, positions)
         y_g = (g, f // g, positions)
+        plan = gemm_plan_class(self.gemm)
         return {
-            "forward": GemmPlan(w_g, cols_g),                          # W_g @ cols_g
-            "grad_w": GemmPlan(y_g, cols_g, trans_b=True),             # dY_g @ cols_g^T
-            "grad_cols": GemmPlan(w_g, y_g, trans_a=True),             # W_g^T @ dY_g
+            "forward": plan(w_g, cols_g),                              # W_g @ cols_g
+            "grad_w": plan(y_g, cols_g, trans_b=True),                 # dY_g @ cols_g^T
+            "grad_cols": plan(w_g, y_g, trans_a=True),                 # W_g^T @ dY_g
             "cols": self._cols.view((self.rows, positions)),
             "product": self._product.view((f, positions)),
             "y": self._y.view((n, f, self.out_h, self.out_w)),
@@ -153,7 +169,7 @@ class DeviceConv2D(DeviceLayer):
         d_product = b["product"]
         k_layout.to_channel_major(dy.reshape(n, dy.shape[1], self.pixels), out=d_product,
                                   stream=s)
-        k_bias.bias_grad(dy, self.grads["b"], stream=s)
+        self._bias_grad(dy, self.grads["b"])
         b["grad_w"](d_product.reshape(y_g), b["cols"].reshape(cols_g),
                     self.grads["W"].reshape(w_g), stream=s)
         if not need_dx:
@@ -172,19 +188,22 @@ class DeviceLinear(DeviceLayer):
     ``db = sum_n dy``, ``dx = dy @ W``, three GEMMs with the transposes done by the kernel's
     indexing (no transposed copies of W)."""
 
-    def __init__(self, layer, in_shape, capacity, params, stream=0) -> None:
+    def __init__(self, layer, in_shape, capacity, params, stream=0, gemm="numba") -> None:
         super().__init__(in_shape, (layer.out_features,), capacity, stream)
+        self.gemm = gemm
         self.params = params
         self.grads = {"W": cuda.device_array(params["W"].shape, np.float32, stream=stream),
                       "b": cuda.device_array(params["b"].shape, np.float32, stream=stream)}
         self._y = self._scratch(self.out_shape)
         self._dx = self._scratch(in_shape)
+        self._partials = self._bias_partials()
 
     def _build_batch(self, n: int):
         (d_in,), (d_out,) = self.in_shape, self.out_shape
-        return {"forward": GemmPlan((n, d_in), (d_out, d_in), trans_b=True),     # x @ W^T
-                "grad_w": GemmPlan((n, d_out), (n, d_in), trans_a=True),         # dy^T @ x
-                "grad_x": GemmPlan((n, d_out), (d_out, d_in)),                   # dy @ W
+        plan = gemm_plan_class(self.gemm)
+        return {"forward": plan((n, d_in), (d_out, d_in), trans_b=True),         # x @ W^T
+                "grad_w": plan((n, d_out), (n, d_in), trans_a=True),             # dy^T @ x
+                "grad_x": plan((n, d_out), (d_out, d_in)),                       # dy @ W
                 "y": self._y.view((n, d_out)), "dx": self._dx.view((n, d_in))}
 
     def forward(self, x, train: bool, seed: int):
@@ -197,7 +216,7 @@ class DeviceLinear(DeviceLayer):
     def backward(self, dy, need_dx: bool = True):
         b = self._for_batch(dy.shape[0])
         b["grad_w"](dy, self._x, self.grads["W"], stream=self.stream)
-        k_bias.bias_grad(dy, self.grads["b"], stream=self.stream)
+        self._bias_grad(dy, self.grads["b"])
         if not need_dx:
             return None
         return b["grad_x"](dy, self.params["W"], b["dx"], stream=self.stream)
@@ -329,16 +348,18 @@ class DeviceFlatten(DeviceLayer):
 
 
 def device_layer(layer, in_shape: tuple, capacity: int, params: dict, sequence: int,
-                 stream=0) -> DeviceLayer:
+                 stream=0, gemm: str = "numba") -> DeviceLayer:
     """The device twin of the CPU ``layer`` for inputs ``(N <= capacity, *in_shape)``.
 
     ``params``: the layer's parameters as device arrays (``{"W", "b"}`` or ``{}``);
-    ``sequence``: the layer's position, naming its dropout masks.
+    ``sequence``: the layer's position, naming its dropout masks; ``gemm``: ``"numba"`` (the
+    hand-written SGEMM) or ``"cublas"`` for the products of Conv2D and Linear
+    (``kernels.cuda.cublas.choose_gemm`` resolves ``"auto"``).
     """
     if isinstance(layer, L.Conv2D):
-        return DeviceConv2D(layer, in_shape, capacity, params, stream)
+        return DeviceConv2D(layer, in_shape, capacity, params, stream, gemm)
     if isinstance(layer, L.Linear):
-        return DeviceLinear(layer, in_shape, capacity, params, stream)
+        return DeviceLinear(layer, in_shape, capacity, params, stream, gemm)
     if isinstance(layer, L.ReLU):
         return DeviceActivation(k_relu.relu_forward, k_relu.relu_backward, in_shape, capacity,
                                 stream)

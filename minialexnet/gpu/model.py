@@ -31,6 +31,7 @@ from numba import cuda
 from minialexnet.gpu.layers import device_layer
 from minialexnet.gpu.step import GPUEngine, LossHead, check_images, sgd_step
 from minialexnet.kernels.cuda import require_cuda
+from minialexnet.kernels.cuda.cublas import choose_gemm
 
 
 class CudaAlexNet(GPUEngine):
@@ -45,6 +46,9 @@ class CudaAlexNet(GPUEngine):
         schedules keep working, and its momentum buffers are copied to the GPU
     batch_size : the largest batch the device buffers hold (they grow if a larger one comes)
     stream : CUDA stream for every kernel (default: the default stream)
+    gemm : ``"auto"`` (cuBLAS where nvmath-python and a GPU are present, never under the
+        simulator), ``"numba"`` (the hand-written SGEMM of ``kernels/cuda/gemm.py``) or
+        ``"cublas"`` (``RuntimeError`` where it cannot run); the choice made is ``self.gemm``
 
     Device memory for the paper's network at batch 128 is a few GB (im2col matrices of conv1
     and conv2 dominate). Raises ``RuntimeError`` when no GPU (or simulator) is available.
@@ -52,9 +56,11 @@ class CudaAlexNet(GPUEngine):
     array, single-device names), ``capacity``.
     """
 
-    def __init__(self, model, optimizer=None, batch_size: int = 128, stream=0) -> None:
+    def __init__(self, model, optimizer=None, batch_size: int = 128, stream=0,
+                 gemm: str = "auto") -> None:
         require_cuda("CudaAlexNet")
         self.model, self.optimizer, self.stream = model, optimizer, stream
+        self.gemm = choose_gemm(gemm)
         self.input_size, self.num_classes = model.input_size, model.num_classes
         self.config = dict(model.config)
         self.params: OrderedDict = OrderedDict()
@@ -77,7 +83,7 @@ class CudaAlexNet(GPUEngine):
         for position, (name, layer) in enumerate(self.model.layers.items()):
             params = {key: self.params[f"{name}.{key}"] for key in layer.params}
             self.layers[name] = device_layer(layer, shape, capacity, params, position,
-                                             self.stream)
+                                             self.stream, self.gemm)
             shape = self.layers[name].out_shape
         if shape != (self.num_classes,):
             raise ValueError(f"the network ends in shape {shape}, not ({self.num_classes},)")
@@ -180,4 +186,4 @@ class CudaAlexNet(GPUEngine):
 
     def __repr__(self) -> str:
         return (f"CudaAlexNet(variant={self.config['variant']!r}, "
-                f"num_classes={self.num_classes}, capacity={self.capacity})")
+                f"num_classes={self.num_classes}, capacity={self.capacity}, gemm={self.gemm!r})")

@@ -5,7 +5,8 @@ towers, ``towers.py``) run the same training step and differ only in how a forwa
 backward pass travel through the network::
 
     check       images (N, 3, S, S) and labels (N,), on the host or already on the GPU
-    upload      host arrays copied once into reused device buffers (``LossHead.upload``)
+    upload      host arrays copied once into reused device buffers (``LossHead.upload``),
+                through pinned host memory, asynchronously (``PinnedStaging``)
     forward     the engine's own pass, dropout on                     -> device logits
     loss        softmax cross-entropy on the GPU; three numbers come back (``LossHead.loss``)
     backward    dL/dlogits on the GPU (``LossHead.gradient``), then the engine's own pass
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import cuda
 
 from minialexnet.checks import check_array, check_labels
 from minialexnet.engine import StepResult
@@ -30,6 +32,41 @@ from minialexnet.kernels.cuda._launch import check_device_array, is_device_array
 from minialexnet.kernels.cuda.sgd import sgd_update
 from minialexnet.kernels.cuda.softmax_cross_entropy import (softmax_cross_entropy_backward,
                                                             softmax_cross_entropy_forward)
+
+
+class PinnedStaging:
+    """Host-to-device copies through page-locked ("pinned") host memory, two buffers in turn.
+
+    A copy from ordinary (pageable) memory makes the driver first copy the data into a pinned
+    buffer of its own, with the host waiting; from pinned memory the GPU's copy engine reads
+    it directly, at full bus speed, while the host goes on (``cudaMemcpyAsync``). The batch
+    is written into one of two pinned buffers, and the copy is queued on ``stream``; an event
+    recorded after the copy says when that buffer may be written again, so the next batch
+    goes into the other buffer and the host waits only if *that* one is still being read.
+
+    The images arrive as float32: the augmentation (§4.1: mean subtraction, PCA colour noise)
+    has made them real numbers on the host, so uint8 would need that work moved to the GPU.
+    """
+
+    def __init__(self, size: int, dtype, stream=0) -> None:
+        self.size, self.dtype, self.stream = max(1, int(size)), np.dtype(dtype), stream
+        self._buffers = [None, None]
+        self._done = [None, None]        # event after the last copy out of each buffer
+        self._turn = 0
+
+    def copy(self, host, device_view) -> None:
+        """Queue ``device_view[...] = host`` (cast to this dtype) on the stream."""
+        k = self._turn
+        self._turn = 1 - k
+        if self._done[k] is not None:
+            self._done[k].synchronize()              # the copy that read buffer k is over
+        if self._buffers[k] is None:
+            self._buffers[k] = cuda.pinned_array(self.size, dtype=self.dtype)
+            self._done[k] = cuda.event()
+        staged = self._buffers[k][:host.size].reshape(host.shape)
+        np.copyto(staged, host, casting="unsafe")
+        device_view.copy_to_device(staged, stream=self.stream)
+        self._done[k].record(self.stream)
 
 
 class LossHead:
@@ -41,6 +78,8 @@ class LossHead:
         self.input_size, self.stream = input_size, stream
         self._images = Scratch(capacity * 3 * input_size ** 2, stream=stream)
         self._labels = Scratch(capacity, np.int64, stream=stream)
+        self._image_staging = PinnedStaging(capacity * 3 * input_size ** 2, np.float32, stream)
+        self._label_staging = PinnedStaging(capacity, np.int64, stream)
         self._log_z = Scratch(capacity, stream=stream)
         self._example = Scratch(2 * capacity, stream=stream)
         self._dlogits = Scratch(capacity * num_classes, stream=stream)
@@ -48,15 +87,16 @@ class LossHead:
 
     def upload(self, x, labels=None):
         """Device views of the batch: host arrays are copied into the reused buffers (as
-        float32 / int64), device arrays are used as they are; ``labels`` may be None."""
+        float32 / int64) through pinned memory, asynchronously on the stream
+        (``PinnedStaging``); device arrays are used as they are; ``labels`` may be None."""
         if not is_device_array(x):
-            host = np.ascontiguousarray(x, dtype=np.float32)
+            host = np.asarray(x)
             x = self._images.view(host.shape)
-            x.copy_to_device(host, stream=self.stream)
+            self._image_staging.copy(host, x)
         if labels is not None and not is_device_array(labels):
-            host = np.ascontiguousarray(labels, dtype=np.int64)
+            host = np.asarray(labels)
             labels = self._labels.view(host.shape)
-            labels.copy_to_device(host, stream=self.stream)
+            self._label_staging.copy(host, labels)
         return x, labels
 
     def loss(self, logits, labels) -> tuple[float, int, int]:

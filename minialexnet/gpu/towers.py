@@ -40,9 +40,10 @@ import numpy as np
 from numba import cuda
 
 from minialexnet.checks import check_array
-from minialexnet.gpu.devices import CUDADevice
+from minialexnet.gpu.devices import CUDADevice, enable_peer_access
 from minialexnet.gpu.step import GPUEngine, LossHead, sgd_step
 from minialexnet.kernels.cuda import require_cuda
+from minialexnet.kernels.cuda.cublas import choose_gemm
 from minialexnet.parallel import TwoTowerAlexNet
 
 
@@ -68,6 +69,7 @@ class CudaTwoTowerAlexNet(GPUEngine):
     mode : ``"threads"`` (the towers' work at the same time: on one GPU their streams
         overlap) or ``"sequential"`` (same numbers)
     rng : the generator of the dropout seeds (default ``model.rng``)
+    gemm : ``"auto"``, ``"numba"`` or ``"cublas"``, as for ``CudaAlexNet`` (``self.gemm``)
 
     The engine protocol (``minialexnet.engine``), plus ``evaluate_batch``, ``gradients``,
     ``state_dict``, ``named_parameters`` (per-tower names, device arrays) and, for tests and
@@ -77,8 +79,10 @@ class CudaTwoTowerAlexNet(GPUEngine):
     """
 
     def __init__(self, model, optimizer=None, batch_size: int = 128, devices=None,
-                 mode: str = "threads", rng: np.random.Generator | None = None) -> None:
+                 mode: str = "threads", rng: np.random.Generator | None = None,
+                 gemm: str = "auto") -> None:
         require_cuda("CudaTwoTowerAlexNet")
+        self.gemm = choose_gemm(gemm)
         self.split_net = TwoTowerAlexNet.from_model(
             model, default_devices() if devices is None else devices, mode, rng)
         self.towers, self.devices = self.split_net.towers, self.split_net.devices
@@ -86,6 +90,10 @@ class CudaTwoTowerAlexNet(GPUEngine):
             raise ValueError(f"CudaTwoTowerAlexNet runs its towers on GPUs, got devices "
                              f"{[str(d) for d in self.devices]}; write e.g. "
                              f"devices='cuda:0,cuda:1', or use TwoTowerAlexNet for CPU towers")
+        for device in self.devices:
+            device.gemm = self.gemm
+            device.partners = [other for other in self.devices if other is not device]
+        self.peer_access = enable_peer_access(self.devices)     # [(i, j)] enabled now
         self.model, self.optimizer = model, optimizer
         self.input_size, self.num_classes = model.input_size, model.num_classes
         self.config = dict(model.config)

@@ -25,6 +25,7 @@ ARCH_DEFAULTS = {
 
 DEVICES = ("cpu", "cuda")
 TOWER_MODES = ("threads", "sequential")
+GEMMS = ("auto", "numba", "cublas")     # minialexnet.kernels.cuda.cublas.GEMM_CHOICES
 
 #: ``"plateau"``, ``None``/``"none"`` (constant rate) or ``optimizer -> schedule``.
 Schedule = Union[str, None, Callable]
@@ -51,6 +52,9 @@ class TrainConfig:
         ``"sequential"`` (one after the other, for stepping through; the same numbers)
     threads : CPU threads for Numba's kernels and NumPy's BLAS together
         (``minialexnet.threads.set_threads``); ``None``: leave them as they are (all cores)
+    gemm : with ``device="cuda"``, the matrix products: ``"auto"`` (cuBLAS where
+        nvmath-python is installed, else the hand-written kernel), ``"numba"`` (the
+        hand-written SGEMM, ``kernels/cuda/gemm.py``) or ``"cublas"``
 
     Which engine runs these settings is decided in one place, ``make_engine``.
     """
@@ -68,6 +72,7 @@ class TrainConfig:
     devices: str | None = None
     tower_mode: str = "threads"
     threads: int | None = None
+    gemm: str = "auto"
 
     def __post_init__(self) -> None:
         if self.threads is not None:
@@ -77,6 +82,7 @@ class TrainConfig:
         self.print_freq = check_positive_int(self.print_freq, "print_freq")
         for name, value, allowed in (("val_crops", self.val_crops, CROPS),
                                      ("device", self.device, DEVICES),
-                                     ("tower_mode", self.tower_mode, TOWER_MODES)):
+                                     ("tower_mode", self.tower_mode, TOWER_MODES),
+                                     ("gemm", self.gemm, GEMMS)):
             if value not in allowed:
                 raise ValueError(f"TrainConfig: {name} must be one of {allowed}, got {value!r}")

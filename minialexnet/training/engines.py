@@ -37,8 +37,9 @@ def make_engine(model, optimizer, config: TrainConfig, context=None):
     model : a host ``AlexNet`` (any variant); on the CPU without ``config.devices`` also an
         already split ``TwoTowerAlexNet``
     optimizer : ``minialexnet.optim.SGD`` over ``model``, or ``None`` for inference only
-    config : ``TrainConfig``; reads ``device``, ``devices``, ``tower_mode``, ``batch_size``
-        (the largest batch a GPU engine reserves memory for; it grows if a larger one comes)
+    config : ``TrainConfig``; reads ``device``, ``devices``, ``tower_mode``, ``gemm`` and
+        ``batch_size`` (the largest batch a GPU engine reserves memory for; it grows if a
+        larger one comes)
 
     ``engine.model`` and ``engine.optimizer`` are what checkpoints save: ``model`` and
     ``optimizer`` themselves, except for the CPU split, whose engine trains a
@@ -82,8 +83,8 @@ def _gpu_engine(model, optimizer, config: TrainConfig, context):
         cuda.select_device(context.local_rank)   # the GPU of this process's local rank
     if config.devices:
         return gpu.CudaTwoTowerAlexNet(model, optimizer, batch_size=config.batch_size,
-                                       devices=config.devices)
-    return gpu.CudaAlexNet(model, optimizer, batch_size=config.batch_size)
+                                       devices=config.devices, gemm=config.gemm)
+    return gpu.CudaAlexNet(model, optimizer, batch_size=config.batch_size, gemm=config.gemm)
 
 
 def _cpu_split_engine(model, optimizer, config: TrainConfig) -> CPUEngine:

@@ -7,6 +7,7 @@ im2col.py                  im2col, col2im                                       
 lrn.py                     lrn_forward, lrn_backward                             cpu/lrn.py
 maxpool.py                 maxpool_forward, maxpool_backward                     cpu/maxpool.py
 gemm.py                    gemm, GemmPlan                                        (NumPy matmul)
+cublas.py                  CublasGemmPlan, choose_gemm (cuBLAS, optional)        (NumPy matmul)
 layout.py                  to_image_major, to_channel_major                      (NumPy transpose)
 bias.py                    add_bias, bias_grad                                   (NumPy)
 relu.py, tanh.py           relu_/tanh_forward, relu_/tanh_backward               (NumPy)
@@ -29,6 +30,12 @@ in ``kernels/cpu/``. Import those functions from their file:
 ``from minialexnet.kernels.cuda.gemm import gemm``.
 """
 import importlib
+
+from minialexnet.kernels.cuda._compat import restore_row_stack
+
+# Before any numba.cuda import: numba-cuda <= 0.30.4 needs np.row_stack, which NumPy 2.5
+# removed (see _compat.py; nothing happens with a NumPy that still has it).
+restore_row_stack()
 
 _WHERE = {"im2col": "im2col", "col2im": "im2col",
           "lrn_forward": "lrn", "lrn_backward": "lrn",

@@ -9,8 +9,14 @@ from __future__ import annotations
 import numpy as np
 from numba import config, cuda
 
+from minialexnet.kernels.cuda._compat import fix_simulator_shared_arrays
+
 # True when numba.cuda is the CUDA simulator (NUMBA_ENABLE_CUDASIM=1 before Numba's import).
 SIMULATOR = bool(config.ENABLE_CUDASIM)
+if SIMULATOR:
+    # Every thread of a block must get the same shared array (a race in the simulator:
+    # see _compat.py). Every kernel file imports this module before it launches anything.
+    fix_simulator_shared_arrays()
 
 # Threads per block of the elementwise kernels: 256 on a GPU (8 warps: a multiple of the
 # 32-thread warp, several blocks per SM to hide memory latency). The simulator runs every

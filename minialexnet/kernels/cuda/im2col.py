@@ -28,23 +28,41 @@ from minialexnet.kernels.cuda._launch import (THREADS_PER_BLOCK, blocks_for,
 from minialexnet.shapes import conv_output_size
 
 
+# Index arithmetic in 32 bits. Numba computes with 64-bit integers, and a 64-bit division is
+# a long subroutine on a GPU (there is no hardware divider; a 32-bit one is a few
+# instructions). Every index here is non-negative and below 2**32 (checked on the host), so
+# the kernels take them apart as uint32, and each decomposition costs one division:
+# ``q = a // b``, then ``a - q * b`` for the remainder. Numba widens the result of uint32
+# arithmetic to 64 bits, so every value that is divided is cast back with ``U32(...)``
+# (tests/cuda_ptx.py counts the 64-bit divisions left in the PTX: none).
+U32 = np.uint32
+MAX_INDEX = 2 ** 32 - 1
+
+
 @cuda.jit
 def _im2col_kernel(x, kernel_h, kernel_w, stride, padding, out_h, out_w, cols):
     """x: (N, C, H, W); cols: (C*KH*KW, N*OH*OW). Thread t -> cols.flat[t]."""
     t = cuda.grid(1)
-    columns = cols.shape[1]
-    if t >= cols.shape[0] * columns:
+    if t >= cols.shape[0] * cols.shape[1]:
         return
-    r = t // columns                       # row: (c, i, j)
-    q = t - r * columns                    # column: (n, oh, ow)
-    j = r % kernel_w
-    i = (r // kernel_w) % kernel_h
-    c = r // (kernel_w * kernel_h)
-    ow = q % out_w
-    oh = (q // out_w) % out_h
-    n = q // (out_w * out_h)
-    h = oh * stride + i - padding
-    w = ow * stride + j - padding
+    columns = U32(cols.shape[1])
+    kw = U32(kernel_w)
+    khw = U32(U32(kernel_h) * kw)
+    ow_count = U32(out_w)
+    pixels = U32(U32(out_h) * ow_count)
+    t32 = U32(t)
+    r = t32 // columns                     # row: (c, i, j)
+    q = U32(t32 - r * columns)             # column: (n, oh, ow)
+    c = r // khw
+    ij = U32(r - c * khw)
+    i = ij // kw
+    j = ij - i * kw
+    n = q // pixels
+    p = U32(q - n * pixels)
+    oh = p // ow_count
+    ow = p - oh * ow_count
+    h = np.int64(oh * U32(stride) + i) - padding     # may be negative: in the padding
+    w = np.int64(ow * U32(stride) + j) - padding
     value = np.float32(0.0)                # zero padding
     if 0 <= h < x.shape[2] and 0 <= w < x.shape[3]:
         value = x[n, c, h, w]
@@ -55,28 +73,44 @@ def _im2col_kernel(x, kernel_h, kernel_w, stride, padding, out_h, out_w, cols):
 def _col2im_kernel(cols, kernel_h, kernel_w, stride, padding, out_h, out_w, dx):
     """dx: (N, C, H, W) gathered from cols: (C*KH*KW, N*OH*OW). Thread t -> dx.flat[t]."""
     t = cuda.grid(1)
-    n_images, channels, height, width = dx.shape
-    if t >= n_images * channels * height * width:
+    if t >= dx.size:
         return
-    w = t % width
-    h = (t // width) % height
-    c = (t // (width * height)) % channels
-    n = t // (width * height * channels)
-    hp = h + padding                       # coordinates in the padded image
-    wp = w + padding
-    # Windows covering row hp: oh*stride <= hp <= oh*stride + KH - 1.
-    oh_first = max(0, (hp - kernel_h + stride) // stride)
-    oh_last = min(out_h - 1, hp // stride)
-    ow_first = max(0, (wp - kernel_w + stride) // stride)
-    ow_last = min(out_w - 1, wp // stride)
+    width = U32(dx.shape[3])
+    plane_size = U32(U32(dx.shape[2]) * width)
+    channels = U32(dx.shape[1])
+    t32 = U32(t)
+    plane = t32 // plane_size
+    pixel = U32(t32 - plane * plane_size)
+    h = pixel // width
+    w = pixel - h * width
+    n = plane // channels
+    c = plane - n * channels
+    hp = U32(h + U32(padding))             # coordinates in the padded image
+    wp = U32(w + U32(padding))
+    kh, kw, step = U32(kernel_h), U32(kernel_w), U32(stride)
+    # Windows covering row hp: oh*stride <= hp <= oh*stride + KH - 1, i.e. oh from
+    # ceil((hp - KH + 1) / stride) (0 if hp < KH) to floor(hp / stride), within the output.
+    oh_first = U32(hp - kh) // step + U32(1) if hp >= kh else U32(0)
+    oh_last = min(U32(out_h) - U32(1), hp // step)
+    ow_first = U32(wp - kw) // step + U32(1) if wp >= kw else U32(0)
+    ow_last = min(U32(out_w) - U32(1), wp // step)
+    pixels = U32(out_h) * U32(out_w)
+    first_column = n * pixels
     total = np.float32(0.0)
-    for oh in range(oh_first, oh_last + 1):
-        i = hp - oh * stride               # offset of this pixel inside window row oh
-        for ow in range(ow_first, ow_last + 1):
-            j = wp - ow * stride
-            r = (c * kernel_h + i) * kernel_w + j
-            total += cols[r, (n * out_h + oh) * out_w + ow]
+    for oh in range(oh_first, oh_last + U32(1)):
+        i = hp - oh * step                 # offset of this pixel inside window row oh
+        row_base = (c * kh + i) * kw
+        column_base = first_column + oh * U32(out_w)
+        for ow in range(ow_first, ow_last + U32(1)):
+            total += cols[row_base + (wp - ow * step), column_base + ow]
     dx[n, c, h, w] = total
+
+
+def _check_indices(size: int, who: str) -> None:
+    """The kernels index in 32 bits: refuse arrays of 2**32 elements or more."""
+    if size > MAX_INDEX:
+        raise ValueError(f"{who}: {size:,} elements exceed the 32-bit indices of the kernel "
+                         f"(at most {MAX_INDEX:,}); use a smaller batch")
 
 
 def im2col(x, kernel_h: int, kernel_w: int, stride: int, padding: int, out=None, stream=0):
@@ -93,6 +127,7 @@ def im2col(x, kernel_h: int, kernel_w: int, stride: int, padding: int, out=None,
     oh = conv_output_size(h, kernel_h, stride, padding)
     ow = conv_output_size(w, kernel_w, stride, padding)
     cols = output(out, (c * kernel_h * kernel_w, n * oh * ow), "im2col", "out", stream=stream)
+    _check_indices(cols.size, "im2col")
     _im2col_kernel[blocks_for(cols.size), THREADS_PER_BLOCK, stream](
         x, kernel_h, kernel_w, stride, padding, oh, ow, cols)
     return cols
@@ -115,6 +150,7 @@ def col2im(cols, x_shape: tuple, kernel_h: int, kernel_w: int, stride: int, padd
     ow = conv_output_size(w, kernel_w, stride, padding)
     check_device_array(cols, "col2im", "cols", shape=(c * kernel_h * kernel_w, n * oh * ow))
     dx = output(out, (n, c, h, w), "col2im", "out", stream=stream)
+    _check_indices(max(dx.size, cols.size), "col2im")
     _col2im_kernel[blocks_for(dx.size), THREADS_PER_BLOCK, stream](
         cols, kernel_h, kernel_w, stride, padding, oh, ow, dx)
     return dx
