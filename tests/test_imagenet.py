@@ -446,13 +446,14 @@ def test_data_imagenet_in_the_current_folder_is_looked_at_first(tmp_path, monkey
     os.makedirs(clone / "data")
     monkeypatch.chdir(clone)
     assert find_imagenet_root() == str(elsewhere)             # data/ without imagenet/train
-    make_tree(clone / "data" / "imagenet", {WNIDS[0]: 2}, {WNIDS[0]: 1})
+    make_tree(clone / "data" / "imagenet", {WNIDS[0]: 2, WNIDS[1]: 1},
+              {WNIDS[0]: 1, WNIDS[1]: 1})
     assert find_imagenet_root() == str(clone / "data" / "imagenet")   # before the variable
-    (tmp_path / "one.txt").write_text(WNIDS[0] + "\n")       # a one-class subset
+    (tmp_path / "two.txt").write_text(WNIDS[0] + "\n" + WNIDS[1] + "\n")   # a subset
     logged = []
-    train, val, _ = open_dataset(None, subset=tmp_path / "one.txt", image_size=8,
+    train, val, _ = open_dataset(None, subset=tmp_path / "two.txt", image_size=8,
                                  cache_dir=tmp_path / "c", log=logged.append)
-    assert (len(train), len(val)) == (2, 1)
+    assert (len(train), len(val)) == (3, 2)
     assert f"found ImageNet at {clone / 'data' / 'imagenet'}" in logged
 
 
