@@ -320,7 +320,7 @@ def training(report: Report, model, args, timer: Timer, torch, torch_note, cubla
 
 
 def _torch_step_ms(torch, model, x_host, labels_host, steps: int) -> float:
-    from gpu import torch_alexnet   # benchmarks/gpu.py: the same layers in PyTorch
+    from gpu import torch_alexnet  # benchmarks/gpu.py: the same layers in PyTorch
 
     net = torch_alexnet(torch, model).train()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)

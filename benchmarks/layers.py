@@ -41,16 +41,23 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import minialexnet  # noqa: E402
-from minialexnet.layers import (Conv2D, Dropout, LocalResponseNorm, MaxPool2D,  # noqa: E402
-                                Linear, ReLU, SoftmaxCrossEntropy)
+from minialexnet.layers import (  # noqa: E402
+    Conv2D,
+    Dropout,
+    Linear,
+    LocalResponseNorm,
+    MaxPool2D,
+    ReLU,
+    SoftmaxCrossEntropy,
+)
 
 try:
     import torch

@@ -32,8 +32,16 @@ import argparse
 import json
 import sys
 
-from minialexnet.cli import (BACKENDS, UsageError, fraction, inference_engine, model_file,
-                             nonnegative_int, positive_int, recorded_dataset)
+from minialexnet.cli import (
+    BACKENDS,
+    UsageError,
+    fraction,
+    inference_engine,
+    model_file,
+    nonnegative_int,
+    positive_int,
+    recorded_dataset,
+)
 from minialexnet.data.folders import DataError
 from minialexnet.data.imagenet import open_val_dataset
 from minialexnet.data.synthetic import make_synthetic

@@ -23,8 +23,8 @@ import sys
 
 import numpy as np
 
-from minialexnet.data.decode import UnreadableImage, decode_image
 from minialexnet.data.dataset import ImageDataset
+from minialexnet.data.decode import UnreadableImage, decode_image
 from minialexnet.data.folders import DataError, image_paths
 from minialexnet.data.loader import BatchLoader
 from minialexnet.training.checkpoint import CheckpointError

@@ -14,7 +14,7 @@ The error reported is ``||analytic - numeric|| / max(||analytic|| + ||numeric||,
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -33,8 +33,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from minialexnet.checks import check_array, check_rng
-from minialexnet.preprocessing import (BVLC_PREPROCESSING, check_class_names,
-                                       check_preprocessing)
+from minialexnet.preprocessing import BVLC_PREPROCESSING, check_class_names, check_preprocessing
 
 
 @dataclass(frozen=True)
@@ -399,7 +398,7 @@ class AlexNet:
         return self.config["class_names"]
 
     @classmethod
-    def from_config(cls, config: dict, rng: np.random.Generator | None = None) -> "AlexNet":
+    def from_config(cls, config: dict, rng: np.random.Generator | None = None) -> AlexNet:
         """Rebuild a network from ``model.config`` (as stored in a checkpoint's meta)."""
         config = dict(config)
         return cls(config.pop("num_classes"), config.pop("variant"), rng, **config)
@@ -411,8 +410,16 @@ class AlexNet:
         self._descriptions[name] = description
 
     def _build(self) -> None:
-        from minialexnet.layers import (Conv2D, Dropout, Flatten, Linear, LocalResponseNorm,
-                                        MaxPool2D, ReLU, Tanh)
+        from minialexnet.layers import (
+            Conv2D,
+            Dropout,
+            Flatten,
+            Linear,
+            LocalResponseNorm,
+            MaxPool2D,
+            ReLU,
+            Tanh,
+        )
         cfg, v = self.config, self.variant
         activation = {"relu": ReLU, "tanh": Tanh}[cfg["activation"]]
         pool_k, pool_s = (v.pool_kernel, v.pool_stride) if cfg["overlapping_pool"] else (2, 2)
@@ -545,7 +552,7 @@ class AlexNet:
             for key, param in layer.params.items():
                 yield f"{layer_name}.{key}", param, layer.grads.get(key)
 
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Copies of every parameter, keyed ``"conv1.W"``, ``"conv1.b"``, ... in forward order."""
         return OrderedDict((name, p.copy()) for name, p, _ in self.named_parameters())
 
@@ -568,7 +575,7 @@ class AlexNet:
         for name, p in own.items():
             p[...] = state[name]
 
-    def astype(self, dtype) -> "AlexNet":
+    def astype(self, dtype) -> AlexNet:
         """Cast every parameter (and gradient) to ``dtype`` in place; returns ``self``."""
         for layer in self.layers.values():
             layer.astype(dtype)

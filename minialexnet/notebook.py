@@ -107,7 +107,7 @@ def machine_info() -> dict[str, object]:
 def gpu_name(index: int = 0) -> str:
     """The name of GPU ``index`` as the driver reports it (``"CUDA simulator"`` under
     ``NUMBA_ENABLE_CUDASIM=1``). Needs numba-cuda (``pip install -e ".[cuda]"``)."""
-    from numba import cuda                               # optional: the CUDA extra
+    from numba import cuda  # optional: the CUDA extra
 
     with cuda.gpus[index]:
         name = getattr(cuda.get_current_device(), "name", "CUDA simulator")
@@ -117,7 +117,7 @@ def gpu_name(index: int = 0) -> str:
 def _gpu_line() -> str:
     """One line on the GPU that numba.cuda would use, or why there is none."""
     try:
-        from numba import cuda                           # optional: the CUDA extra
+        from numba import cuda  # optional: the CUDA extra
     except ImportError:
         return 'none: numba-cuda is not installed (pip install -e ".[cuda]")'
     if numba.config.ENABLE_CUDASIM:

@@ -35,8 +35,8 @@ import sys
 import numpy as np
 
 from minialexnet.cli import BACKENDS, UsageError, inference_engine, positive_int
-from minialexnet.data.decode import UnreadableImage, decode_image
 from minialexnet.data.dataset import ImageDataset
+from minialexnet.data.decode import UnreadableImage, decode_image
 from minialexnet.data.folders import DataError, image_paths
 from minialexnet.data.subsets import display_name
 from minialexnet.metrics import predict_proba

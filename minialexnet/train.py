@@ -34,28 +34,43 @@ import time
 
 import numpy as np
 
-from minialexnet.cli import (BACKENDS, UsageError, check_devices, float_at_least,
-                             nonnegative_int, open_datasets, positive_int, print_line,
-                             recorded_dataset, select_backend)
+from minialexnet.cli import (
+    BACKENDS,
+    UsageError,
+    check_devices,
+    float_at_least,
+    nonnegative_int,
+    open_datasets,
+    positive_int,
+    print_line,
+    recorded_dataset,
+    select_backend,
+)
 from minialexnet.data.folders import DataError
 from minialexnet.data.imagenet import dataset_record
 from minialexnet.distributed import init_context, prepared_once, stop_all_on_failure
 from minialexnet.model import INITS, AlexNet
 from minialexnet.optim import StepSchedule
 from minialexnet.training import TrainConfig, TrainingDiverged, fit, make_engine
-from minialexnet.training.checkpoint import (CheckpointError, check_finite, load_checkpoint,
-                                             restore_model)
+from minialexnet.training.checkpoint import (
+    CheckpointError,
+    check_finite,
+    load_checkpoint,
+    restore_model,
+)
 from minialexnet.training.config import ARCH_DEFAULTS
 from minialexnet.training.evaluation import evaluate_checkpoint
-from minialexnet.training.finetune import (FINE_TUNING_DEFAULTS, fine_tuning_stats,
-                                           new_classifier)
+from minialexnet.training.finetune import FINE_TUNING_DEFAULTS, fine_tuning_stats, new_classifier
 from minialexnet.training.model_files import load_model, stored_image_size
 from minialexnet.training.resume import check_training_keys
 from minialexnet.training.runfolder import OutputFolderError
 from minialexnet.training.runlog import CURVES_PNG, METRICS_CSV
-from minialexnet.training.trainer import (CHECKPOINT_LAST, SaveFailed, check_datasets,
-                                          hold_run_folder)
-
+from minialexnet.training.trainer import (
+    CHECKPOINT_LAST,
+    SaveFailed,
+    check_datasets,
+    hold_run_folder,
+)
 
 FINE_TUNED_FROM = "fine_tuned_from"     # checkpoint meta of a fine-tuning run: the file
 

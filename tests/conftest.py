@@ -7,7 +7,6 @@ kernel the first time it meets a new dtype or layout and that first example can 
 import os
 
 import pytest
-
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(

@@ -8,8 +8,9 @@ the argument types the wrappers pass, and reports the PTX lines that touch ``.f6
 
 Run as ``python tests/cuda_ptx.py`` (never with NUMBA_ENABLE_CUDASIM=1). Prints one JSON
 object ``{kernel: {"error": str | null, "f64": [lines], "div64": [lines]}}`` ("div64": the
-64-bit integer divisions and remainders, a long subroutine each on a GPU); exits with status 3 and a reason
-when NVVM / libdevice is not installed (no CUDA toolkit), so the caller can skip.
+64-bit integer divisions and remainders, a long subroutine each on a GPU); exits with
+status 3 and a reason when NVVM / libdevice is not installed (no CUDA toolkit), so the
+caller can skip.
 
 Without a driver, numba-cuda would ask it for the device's compute capability (for device
 functions) and ask NVRTC for its library path; neither matters for NVVM's PTX, so both
@@ -39,8 +40,20 @@ def kernels_and_signatures():
     """(name, kernel, argument types) for every kernel, as the wrappers launch them."""
     from numba import types as T
 
-    from minialexnet.kernels.cuda import (bias, columns, dropout, gemm, im2col, layout, lrn,
-                                          maxpool, relu, sgd, softmax_cross_entropy, tanh)
+    from minialexnet.kernels.cuda import (
+        bias,
+        columns,
+        dropout,
+        gemm,
+        im2col,
+        layout,
+        lrn,
+        maxpool,
+        relu,
+        sgd,
+        softmax_cross_entropy,
+        tanh,
+    )
 
     f32, i64, u64 = T.float32, T.int64, T.uint64
 

@@ -22,9 +22,16 @@ import numpy as np
 from minialexnet.data.dataset import compute_stats
 from minialexnet.data.loader import BatchLoader
 from minialexnet.data.synthetic import make_synthetic
-from minialexnet.distributed import (DataParallelEngine, check_batches, count_shard,
-                                     evaluate_split, init_context, main_only, prepared_once,
-                                     stop_all_on_failure)
+from minialexnet.distributed import (
+    DataParallelEngine,
+    check_batches,
+    count_shard,
+    evaluate_split,
+    init_context,
+    main_only,
+    prepared_once,
+    stop_all_on_failure,
+)
 from minialexnet.engine import CPUEngine
 from minialexnet.model import AlexNet
 from minialexnet.optim import SGD

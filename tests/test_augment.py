@@ -5,9 +5,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minialexnet.data import augment
-from minialexnet.data.augment import (CropPlan, apply_plan, apply_plan_numpy, center_crop,
-                                      draw_train_plan, pca_color_shift, random_crop_flip,
-                                      ten_crop)
+from minialexnet.data.augment import (
+    CropPlan,
+    apply_plan,
+    apply_plan_numpy,
+    center_crop,
+    draw_train_plan,
+    pca_color_shift,
+    random_crop_flip,
+    ten_crop,
+)
 from minialexnet.data.dataset import DatasetStats
 
 

@@ -14,9 +14,9 @@ import types
 
 import numpy as np
 import pytest
+from helpers import REPO
 from PIL import Image
 
-from helpers import REPO
 from minialexnet.data import cache_files
 from minialexnet.data.cache import build_split, exclusive
 from minialexnet.data.folders import DataError, list_class_folders

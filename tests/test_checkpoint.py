@@ -4,15 +4,19 @@ import os
 
 import numpy as np
 import pytest
-
 from helpers import run_python
-from minialexnet.training import checkpoint as ckpt_mod
-from minialexnet.training.checkpoint import (CheckpointError, load_checkpoint,
-                                             model_from_checkpoint, restore_model,
-                                             save_checkpoint)
+
 from minialexnet.data.dataset import DatasetStats
 from minialexnet.model import AlexNet
 from minialexnet.optim import SGD
+from minialexnet.training import checkpoint as ckpt_mod
+from minialexnet.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    restore_model,
+    save_checkpoint,
+)
 
 
 def _stats(size=35):

@@ -5,7 +5,6 @@ import ast
 import os
 
 import pytest
-
 from helpers import REPO, run_python
 
 COMMANDS = ("train", "evaluate", "predict", "prepare")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-
 from helpers import run_python
 
 needs_numba_cuda = pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,

@@ -15,7 +15,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from helpers import run_python
 
 pytest.importorskip("numba_cuda", reason="numba-cuda is not installed")

@@ -21,11 +21,10 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
 from helpers import REPO, run_python
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 HOST_TESTS = ("test_import_needs_no_cuda", "test_dropout_hash_statistics",
               "test_every_kernel_compiles_for_sm90_in_float32")
@@ -211,7 +210,8 @@ def _operands(rng, batch, m, n, k, trans_a, trans_b):
     lead = () if batch is None else (batch,)
     a = rand(rng, *lead, *((k, m) if trans_a else (m, k)))
     b = rand(rng, *lead, *((n, k) if trans_b else (k, n)))
-    op = (lambda t, x: np.swapaxes(x, -1, -2) if t else x)
+    def op(t, x):
+        return (np.swapaxes(x, -1, -2) if t else x)
     return a, b, np.matmul(op(trans_a, a), op(trans_b, b))
 
 

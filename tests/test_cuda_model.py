@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
 from helpers import engine_members, healthy_alexnet, run_python
 

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
 from helpers import engine_members, healthy_alexnet, run_python
 
@@ -103,8 +102,7 @@ def test_gather_and_reduce_by_hand():
 
 
 def test_two_gpus_where_there_is_one_is_refused_clearly():
-    from minialexnet.gpu import CUDADevice
-    from minialexnet.gpu import CudaTwoTowerAlexNet
+    from minialexnet.gpu import CUDADevice, CudaTwoTowerAlexNet
     from minialexnet.parallel import parse_devices
 
     for spec in ("cuda:0,cuda:1", "0,1"):

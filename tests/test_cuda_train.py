@@ -8,7 +8,6 @@ CUDA simulator in a child process (``cuda_sim.py``), on the "tiny" variant and 8
 from __future__ import annotations
 
 import numpy as np
-
 from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
 
 _gate = cuda_gate("test_under_cuda_simulator")
@@ -19,10 +18,10 @@ def test_under_cuda_simulator():
 
 
 def _run(device, tmp_path):
-    from minialexnet.training import TrainConfig, fit
-    from minialexnet.training.checkpoint import load_checkpoint
     from minialexnet.data.synthetic import make_synthetic
     from minialexnet.model import AlexNet
+    from minialexnet.training import TrainConfig, fit
+    from minialexnet.training.checkpoint import load_checkpoint
 
     train_set = make_synthetic("train", num_classes=2, n_per_class=3, image_size=33, seed=5)
     val_set = make_synthetic("val", num_classes=2, n_per_class=1, image_size=33, seed=5)

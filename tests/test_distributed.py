@@ -14,15 +14,26 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import REPO, run_python
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import REPO, run_python
-from minialexnet.distributed import (DataParallelEngine, GradientAllreduce, Shard,
-                                     SingleProcess, check_batches, dropout_layers,
-                                     launched_by_mpi, launched_world_size,
-                                     local_rank_from_environment, main_only, prepared_once,
-                                     shard_of, sharded_dropout, stop_all_on_failure)
+from minialexnet.distributed import (
+    DataParallelEngine,
+    GradientAllreduce,
+    Shard,
+    SingleProcess,
+    check_batches,
+    dropout_layers,
+    launched_by_mpi,
+    launched_world_size,
+    local_rank_from_environment,
+    main_only,
+    prepared_once,
+    shard_of,
+    sharded_dropout,
+    stop_all_on_failure,
+)
 from minialexnet.engine import CPUEngine
 from minialexnet.layers import Dropout
 from minialexnet.model import AlexNet

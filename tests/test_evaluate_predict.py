@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minialexnet.training.checkpoint import save_checkpoint
-from minialexnet.data.decode import decode_image
 from minialexnet.data.dataset import DatasetStats
+from minialexnet.data.decode import decode_image
 from minialexnet.data.subsets import resolve_subset
 from minialexnet.model import AlexNet
+from minialexnet.training.checkpoint import save_checkpoint
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                        "imagenet100-samples")
@@ -93,10 +93,10 @@ def test_predict_json_ten_crop_and_folders(tmp_path, capsys):
 
 def test_predict_matches_metrics_on_the_same_pixels(tmp_path):
     """A photo is seen exactly as a validation image: same decode, crop, mean."""
-    from minialexnet.training.checkpoint import model_from_checkpoint
     from minialexnet.data.dataset import ImageDataset
     from minialexnet.metrics import predict_proba
     from minialexnet.predict import predict_images
+    from minialexnet.training.checkpoint import model_from_checkpoint
 
     names = ["a", "b", "c"]
     ckpt = make_checkpoint(tmp_path / "ckpt.npz", names)

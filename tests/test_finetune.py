@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minialexnet import evaluate, export, features, predict, train
+from minialexnet import evaluate, export, features, load_onnx, predict, save_onnx, train
 from minialexnet.data.cache import decode_image
 from minialexnet.data.dataset import DatasetStats, ImageDataset, compute_stats
 from minialexnet.data.loader import BatchLoader
@@ -26,7 +26,6 @@ from minialexnet.training import TrainConfig, fit
 from minialexnet.training.checkpoint import load_checkpoint
 
 onnx = pytest.importorskip("onnx")
-from minialexnet import load_onnx, save_onnx
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                        "imagenet100-samples")

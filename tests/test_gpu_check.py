@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import REPO
 
 pytest.importorskip("numba_cuda", reason="numba-cuda is not installed")

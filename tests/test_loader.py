@@ -108,7 +108,7 @@ def test_an_epochs_draws_happen_when_iteration_starts():
 def test_stopping_early_leaves_no_thread_behind():
     dataset, stats = _random_dataset(n=60), _stats(10)
     before = threading.active_count()
-    for x, _ in BatchLoader(dataset, 4, 7, stats, train=True, rng=np.random.default_rng(0),
+    for _x, _ in BatchLoader(dataset, 4, 7, stats, train=True, rng=np.random.default_rng(0),
                             workers=3):
         break
     assert threading.active_count() == before

@@ -3,8 +3,15 @@ import numpy as np
 import pytest
 
 from minialexnet.gradcheck import check_model
-from minialexnet.layers import (Conv2D, Dropout, LocalResponseNorm, MaxPool2D, ReLU,
-                                SoftmaxCrossEntropy, Tanh)
+from minialexnet.layers import (
+    Conv2D,
+    Dropout,
+    LocalResponseNorm,
+    MaxPool2D,
+    ReLU,
+    SoftmaxCrossEntropy,
+    Tanh,
+)
 from minialexnet.model import VARIANTS, AlexNet
 
 # (layer, output shape of one 227x227 image, parameters): docs/design.md §3, the paper's Figure 2.
@@ -141,14 +148,14 @@ def test_every_variant_has_the_papers_topology(variant, paper):
 def test_ablation_switches():
     tanh = AlexNet(10, "mini", activation="tanh")
     assert "tanh1" in tanh.layers and "relu1" not in tanh.layers
-    assert sum(isinstance(l, Tanh) for l in tanh.layers.values()) == 7
-    assert not any(isinstance(l, ReLU) for l in tanh.layers.values())
+    assert sum(isinstance(layer, Tanh) for layer in tanh.layers.values()) == 7
+    assert not any(isinstance(layer, ReLU) for layer in tanh.layers.values())
 
     no_lrn = AlexNet(10, "mini", lrn=False)
-    assert not any(isinstance(l, LocalResponseNorm) for l in no_lrn.layers.values())
+    assert not any(isinstance(layer, LocalResponseNorm) for layer in no_lrn.layers.values())
 
     no_dropout = AlexNet(10, "mini", dropout=0.0)
-    assert not any(isinstance(l, Dropout) for l in no_dropout.layers.values())
+    assert not any(isinstance(layer, Dropout) for layer in no_dropout.layers.values())
 
     # Non-overlapping 2x2/2 pooling: the paper's sizes stay 27, 13, 6 (§3.4 says so) ...
     paper_pool = AlexNet(1000, "paper", overlapping_pool=False)
@@ -158,8 +165,8 @@ def test_ablation_switches():
     assert paper_pool.num_parameters() == 60_965_224
     # ... while mini's last map becomes 3x3 (6 is even), so fc6 gets 64*9 inputs.
     mini_pool = AlexNet(10, "mini", overlapping_pool=False)
-    assert all((l.kernel_size, l.stride) == (2, 2)
-               for l in mini_pool.layers.values() if isinstance(l, MaxPool2D))
+    assert all((layer.kernel_size, layer.stride) == (2, 2)
+               for layer in mini_pool.layers.values() if isinstance(layer, MaxPool2D))
     assert mini_pool.layers["fc6"].params["W"].shape == (256, 64 * 9)
 
 
@@ -264,7 +271,8 @@ def test_from_config_rebuilds_the_same_architecture():
     model = AlexNet(4, "mini", activation="tanh", lrn=False, dropout=0.3)
     clone = AlexNet.from_config(model.config)
     assert clone.config == model.config
-    assert [type(l) for l in clone.layers.values()] == [type(l) for l in model.layers.values()]
+    assert [type(layer) for layer in clone.layers.values()] == \
+        [type(layer) for layer in model.layers.values()]
     assert isinstance(clone.layers["conv1"], Conv2D)
 
 
@@ -306,7 +314,7 @@ def test_custom_table_round_trips_through_json_config_and_splits_into_towers():
     import json
     from dataclasses import replace
 
-    from minialexnet.model import TINY, CUSTOM, variant_from_dict, variant_to_dict
+    from minialexnet.model import CUSTOM, TINY, variant_from_dict, variant_to_dict
     from minialexnet.parallel import TwoTowerAlexNet
 
     # tiny on 39x39 inputs with 12 conv1 filters, a padded pool5 and LRN k = 1

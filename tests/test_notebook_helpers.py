@@ -9,9 +9,9 @@ from importlib.metadata import version
 
 import numpy as np
 import pytest
+from helpers import run_python
 
 import minialexnet
-from helpers import run_python
 from minialexnet import notebook, use_backend
 from minialexnet.data.augment import center_crop
 from minialexnet.data.dataset import compute_stats

@@ -6,7 +6,6 @@ import, so they cannot be tested in this (already importing) process.
 from __future__ import annotations
 
 import pytest
-
 from helpers import run_python
 
 #: Records the OMP_WAIT_POLICY that Numba's thread pool starts with, then prints it and the

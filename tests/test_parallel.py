@@ -9,18 +9,23 @@ import textwrap
 
 import numpy as np
 import pytest
+from helpers import healthy_alexnet, run_python
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import healthy_alexnet, run_python
 from minialexnet import model as model_module
 from minialexnet.backend import use_backend
 from minialexnet.gradcheck import check_model
 from minialexnet.layers import SoftmaxCrossEntropy
 from minialexnet.model import AlexNet
 from minialexnet.optim import SGD
-from minialexnet.parallel import (CPUDevice, TowerRunner, TwoTowerAlexNet, parse_devices,
-                                  split_sizes)
+from minialexnet.parallel import (
+    CPUDevice,
+    TowerRunner,
+    TwoTowerAlexNet,
+    parse_devices,
+    split_sizes,
+)
 
 
 def images(net, batch: int, seed: int, dtype=np.float32) -> np.ndarray:

@@ -49,8 +49,7 @@ def test_fit_sets_the_threads_of_its_config(monkeypatch):
     """``TrainConfig(threads=N)`` (``train --threads N``) reaches ``set_threads``."""
     from minialexnet.data.synthetic import make_synthetic
     from minialexnet.model import AlexNet
-    from minialexnet.training import TrainConfig, fit
-    from minialexnet.training import trainer
+    from minialexnet.training import TrainConfig, fit, trainer
 
     calls = []
     monkeypatch.setattr(trainer, "set_threads", calls.append)

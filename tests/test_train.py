@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from minialexnet import train
-from minialexnet.training import TrainConfig, TrainingDiverged, fit, runlog
-from minialexnet.training import checkpoint as ckpt_mod
-from minialexnet.training.checkpoint import load_checkpoint, save_checkpoint
 from minialexnet.data.synthetic import make_synthetic
 from minialexnet.model import AlexNet
 from minialexnet.train import main
+from minialexnet.training import TrainConfig, TrainingDiverged, fit, runlog
+from minialexnet.training import checkpoint as ckpt_mod
+from minialexnet.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")

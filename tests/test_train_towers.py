@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from minialexnet import train
-from minialexnet.training import TrainConfig, fit
-from minialexnet.training.checkpoint import load_checkpoint, model_from_checkpoint
 from minialexnet.data.synthetic import make_synthetic
 from minialexnet.model import AlexNet
 from minialexnet.parallel import TwoTowerAlexNet
 from minialexnet.train import main
+from minialexnet.training import TrainConfig, fit
+from minialexnet.training.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,11 @@ from minialexnet.distributed.context import MPIProcesses, SingleProcess, init_co
 from minialexnet.distributed.data_parallel import DataParallelEngine
 from minialexnet.distributed.dropout_shards import dropout_layers, sharded_dropout
 from minialexnet.distributed.failures import main_only, stop_all_on_failure
-from minialexnet.distributed.launch import (launched_by_mpi, launched_world_size,
-                                            local_rank_from_environment)
+from minialexnet.distributed.launch import (
+                                            launched_by_mpi,
+                                            launched_world_size,
+                                            local_rank_from_environment,
+)
 from minialexnet.distributed.shards import Shard, check_batches, shard_of
 from minialexnet.distributed.validation import Counts, count_shard, evaluate_split
 

@@ -40,11 +40,11 @@ memory directly" (§3.2).
 synchronously, kernels that run one at a time (the simulator allows no other: there the
 towers take turns, ``_SIMULATOR_TURN``); there the events that order the two streams
 are recorded and waited on, but a synchronous stream cannot show a missing one. Not run
-anywhere yet: two host threads driving
-two real streams at once, and everything only two GPUs do, ``with cuda.gpus[1]``, peer access, copies
-between GPUs (``_gpu_of`` finding an array on the other device) and two GPUs computing at
-once. That code follows numba-cuda's documented API, but a first run on such a machine
-should compare the split against the CPU model (as the tests do) before it is trusted.
+anywhere yet: two host threads driving two real streams at once, and everything only two
+GPUs do, ``with cuda.gpus[1]``, peer access, copies between GPUs (``_gpu_of`` finding an
+array on the other device) and two GPUs computing at once. That code follows numba-cuda's
+documented API, but a first run on such a machine should compare the split against the CPU
+model (as the tests do) before it is trusted.
 
 Buffers are allocated once and reused (numba.cuda frees memory lazily, and a flush
 synchronises the device): the gathered input of every stage has its own buffer (it must
@@ -58,7 +58,7 @@ import copy
 import math
 import threading
 import weakref
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numba import cuda
@@ -358,7 +358,7 @@ class TowerLayer:
             raise RuntimeError(f"{self!r}: backward called before forward")
         return self._twin.backward(dy, need_dx)
 
-    def astype(self, dtype) -> "TowerLayer":
+    def astype(self, dtype) -> TowerLayer:
         if np.dtype(dtype) != np.float32:
             raise TypeError(f"the GPU towers compute in float32 only, not {np.dtype(dtype)}; "
                             f"run float64 gradient checks on the CPU split "

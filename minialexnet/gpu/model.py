@@ -174,12 +174,12 @@ class CudaAlexNet(GPUEngine):
 
     # -- host copies, for checkpoints, tests and debugging ----------------------------------
 
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Host copies of every parameter, keyed like ``AlexNet.state_dict()``."""
         return OrderedDict((name, p.copy_to_host(stream=self.stream))
                            for name, p in self.params.items())
 
-    def gradients(self) -> "OrderedDict[str, np.ndarray]":
+    def gradients(self) -> OrderedDict[str, np.ndarray]:
         """Host copies of the gradients of the last backward."""
         return OrderedDict((name, g.copy_to_host(stream=self.stream))
                            for name, _, g in self.named_parameters())

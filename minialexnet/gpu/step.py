@@ -30,8 +30,10 @@ from minialexnet.engine import StepResult
 from minialexnet.gpu.layers import Scratch
 from minialexnet.kernels.cuda._launch import check_device_array, is_device_array
 from minialexnet.kernels.cuda.sgd import sgd_update
-from minialexnet.kernels.cuda.softmax_cross_entropy import (softmax_cross_entropy_backward,
-                                                            softmax_cross_entropy_forward)
+from minialexnet.kernels.cuda.softmax_cross_entropy import (
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
+)
 
 
 class PinnedStaging:

@@ -232,11 +232,11 @@ class CudaTwoTowerAlexNet(GPUEngine):
 
     # -- host copies, for checkpoints, tests and debugging ----------------------------------
 
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """The merged single-device parameters, as host arrays (``AlexNet.state_dict()``)."""
         return self.split_net.state_dict()
 
-    def gradients(self) -> "OrderedDict[str, np.ndarray]":
+    def gradients(self) -> OrderedDict[str, np.ndarray]:
         """Host copies of the last backward's gradients, merged to single-device names."""
         return self.split_net.merge({name: self.split_net.device_of(name).to_host(g)
                                      for name, _, g in self.named_parameters()})

@@ -44,7 +44,7 @@ class Layer:
         """Multiply-accumulates of one example's forward pass; 0 for layers without weights."""
         return 0
 
-    def astype(self, dtype) -> "Layer":
+    def astype(self, dtype) -> Layer:
         """Cast every parameter (and its gradient) to ``dtype`` in place; returns ``self``.
 
         ``minialexnet.gradcheck`` uses this to run a copy of the layer in float64.

@@ -1,13 +1,11 @@
 """Local response normalization (§3.3)."""
 from __future__ import annotations
 
-
 import numpy as np
 
 from minialexnet.backend import kernels
 from minialexnet.checks import check_array, check_positive_int, check_real, check_same_shape
 from minialexnet.layers.base import Layer
-
 
 
 class LocalResponseNorm(Layer):

@@ -21,8 +21,8 @@ GPU, since numba-cuda is an optional dependency; ``"cpu:0,cpu:1"`` needs nothing
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import sys
 import threading
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Callable, Sequence
 
 from minialexnet.backend import get_backend
 

@@ -94,8 +94,16 @@ from functools import partial
 import numpy as np
 
 from minialexnet.checks import check_array
-from minialexnet.layers import (Conv2D, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2D,
-                                ReLU, Tanh)
+from minialexnet.layers import (
+    Conv2D,
+    Dropout,
+    Flatten,
+    Linear,
+    LocalResponseNorm,
+    MaxPool2D,
+    ReLU,
+    Tanh,
+)
 from minialexnet.model import AlexNet
 from minialexnet.parallel.devices import CPUDevice, Device, parse_devices
 from minialexnet.parallel.runner import TowerRunner
@@ -200,7 +208,7 @@ class TwoTowerAlexNet:
 
     @classmethod
     def from_model(cls, model, devices="cpu:0,cpu:1", mode: str = "threads",
-                   rng: np.random.Generator | None = None) -> "TwoTowerAlexNet":
+                   rng: np.random.Generator | None = None) -> TwoTowerAlexNet:
         """Split a single-device ``AlexNet`` (any variant, float32 or float64) into towers."""
         net = cls.__new__(cls)
         net._split(model, devices, mode, rng)
@@ -308,7 +316,7 @@ class TwoTowerAlexNet:
                 layer = tower.layers[layer_name]
                 yield part, layer.params[key], layer.grads.get(key)
 
-    def merge(self, arrays: dict) -> "OrderedDict[str, np.ndarray]":
+    def merge(self, arrays: dict) -> OrderedDict[str, np.ndarray]:
         """Single-device arrays from per-tower host arrays: ``{"tower0.conv1.W": (48, ...),
         "tower1.conv1.W": (48, ...)}`` -> ``{"conv1.W": (96, ...)}`` (concatenated along axis 0,
         tower order). Works for parameters, gradients and SGD momentum buffers alike."""
@@ -324,7 +332,7 @@ class TwoTowerAlexNet:
                                              for part, _, _ in parts], axis=0)
         return merged
 
-    def split(self, state: dict) -> "OrderedDict[str, np.ndarray]":
+    def split(self, state: dict) -> OrderedDict[str, np.ndarray]:
         """The inverse of ``merge``: ``{"conv1.W": (96, ...)}`` -> each tower's rows, copied."""
         self._check_names(state, list(self._params), "single-device (conv1.W, ...)")
         parts_out = OrderedDict()
@@ -338,7 +346,7 @@ class TwoTowerAlexNet:
                 parts_out[part] = value[start:stop].copy()
         return parts_out
 
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """The single-device state dict (``"conv1.W"`` (96, 3, 11, 11), ...): the towers'
         pieces brought to the host and concatenated, equal to ``AlexNet.state_dict()`` of
         the merged network."""
@@ -359,7 +367,7 @@ class TwoTowerAlexNet:
         model.load_state_dict(self.state_dict())
         return model
 
-    def astype(self, dtype) -> "TwoTowerAlexNet":
+    def astype(self, dtype) -> TwoTowerAlexNet:
         """Cast every tower's parameters (and gradients) to ``dtype`` in place; returns self."""
         for tower in self.towers:
             for layer in tower.layers.values():
@@ -399,7 +407,7 @@ class TwoTowerAlexNet:
         """Stop the tower worker threads (a later forward starts them again)."""
         self.runner.close()
 
-    def __enter__(self) -> "TwoTowerAlexNet":
+    def __enter__(self) -> TwoTowerAlexNet:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -6,8 +6,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
 
 from minialexnet.checks import check_positive_int
 from minialexnet.metrics import CROPS
@@ -28,7 +28,7 @@ TOWER_MODES = ("threads", "sequential")
 GEMMS = ("auto", "numba", "cublas")     # minialexnet.kernels.cuda.cublas.GEMM_CHOICES
 
 #: ``"plateau"``, ``None``/``"none"`` (constant rate) or ``optimizer -> schedule``.
-Schedule = Union[str, None, Callable]
+Schedule = str | Callable | None
 
 
 @dataclass

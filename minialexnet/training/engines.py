@@ -72,7 +72,7 @@ def _local_engine(model, optimizer, config: TrainConfig, context):
 
 def _gpu_engine(model, optimizer, config: TrainConfig, context):
     """The whole step on the GPU(s): one device, or the two-tower split (§3.2)."""
-    from minialexnet import gpu        # optional dependency: numba.cuda
+    from minialexnet import gpu  # optional dependency: numba.cuda
 
     if context.size > 1:
         if config.devices:

@@ -29,7 +29,6 @@ from numba import njit, prange
 
 from minialexnet.shapes import conv_output_size
 
-
 # Index arithmetic below uses unsigned integers (np.uintp) where an index is known to be
 # >= 0: Numba then skips its negative-index wraparound test, which otherwise keeps LLVM from
 # vectorizing the inner copy loops (measured about 2x slower on AlexNet's shapes).

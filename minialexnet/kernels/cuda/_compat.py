@@ -91,5 +91,5 @@ def _as_numpy_dtype(dtype):
     try:
         return np.dtype(dtype)
     except TypeError:
-        from numba.cuda.np import numpy_support     # a Numba type: numba.float32, ...
+        from numba.cuda.np import numpy_support  # a Numba type: numba.float32, ...
         return numpy_support.as_dtype(dtype)

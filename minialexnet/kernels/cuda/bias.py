@@ -24,8 +24,12 @@ import math
 import numpy as np
 from numba import cuda
 
-from minialexnet.kernels.cuda._launch import (THREADS_PER_BLOCK, blocks_for,
-                                              check_device_array, output)
+from minialexnet.kernels.cuda._launch import (
+    THREADS_PER_BLOCK,
+    blocks_for,
+    check_device_array,
+    output,
+)
 from minialexnet.kernels.cuda._reduce import REDUCE_THREADS, block_sum
 from minialexnet.kernels.cuda.gemm import _sum_slices_kernel
 

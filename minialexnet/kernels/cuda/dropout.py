@@ -31,8 +31,12 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from minialexnet.kernels.cuda._launch import (THREADS_PER_BLOCK, blocks_for,
-                                              check_device_array, output)
+from minialexnet.kernels.cuda._launch import (
+    THREADS_PER_BLOCK,
+    blocks_for,
+    check_device_array,
+    output,
+)
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15          # 2**64 / golden ratio: SplitMix64's counter increment

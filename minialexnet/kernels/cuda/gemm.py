@@ -51,8 +51,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import cuda
 
-from minialexnet.kernels.cuda._launch import (THREADS_PER_BLOCK, blocks_for,
-                                              check_device_array)
+from minialexnet.kernels.cuda._launch import THREADS_PER_BLOCK, blocks_for, check_device_array
 
 
 class GemmTile(NamedTuple):
@@ -88,7 +87,7 @@ MIN_K_STEPS_PER_SLICE = 16
 MAX_GRID_Z = 65535
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gemm_kernel(trans_a: bool, trans_b: bool, tile: GemmTile):
     """Compile-time specialisation: the transposes and tile sizes are closure constants, so
     the loops below unroll and the untaken ``if TRANS_A`` branch disappears."""
@@ -210,7 +209,7 @@ def _sum_slices_kernel(partials, out):
         out[i] = total
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def multiprocessor_count() -> int:
     """Streaming multiprocessors of the current device (1 under the CUDA simulator)."""
     return int(getattr(cuda.get_current_device(), "MULTIPROCESSOR_COUNT", 1))

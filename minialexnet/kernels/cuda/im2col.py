@@ -23,10 +23,13 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from minialexnet.kernels.cuda._launch import (THREADS_PER_BLOCK, blocks_for,
-                                              check_device_array, output)
+from minialexnet.kernels.cuda._launch import (
+    THREADS_PER_BLOCK,
+    blocks_for,
+    check_device_array,
+    output,
+)
 from minialexnet.shapes import conv_output_size
-
 
 # Index arithmetic in 32 bits. Numba computes with 64-bit integers, and a 64-bit division is
 # a long subroutine on a GPU (there is no hardware divider; a 32-bit one is a few

@@ -22,8 +22,12 @@ import numpy as np
 from numba import cuda
 
 from minialexnet.checks import check_positive_int
-from minialexnet.kernels.cuda._launch import (THREADS_PER_BLOCK, blocks_for,
-                                              check_device_array, output)
+from minialexnet.kernels.cuda._launch import (
+    THREADS_PER_BLOCK,
+    blocks_for,
+    check_device_array,
+    output,
+)
 
 
 @cuda.jit

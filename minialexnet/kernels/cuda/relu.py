@@ -13,8 +13,12 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from minialexnet.kernels.cuda._launch import (THREADS_PER_BLOCK, blocks_for,
-                                              check_device_array, output)
+from minialexnet.kernels.cuda._launch import (
+    THREADS_PER_BLOCK,
+    blocks_for,
+    check_device_array,
+    output,
+)
 
 
 @cuda.jit

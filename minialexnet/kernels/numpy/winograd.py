@@ -13,9 +13,10 @@ Layouts (T = N*TH*TW tiles, ordered image, tile row, tile column; TH = ceil(OH/2
     V, dV  (16, G, C/G, T)     M, dM  (16, G, F/G, T)     16 = the 4x4 Winograd domain, row-major
 
 so that each of the 16 positions and each group is one contiguous (channels, T) matrix and
-the GEMMs need no reordering: ``M = U @ V``, ``dV = U^T @ dM``, ``dU = dM @ V^T``. Tile (th, tw) of image n
-reads the padded input rows 2*th .. 2*th+3 and columns 2*tw .. 2*tw+3 (tiles overlap by 2),
-and writes output rows 2*th, 2*th+1 and columns 2*tw, 2*tw+1, cut off at OH x OW.
+the GEMMs need no reordering: ``M = U @ V``, ``dV = U^T @ dM``, ``dU = dM @ V^T``.
+Tile (th, tw) of image n reads the padded input rows 2*th .. 2*th+3 and columns
+2*tw .. 2*tw+3 (tiles overlap by 2), and writes output rows 2*th, 2*th+1 and columns
+2*tw, 2*tw+1, cut off at OH x OW.
 
 Each two-sided transform ``X t Y^T`` of a row-major flattened tile is ``kron(X, Y) @ t``,
 so here each is one matrix product over all tiles at once. ``minialexnet/kernels/cpu/
