@@ -32,6 +32,7 @@ the code can do, run ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench
 the header prints the kernel in use and the load average at the start and the end: on a
 shared machine only compare numbers from one run, and prefer a quiet machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,6 +50,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 # ------------------------------------------------------------------------ our worker
 def ours_worker(args) -> dict:
     import numpy as np
+
     sys.path.insert(0, ROOT)
     from minialexnet.layers import SoftmaxCrossEntropy
     from minialexnet.model import AlexNet
@@ -92,8 +94,12 @@ def ours_worker(args) -> dict:
         macs[name] = model.layers[name].macs(shape)
         shape = model.layers[name].output_shape(shape)
     result = run_worker_task(args, step, infer)
-    result.update(macs=macs, blas_core=blas_core(), blas_threads=blas_threads(),
-                  sgemm_gflops=sgemm_rate(np) if args.task == "step" else None)
+    result.update(
+        macs=macs,
+        blas_core=blas_core(),
+        blas_threads=blas_threads(),
+        sgemm_gflops=sgemm_rate(np) if args.task == "step" else None,
+    )
     return result
 
 
@@ -116,16 +122,31 @@ def torch_worker(args) -> dict:
             n, c, h, w = x.shape
             return self.lrn(x.reshape(n * 2, c // 2, h, w)).reshape(n, c, h, w)
 
-    layers = [("conv1", nn.Conv2d(3, 96, 11, 4)), ("relu1", nn.ReLU()), ("norm1", GroupedLRN()),
-              ("pool1", nn.MaxPool2d(3, 2)), ("conv2", nn.Conv2d(96, 256, 5, 1, 2, groups=2)),
-              ("relu2", nn.ReLU()), ("norm2", GroupedLRN()), ("pool2", nn.MaxPool2d(3, 2)),
-              ("conv3", nn.Conv2d(256, 384, 3, 1, 1)), ("relu3", nn.ReLU()),
-              ("conv4", nn.Conv2d(384, 384, 3, 1, 1, groups=2)), ("relu4", nn.ReLU()),
-              ("conv5", nn.Conv2d(384, 256, 3, 1, 1, groups=2)), ("relu5", nn.ReLU()),
-              ("pool5", nn.MaxPool2d(3, 2)), ("flatten", nn.Flatten()),
-              ("drop6", nn.Dropout(0.5)), ("fc6", nn.Linear(9216, 4096)), ("relu6", nn.ReLU()),
-              ("drop7", nn.Dropout(0.5)), ("fc7", nn.Linear(4096, 4096)), ("relu7", nn.ReLU()),
-              ("fc8", nn.Linear(4096, 1000))]
+    layers = [
+        ("conv1", nn.Conv2d(3, 96, 11, 4)),
+        ("relu1", nn.ReLU()),
+        ("norm1", GroupedLRN()),
+        ("pool1", nn.MaxPool2d(3, 2)),
+        ("conv2", nn.Conv2d(96, 256, 5, 1, 2, groups=2)),
+        ("relu2", nn.ReLU()),
+        ("norm2", GroupedLRN()),
+        ("pool2", nn.MaxPool2d(3, 2)),
+        ("conv3", nn.Conv2d(256, 384, 3, 1, 1)),
+        ("relu3", nn.ReLU()),
+        ("conv4", nn.Conv2d(384, 384, 3, 1, 1, groups=2)),
+        ("relu4", nn.ReLU()),
+        ("conv5", nn.Conv2d(384, 256, 3, 1, 1, groups=2)),
+        ("relu5", nn.ReLU()),
+        ("pool5", nn.MaxPool2d(3, 2)),
+        ("flatten", nn.Flatten()),
+        ("drop6", nn.Dropout(0.5)),
+        ("fc6", nn.Linear(9216, 4096)),
+        ("relu6", nn.ReLU()),
+        ("drop7", nn.Dropout(0.5)),
+        ("fc7", nn.Linear(4096, 4096)),
+        ("relu7", nn.ReLU()),
+        ("fc8", nn.Linear(4096, 1000)),
+    ]
     net = nn.Sequential(*(m for _, m in layers))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = torch.randn(args.batch, 3, 227, 227) * 60
@@ -135,7 +156,7 @@ def torch_worker(args) -> dict:
         fwd, arrived = {}, {}
         net.train()
         optimizer.zero_grad(set_to_none=True)
-        h = x.clone().requires_grad_()                 # conv1's dx too, as ours computes it
+        h = x.clone().requires_grad_()  # conv1's dx too, as ours computes it
         h.register_hook(lambda g: arrived.__setitem__("input", time.perf_counter()))
         for name, module in layers:
             t = time.perf_counter()
@@ -175,13 +196,13 @@ def run_worker_task(args, step, infer) -> dict:
             infer()
             times.append(time.perf_counter() - t)
         return {"infer_s": statistics.median(times)}
-    step()                                            # warm-up: compile, caches, buffers
+    step()  # warm-up: compile, caches, buffers
     steps = []
     for _ in range(args.steps):
         t = time.perf_counter()
         fwd, bwd, sgd = step()
         steps.append((time.perf_counter() - t, fwd, bwd, sgd))
-    total, fwd, bwd, sgd = sorted(steps, key=lambda s: s[0])[len(steps) // 2]   # the median
+    total, fwd, bwd, sgd = sorted(steps, key=lambda s: s[0])[len(steps) // 2]  # the median
     return {"step_s": total, "forward_s": fwd, "backward_s": bwd, "sgd_s": sgd}
 
 
@@ -189,7 +210,7 @@ def sgemm_rate(np) -> float:
     a = np.random.default_rng(0).standard_normal((4096, 4096), dtype=np.float32)
     a @ a
     best = min(_timed(lambda: a @ a) for _ in range(3))
-    return 2 * 4096 ** 3 / best / 1e9
+    return 2 * 4096**3 / best / 1e9
 
 
 def _timed(fn) -> float:
@@ -200,8 +221,18 @@ def _timed(fn) -> float:
 
 # ---------------------------------------------------------------------------- driver
 def spawn(python, side, task, args, batch) -> dict:
-    command = [python, os.path.abspath(__file__), "--worker", side, "--task", task,
-               "--batch", str(batch), "--steps", str(args.steps)]
+    command = [
+        python,
+        os.path.abspath(__file__),
+        "--worker",
+        side,
+        "--task",
+        task,
+        "--batch",
+        str(batch),
+        "--steps",
+        str(args.steps),
+    ]
     command += ["--threads", str(args.threads)] if args.threads else []
     command += ["--winograd"] if args.winograd else []
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
@@ -239,28 +270,43 @@ def report_step(ours, theirs, batch):
         t_f, t_b = layer_medians(theirs, "forward_s"), layer_medians(theirs, "backward_s")
         t_step = median_of(theirs, "step_s")
     print(f"\nTraining step, batch {batch} (ms; GFLOP/s; share of the step)")
-    print(f"{'layer':9} {'ours fwd':>9} {'bwd':>8} {'GFLOP/s':>8} {'share':>6}" +
-          (f" | {'torch fwd':>9} {'bwd':>8} {'GFLOP/s':>8} {'share':>6} {'ours/torch':>10}"
-           if theirs else ""))
+    print(
+        f"{'layer':9} {'ours fwd':>9} {'bwd':>8} {'GFLOP/s':>8} {'share':>6}"
+        + (
+            f" | {'torch fwd':>9} {'bwd':>8} {'GFLOP/s':>8} {'share':>6} {'ours/torch':>10}"
+            if theirs
+            else ""
+        )
+    )
     for name in o_f:
         flop = 3 * 2 * batch * macs[name]
         ours_s = o_f[name] + o_b[name]
-        line = (f"{name:9} {1e3 * o_f[name]:9.1f} {1e3 * o_b[name]:8.1f} "
-                f"{_rate(flop, ours_s):>8} {ours_s / o_step:6.1%}")
+        line = (
+            f"{name:9} {1e3 * o_f[name]:9.1f} {1e3 * o_b[name]:8.1f} "
+            f"{_rate(flop, ours_s):>8} {ours_s / o_step:6.1%}"
+        )
         if theirs and name in t_f:
             theirs_s = t_f[name] + t_b[name]
-            line += (f" | {1e3 * t_f[name]:9.1f} {1e3 * t_b[name]:8.1f} "
-                     f"{_rate(flop, theirs_s):>8} {theirs_s / t_step:6.1%} "
-                     f"{ours_s / theirs_s:9.2f}x")
+            line += (
+                f" | {1e3 * t_f[name]:9.1f} {1e3 * t_b[name]:8.1f} "
+                f"{_rate(flop, theirs_s):>8} {theirs_s / t_step:6.1%} "
+                f"{ours_s / theirs_s:9.2f}x"
+            )
         print(line)
-    print(f"{'sgd':9} {1e3 * median_of(ours, 'sgd_s'):9.1f}" +
-          (f" {'':>24} | {1e3 * median_of(theirs, 'sgd_s'):9.1f}" if theirs else ""))
-    print(f"step: ours {1e3 * o_step:.0f} ms = {step_flop / o_step / 1e9:.0f} GFLOP/s = "
-          f"{step_flop / o_step / 1e9 / sgemm:.0%} of SGEMM ({sgemm:.0f} GFLOP/s)")
+    print(
+        f"{'sgd':9} {1e3 * median_of(ours, 'sgd_s'):9.1f}"
+        + (f" {'':>24} | {1e3 * median_of(theirs, 'sgd_s'):9.1f}" if theirs else "")
+    )
+    print(
+        f"step: ours {1e3 * o_step:.0f} ms = {step_flop / o_step / 1e9:.0f} GFLOP/s = "
+        f"{step_flop / o_step / 1e9 / sgemm:.0%} of SGEMM ({sgemm:.0f} GFLOP/s)"
+    )
     if theirs:
-        print(f"      PyTorch {1e3 * t_step:.0f} ms = {step_flop / t_step / 1e9:.0f} GFLOP/s = "
-              f"{step_flop / t_step / 1e9 / sgemm:.0%} of SGEMM;  ours/PyTorch = "
-              f"{o_step / t_step:.2f}x")
+        print(
+            f"      PyTorch {1e3 * t_step:.0f} ms = {step_flop / t_step / 1e9:.0f} GFLOP/s = "
+            f"{step_flop / t_step / 1e9 / sgemm:.0%} of SGEMM;  ours/PyTorch = "
+            f"{o_step / t_step:.2f}x"
+        )
 
 
 def _rate(flop, seconds):
@@ -279,8 +325,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="skip the timings")
     parser.add_argument("--worker", choices=("ours", "torch"), help=argparse.SUPPRESS)
-    parser.add_argument("--task", choices=("step", "infer", "memory"), default="step",
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--task", choices=("step", "infer", "memory"), default="step", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.worker:
         result = (ours_worker if args.worker == "ours" else torch_worker)(args)
@@ -288,11 +335,20 @@ def main(argv=None) -> int:
         return 0
 
     torch_python = torch_interpreter(args)
-    print(f"load average at start: {os.getloadavg()}; {os.cpu_count()} CPUs; threads: "
-          f"{args.threads or 'each library its default'}; "
-          + ", ".join(f"{v}={os.environ.get(v, 'unset')}" for v in
-                      ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
-                       "OMP_NUM_THREADS", "OMP_WAIT_POLICY")))
+    print(
+        f"load average at start: {os.getloadavg()}; {os.cpu_count()} CPUs; threads: "
+        f"{args.threads or 'each library its default'}; "
+        + ", ".join(
+            f"{v}={os.environ.get(v, 'unset')}"
+            for v in (
+                "OPENBLAS_CORETYPE",
+                "OPENBLAS_L2_SIZE",
+                "OPENBLAS_NUM_THREADS",
+                "OMP_NUM_THREADS",
+                "OMP_WAIT_POLICY",
+            )
+        )
+    )
     if not args.memory_only:
         report_times(args, torch_python)
     report_memory(args, torch_python)
@@ -303,17 +359,24 @@ def main(argv=None) -> int:
 def report_times(args, torch_python) -> None:
     results = {"ours": {}, "torch": {}}
     for task in ("step", "infer"):
-        for _ in range(args.rounds):                      # alternate: noise hits both sides
+        for _ in range(args.rounds):  # alternate: noise hits both sides
             results["ours"].setdefault(task, []).append(
-                spawn(sys.executable, "ours", task, args, args.batch))
+                spawn(sys.executable, "ours", task, args, args.batch)
+            )
             if torch_python:
                 results["torch"].setdefault(task, []).append(
-                    spawn(torch_python, "torch", task, args, args.batch))
+                    spawn(torch_python, "torch", task, args, args.batch)
+                )
     ours, theirs = results["ours"], results["torch"]
-    print(f"NumPy's OpenBLAS kernel: {ours['step'][0]['blas_core']} "
-          f"({ours['step'][0]['blas_threads']} threads)" +
-          (f"; PyTorch {theirs['step'][0]['version']} ({theirs['step'][0]['threads']} threads)"
-           if torch_python else ""))
+    print(
+        f"NumPy's OpenBLAS kernel: {ours['step'][0]['blas_core']} "
+        f"({ours['step'][0]['blas_threads']} threads)"
+        + (
+            f"; PyTorch {theirs['step'][0]['version']} ({theirs['step'][0]['threads']} threads)"
+            if torch_python
+            else ""
+        )
+    )
     report_step(ours["step"], theirs.get("step"), args.batch)
     o_inf = median_of(ours["infer"], "infer_s")
     line = f"inference, batch {args.batch}: ours {1e3 * o_inf:.0f} ms"

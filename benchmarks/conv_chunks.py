@@ -9,6 +9,7 @@ network. Chunk 0 means the whole batch in one im2col matrix (the old behaviour).
 (median, all threads summed): on a machine shared with other jobs the CPU time is the
 steadier measure of the work. The load average is printed at the start and the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ LAYERS = {  # name: (C, F, kernel, stride, padding, groups, input size)
 
 def time_layer(layer, x, dy, repeats):
     layer.forward(x)
-    layer.backward(dy)                          # warm-up: compile / cache load, buffers
+    layer.backward(dy)  # warm-up: compile / cache load, buffers
     wall, cpu = [], []
     for _ in range(repeats):
         w0, c0 = time.perf_counter(), time.process_time()
@@ -60,17 +61,20 @@ def main(argv=None) -> int:
         layer = Conv2D(c, f, k, s, p, g, rng=rng)
         x = rng.normal(size=(args.batch, c, size, size)).astype(np.float32)
         dy = rng.normal(size=(args.batch, *layer.output_shape(x.shape[1:]))).astype(np.float32)
-        flop = 3 * 2 * args.batch * layer.macs(x.shape[1:])   # forward, dW, dx
-        variants = [(f"{mib} MiB" if int(mib) else "whole", "im2col", int(mib) << 20 or 1 << 62)
-                    for mib in args.chunks.split(",")]
+        flop = 3 * 2 * args.batch * layer.macs(x.shape[1:])  # forward, dW, dx
+        variants = [
+            (f"{mib} MiB" if int(mib) else "whole", "im2col", int(mib) << 20 or 1 << 62)
+            for mib in args.chunks.split(",")
+        ]
         if (k, s) == (3, 1):
             variants.append(("winograd", "winograd", Conv2D.chunk_bytes))
         for label, algorithm, chunk in variants:
             layer.algorithm, layer.chunk_bytes = algorithm, chunk
             layer._buffers.clear()
             wall, cpu = time_layer(layer, x, dy, args.repeats)
-            print(f"{name:6} {label:>12} {1e3 * wall:9.1f} {1e3 * cpu:9.1f} "
-                  f"{flop / wall / 1e9:8.1f}")
+            print(
+                f"{name:6} {label:>12} {1e3 * wall:9.1f} {1e3 * cpu:9.1f} {flop / wall / 1e9:8.1f}"
+            )
     print(f"load average at end: {os.getloadavg()}")
     return 0
 

@@ -22,6 +22,7 @@ seeds 0/1/2 (chance: 20%):
     frozen to fc7      79.0%  (73.8, 78.2, 85.0)
     scratch            22.9%  (24.8, 22.2, 21.6)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,18 +44,30 @@ from minialexnet.training.finetune import fine_tuning_stats, new_classifier
 from minialexnet.training.model_files import load_model
 
 #: name -> (freeze, lr); "scratch" trains a new network
-METHODS = {"fine-tune all": (None, 0.001), "frozen to conv5": ("conv5", 0.001),
-           "frozen to fc7": ("fc7", 0.01), "scratch": (None, 0.003)}
+METHODS = {
+    "fine-tune all": (None, 0.001),
+    "frozen to conv5": ("conv5", 0.001),
+    "frozen to fc7": ("fc7", 0.01),
+    "scratch": (None, 0.003),
+}
 
 
 def pretrain(output: str, epochs: int) -> str:
     train_set, val_set = make_synthetic("train"), make_synthetic("val")
     model = AlexNet(10, "mini", rng=np.random.default_rng(0), class_names=train_set.class_names)
-    fit(model, train_set, val_set,
-        TrainConfig(epochs=epochs, batch_size=32, lr=0.003,
-                    schedule=lambda opt: StepSchedule(opt, step_size=max(1, epochs - 2))),
-        output=output, log=lambda line: print(line, flush=True) if "epoch" in line
-        and "[" not in line else None)
+    fit(
+        model,
+        train_set,
+        val_set,
+        TrainConfig(
+            epochs=epochs,
+            batch_size=32,
+            lr=0.003,
+            schedule=lambda opt: StepSchedule(opt, step_size=max(1, epochs - 2)),
+        ),
+        output=output,
+        log=lambda line: print(line, flush=True) if "epoch" in line and "[" not in line else None,
+    )
     return os.path.join(output, "checkpoint_last.npz")
 
 
@@ -67,8 +80,9 @@ def run(method: str, pretrained, ckpt, train_set, val_set, epochs: int, seed: in
         model = new_classifier(pretrained, train_set.class_names, rng)
         model.freeze(freeze)
         stats = fine_tuning_stats(pretrained, ckpt, train_set, log=lambda _: None)
-    config = TrainConfig(epochs=epochs, batch_size=len(train_set), lr=lr, schedule=None,
-                         print_freq=10 ** 6)
+    config = TrainConfig(
+        epochs=epochs, batch_size=len(train_set), lr=lr, schedule=None, print_freq=10**6
+    )
     history = fit(model, train_set, val_set, config, stats=stats, rng=rng, log=lambda _: None)
     return 1.0 - history[-1]["val_top1_err"]
 
@@ -83,29 +97,44 @@ def main() -> None:
     parser.add_argument("--output", default=os.path.join("runs", "few-shot"))
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
-    path = args.pretrained or pretrain(os.path.join(args.output, "pretrain"),
-                                       args.pretrain_epochs)
+    path = args.pretrained or pretrain(os.path.join(args.output, "pretrain"), args.pretrain_epochs)
     pretrained, ckpt = load_model(path)
     val_set = make_synthetic("val", task="new-shapes")
     results = {method: [] for method in METHODS}
     for seed in args.seeds:
-        train_set = make_synthetic("train", n_per_class=args.per_class, task="new-shapes",
-                                   seed=seed)
+        train_set = make_synthetic(
+            "train", n_per_class=args.per_class, task="new-shapes", seed=seed
+        )
         for method in METHODS:
             start = time.perf_counter()
             acc = run(method, pretrained, ckpt, train_set, val_set, args.epochs, seed)
             results[method].append(acc)
-            print(f"seed {seed}: {method:<16} val accuracy {100 * acc:5.1f}%  "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
-    print(f"{args.per_class} images per class, 5 classes, {args.epochs} epochs, "
-          f"{len(val_set)} validation images; load average {os.getloadavg()[0]:.1f}")
+            print(
+                f"seed {seed}: {method:<16} val accuracy {100 * acc:5.1f}%  "
+                f"({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
+    print(
+        f"{args.per_class} images per class, 5 classes, {args.epochs} epochs, "
+        f"{len(val_set)} validation images; load average {os.getloadavg()[0]:.1f}"
+    )
     for method, accs in results.items():
-        print(f"  {method:<16} mean {100 * statistics.mean(accs):5.1f}%  "
-              f"({', '.join(f'{100 * a:.1f}' for a in accs)})")
+        print(
+            f"  {method:<16} mean {100 * statistics.mean(accs):5.1f}%  "
+            f"({', '.join(f'{100 * a:.1f}' for a in accs)})"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"per_class": args.per_class, "epochs": args.epochs,
-                       "seeds": args.seeds, "accuracy": results}, f, indent=1)
+            json.dump(
+                {
+                    "per_class": args.per_class,
+                    "epochs": args.epochs,
+                    "seeds": args.seeds,
+                    "accuracy": results,
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ paper): mini batch 32: full 103.7 ms, frozen to conv5 55.7 ms (1.9x), frozen to 
 (2.2x); paper batch 16: full 1547 ms, frozen to conv5 1000 ms (1.5x), frozen to fc7 501 ms
 (3.1x).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,14 +66,18 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
     load_after = os.getloadavg()
     full = statistics.median(times["full"])
-    print(f"{args.arch} AlexNet, batch {args.batch}, median of {args.repeats} steps; load "
-          f"average (1/5/15 min) {load_before[0]:.1f}/{load_before[1]:.1f}/"
-          f"{load_before[2]:.1f} before, {load_after[0]:.1f}/{load_after[1]:.1f}/"
-          f"{load_after[2]:.1f} after, {os.cpu_count()} CPUs")
+    print(
+        f"{args.arch} AlexNet, batch {args.batch}, median of {args.repeats} steps; load "
+        f"average (1/5/15 min) {load_before[0]:.1f}/{load_before[1]:.1f}/"
+        f"{load_before[2]:.1f} before, {load_after[0]:.1f}/{load_after[1]:.1f}/"
+        f"{load_after[2]:.1f} after, {os.cpu_count()} CPUs"
+    )
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"  {name:<16} {1000 * median:9.1f} ms  ({full / median:4.2f}x faster than full; "
-              f"min {1000 * min(values):.1f} ms)")
+        print(
+            f"  {name:<16} {1000 * median:9.1f} ms  ({full / median:4.2f}x faster than full; "
+            f"min {1000 * min(values):.1f} ms)"
+        )
 
 
 if __name__ == "__main__":

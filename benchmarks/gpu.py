@@ -26,6 +26,7 @@ session allows). Without a GPU it refuses with a message, except with ``--simula
 runs the "tiny" variant at batch 2 under the CUDA simulator to check the script itself (its
 times say nothing about a GPU).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,10 +47,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--variant", default="paper", help="paper, mini or tiny")
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
-    parser.add_argument("--budget", type=float, default=420.0,
-                        help="stop starting new measurements after this many seconds")
-    parser.add_argument("--simulate", action="store_true",
-                        help="run tiny shapes under the CUDA simulator (checks the script)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=420.0,
+        help="stop starting new measurements after this many seconds",
+    )
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="run tiny shapes under the CUDA simulator (checks the script)",
+    )
     args = parser.parse_args(argv)
     if args.simulate:
         args.variant, args.batch, args.steps, args.num_classes = "tiny", 2, 1, 6
@@ -100,13 +108,18 @@ def load_torch(wanted: bool):
 
 # -- 1. SGEMM ---------------------------------------------------------------------------------
 
+
 def gemm_table(gpu, batch, clock, torch, repeats, deadline) -> None:
     from numba import cuda
 
-    print(f"\n1. SGEMM at every GEMM of one training step (batch {batch}); "
-          f"cuBLAS = torch.matmul, FP32, TF32 off")
-    print(f"{'layer':<7}{'product':<12}{'batch':>6}{'M':>8}{'N':>9}{'K':>9}  {'tile':<14}"
-          f"{'split':>5}{'ms':>9}{'GFLOP/s':>10}{'cuBLAS':>10}{'ratio':>7}")
+    print(
+        f"\n1. SGEMM at every GEMM of one training step (batch {batch}); "
+        f"cuBLAS = torch.matmul, FP32, TF32 off"
+    )
+    print(
+        f"{'layer':<7}{'product':<12}{'batch':>6}{'M':>8}{'N':>9}{'K':>9}  {'tile':<14}"
+        f"{'split':>5}{'ms':>9}{'GFLOP/s':>10}{'cuBLAS':>10}{'ratio':>7}"
+    )
     total_ms = total_flop = total_cublas_ms = 0.0
     rng = np.random.default_rng(0)
     for name, layer in gpu.layers.items():
@@ -122,7 +135,7 @@ def gemm_table(gpu, batch, clock, torch, repeats, deadline) -> None:
             b_host = rng.standard_normal(plan.b_shape, dtype=np.float32)
             a, b = cuda.to_device(a_host), cuda.to_device(b_host)
             c = cuda.device_array(plan.out_shape, dtype=np.float32)
-            plan(a, b, c)                                             # compile + warm up
+            plan(a, b, c)  # compile + warm up
             ms = clock.ms(lambda: plan(a, b, c), repeats)  # noqa: B023 (called at once)
             gflops = plan.flops / ms / 1e6
             cublas = ""
@@ -139,14 +152,19 @@ def gemm_table(gpu, batch, clock, torch, repeats, deadline) -> None:
                 ratio = f"{t_ms / ms:7.2f}"
                 total_cublas_ms += t_ms
                 # The same numbers as cuBLAS (relative to the size of the result).
-                err = float((torch.from_numpy(c.copy_to_host()).cuda() - torch.matmul(opa, opb))
-                            .abs().max()) / max(float(torch.matmul(opa, opb).abs().max()), 1e-30)
+                err = float(
+                    (torch.from_numpy(c.copy_to_host()).cuda() - torch.matmul(opa, opb))
+                    .abs()
+                    .max()
+                ) / max(float(torch.matmul(opa, opb).abs().max()), 1e-30)
                 if err > 1e-4:
                     ratio += f"  (max rel diff {err:.1e}!)"
             t = plan.tile
-            print(f"{name:<7}{product:<12}{plan.batch:>6}{plan.m:>8}{plan.n:>9}{plan.k:>9}  "
-                  f"{f'{t.block_m}x{t.block_n}/{t.thread_m}x{t.thread_n}':<14}"
-                  f"{plan.slices:>5}{ms:9.3f}{gflops:10.0f}{cublas:>10}{ratio:>7}")
+            print(
+                f"{name:<7}{product:<12}{plan.batch:>6}{plan.m:>8}{plan.n:>9}{plan.k:>9}  "
+                f"{f'{t.block_m}x{t.block_n}/{t.thread_m}x{t.thread_n}':<14}"
+                f"{plan.slices:>5}{ms:9.3f}{gflops:10.0f}{cublas:>10}{ratio:>7}"
+            )
             total_ms += ms
             total_flop += plan.flops
     line = f"{'total':<69}{total_ms:9.2f}{total_flop / total_ms / 1e6:10.0f}"
@@ -170,6 +188,7 @@ def torch_ms(torch, work, repeats: int) -> float:
 
 # -- 2. training steps ------------------------------------------------------------------------
 
+
 def torch_alexnet(torch, model):
     """The same layers in PyTorch, loaded with ``model``'s weights.
 
@@ -178,6 +197,7 @@ def torch_alexnet(torch, model):
     free reshape of (N, C, H, W) to (N*2, C/2, H, W)).
     """
     from minialexnet import layers as L
+
     nn = torch.nn
 
     class GroupedLRN(nn.Module):
@@ -188,14 +208,19 @@ def torch_alexnet(torch, model):
 
         def forward(self, x):
             n, c, h, w = x.shape
-            return self.lrn(x.reshape(n * self.groups, c // self.groups, h, w)).reshape(
-                n, c, h, w)
+            return self.lrn(x.reshape(n * self.groups, c // self.groups, h, w)).reshape(n, c, h, w)
 
     modules = []
     for layer in model.layers.values():
         if isinstance(layer, L.Conv2D):
-            m = nn.Conv2d(layer.in_channels, layer.out_channels, (layer.kernel_h, layer.kernel_w),
-                          layer.stride, layer.padding, groups=layer.groups)
+            m = nn.Conv2d(
+                layer.in_channels,
+                layer.out_channels,
+                (layer.kernel_h, layer.kernel_w),
+                layer.stride,
+                layer.padding,
+                groups=layer.groups,
+            )
         elif isinstance(layer, L.Linear):
             m = nn.Linear(layer.in_features, layer.out_features)
         elif isinstance(layer, L.ReLU):
@@ -226,15 +251,18 @@ def step_table(model, gpu, batch, steps, clock, torch, torch_note, deadline) -> 
     from minialexnet.optim import SGD
 
     rng = np.random.default_rng(1)
-    x_host = (rng.standard_normal((batch, 3, model.input_size, model.input_size),
-                                  dtype=np.float32) * 50)
+    x_host = (
+        rng.standard_normal((batch, 3, model.input_size, model.input_size), dtype=np.float32) * 50
+    )
     labels_host = rng.integers(0, model.num_classes, size=batch)
     x_dev, labels_dev = cuda.to_device(x_host), cuda.to_device(labels_host)
 
-    print(f"\n2. Training step: forward + loss + backward + SGD (§5), batch {batch}, median of "
-          f"{steps} steps")
+    print(
+        f"\n2. Training step: forward + loss + backward + SGD (§5), batch {batch}, median of "
+        f"{steps} steps"
+    )
     rows = []
-    gpu.train_step(x_dev, labels_dev)                                 # compile + warm up
+    gpu.train_step(x_dev, labels_dev)  # compile + warm up
     ms = clock.ms(lambda: gpu.train_step(x_dev, labels_dev), steps)
     rows.append(("CudaAlexNet, one device (batch on the GPU)", ms))
     upload_ms = clock.ms(lambda: gpu.train_step(x_host, labels_host), max(1, steps // 4))
@@ -243,17 +271,20 @@ def step_table(model, gpu, batch, steps, clock, torch, torch_note, deadline) -> 
     try:
         from minialexnet.gpu import CudaTwoTowerAlexNet
     except ImportError:
-        rows.append(("two towers (§3.2): n/a, minialexnet.gpu has no CudaTwoTowerAlexNet",
-                     None))
+        rows.append(("two towers (§3.2): n/a, minialexnet.gpu has no CudaTwoTowerAlexNet", None))
     else:
         if time.perf_counter() < deadline:
             # Default devices: cuda:0,cuda:1 where two GPUs are visible, else both towers
             # on one GPU with a stream each (cuda:0,cuda:0).
             towers = CudaTwoTowerAlexNet(model, SGD(model), batch_size=batch)
-            towers.train_step(x_dev, labels_dev)                      # compile + warm up
+            towers.train_step(x_dev, labels_dev)  # compile + warm up
             where = ",".join(str(d) for d in towers.devices)
-            rows.append((f"two towers (§3.2) on {where} (batch on the GPU)",
-                         clock.ms(lambda: towers.train_step(x_dev, labels_dev), steps)))
+            rows.append(
+                (
+                    f"two towers (§3.2) on {where} (batch on the GPU)",
+                    clock.ms(lambda: towers.train_step(x_dev, labels_dev), steps),
+                )
+            )
             towers.close()
 
     if torch is None:
@@ -271,11 +302,12 @@ def step_table(model, gpu, batch, steps, clock, torch, torch_note, deadline) -> 
             loss.backward()
             opt.step()
 
-        for _ in range(3):                                            # cuDNN autotuning
+        for _ in range(3):  # cuDNN autotuning
             torch_step()
         torch.cuda.synchronize()
-        rows.append((f"PyTorch CUDA ({torch_note}), FP32, TF32 off",
-                     torch_ms(torch, torch_step, steps)))
+        rows.append(
+            (f"PyTorch CUDA ({torch_note}), FP32, TF32 off", torch_ms(torch, torch_step, steps))
+        )
 
     for label, value in rows:
         if value is None:
@@ -288,32 +320,43 @@ def same_function_check(model, gpu, torch) -> None:
     """Our logits and PyTorch's on one batch (both in eval mode, same weights)."""
     if torch is None:
         return
-    gpu.load_from_host()                      # the timed steps changed the GPU's weights
-    x = (np.random.default_rng(2).standard_normal((8, 3, model.input_size, model.input_size),
-                                                  dtype=np.float32) * 50)
+    gpu.load_from_host()  # the timed steps changed the GPU's weights
+    x = (
+        np.random.default_rng(2).standard_normal(
+            (8, 3, model.input_size, model.input_size), dtype=np.float32
+        )
+        * 50
+    )
     ours = gpu.forward(x)
     with torch.no_grad():
         theirs = torch_alexnet(torch, model).eval()(torch.from_numpy(x).cuda()).cpu().numpy()
     diff = float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-30))
-    print(f"\n3. Same function: max |ours - PyTorch| / max |PyTorch| over 8x{model.num_classes} "
-          f"logits = {diff:.2e}")
+    print(
+        f"\n3. Same function: max |ours - PyTorch| / max |PyTorch| over 8x{model.num_classes} "
+        f"logits = {diff:.2e}"
+    )
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.simulate:
-        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"      # before numba is imported
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"  # before numba is imported
         import warnings
+
         warnings.filterwarnings("ignore", message="overflow encountered")  # uint64 hashing
         sys.setswitchinterval(1e-4)
     start = time.perf_counter()
     deadline = start + args.budget
 
     from minialexnet.kernels.cuda import is_available
+
     if not is_available():
-        print("benchmarks/gpu.py needs an NVIDIA GPU with a working driver and numba-cuda, and "
-              "none was found. Run it on a GPU machine, or check the script itself with "
-              "--simulate (tiny shapes under the CUDA simulator).", file=sys.stderr)
+        print(
+            "benchmarks/gpu.py needs an NVIDIA GPU with a working driver and numba-cuda, and "
+            "none was found. Run it on a GPU machine, or check the script itself with "
+            "--simulate (tiny shapes under the CUDA simulator).",
+            file=sys.stderr,
+        )
         return 2
     from numba import cuda
 
@@ -325,10 +368,13 @@ def main(argv=None) -> int:
     device = cuda.get_current_device()
     name = getattr(device, "name", b"CUDA simulator")
     name = name.decode() if isinstance(name, bytes) else str(name)
-    torch, torch_note = (None, "skipped (--simulate)") if args.simulate else load_torch(
-        not args.no_torch)
-    print(f"device: {name}, {multiprocessor_count()} SMs; numba-cuda "
-          f"{_version('numba_cuda')}; {torch_note}")
+    torch, torch_note = (
+        (None, "skipped (--simulate)") if args.simulate else load_torch(not args.no_torch)
+    )
+    print(
+        f"device: {name}, {multiprocessor_count()} SMs; numba-cuda "
+        f"{_version('numba_cuda')}; {torch_note}"
+    )
     if args.simulate:
         print("(simulated: the times below say nothing about a GPU)")
 
@@ -336,8 +382,9 @@ def main(argv=None) -> int:
     # The hand-written SGEMM: table 1 places it on the ladder (gpu_check.py adds cuBLAS).
     gpu = CudaAlexNet(model, SGD(model), batch_size=args.batch, gemm="numba")
     clock = Clock(cuda, args.simulate)
-    gemm_table(gpu, args.batch, clock, torch, 1 if args.simulate else max(3, args.steps // 2),
-               deadline)
+    gemm_table(
+        gpu, args.batch, clock, torch, 1 if args.simulate else max(3, args.steps // 2), deadline
+    )
     if time.perf_counter() < deadline:
         step_table(model, gpu, args.batch, args.steps, clock, torch, torch_note, deadline)
     if time.perf_counter() < deadline:
@@ -348,6 +395,7 @@ def main(argv=None) -> int:
 
 def _version(package: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version(package.replace("_", "-"))
     except PackageNotFoundError:

@@ -28,6 +28,7 @@ for its columns. ``--simulator`` runs the whole script on the "tiny" network at 
 under the CUDA simulator, without tests, cuBLAS or PyTorch: a check of the script itself
 (``tests/test_gpu_check.py``), whose times mean nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,28 +43,46 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
-CUDA_TESTS = ["tests/test_cuda_kernels.py", "tests/test_cuda_model.py",
-              "tests/test_cuda_parallel.py", "tests/test_cuda_train.py",
-              "tests/test_cuda_cublas.py", "tests/test_cuda_compat.py", "tests/test_gpu_info.py"]
+CUDA_TESTS = [
+    "tests/test_cuda_kernels.py",
+    "tests/test_cuda_model.py",
+    "tests/test_cuda_parallel.py",
+    "tests/test_cuda_train.py",
+    "tests/test_cuda_cublas.py",
+    "tests/test_cuda_compat.py",
+    "tests/test_gpu_info.py",
+]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", default="gpu_check_report.txt", help="file to write")
-    parser.add_argument("--budget", type=float, default=420.0,
-                        help="seconds after which no new measurement starts (default 420)")
-    parser.add_argument("--tests-timeout", type=float, default=180.0,
-                        help="seconds the CUDA tests may take (default 180)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=420.0,
+        help="seconds after which no new measurement starts (default 420)",
+    )
+    parser.add_argument(
+        "--tests-timeout",
+        type=float,
+        default=180.0,
+        help="seconds the CUDA tests may take (default 180)",
+    )
     parser.add_argument("--batch", type=int, default=128, help="images per step (paper: 128)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per engine")
     parser.add_argument("--calls", type=int, default=10, help="GEMM calls per timing")
-    parser.add_argument("--max-gemms", type=int, default=None,
-                        help="time only the first N products in section 3")
+    parser.add_argument(
+        "--max-gemms", type=int, default=None, help="time only the first N products in section 3"
+    )
     parser.add_argument("--images", type=int, default=8, help="images compared in section 5")
     parser.add_argument("--no-tests", action="store_true", help="skip section 2")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
-    parser.add_argument("--simulator", action="store_true",
-                        help="tiny sizes under the CUDA simulator: checks the script only")
+    parser.add_argument(
+        "--simulator",
+        action="store_true",
+        help="tiny sizes under the CUDA simulator: checks the script only",
+    )
     args = parser.parse_args(argv)
     args.variant, args.num_classes = "paper", 1000
     if args.simulator:
@@ -101,6 +120,7 @@ class Timer:
 
     def __init__(self, simulated: bool) -> None:
         from numba import cuda
+
         self.cuda, self.simulated = cuda, simulated
 
     def ms(self, work, calls: int = 1, repeats: int = 3) -> float:
@@ -138,6 +158,7 @@ def torch_timer_ms(torch, work, calls: int = 1, repeats: int = 3) -> float:
 
 # -- 1. versions ----------------------------------------------------------------------------------
 
+
 def versions(report: Report, torch, torch_note: str) -> None:
     from minialexnet.gpu_info import format_report
     from minialexnet.gpu_info import report as gpu_report
@@ -150,14 +171,22 @@ def versions(report: Report, torch, torch_note: str) -> None:
 
 # -- 2. the CUDA tests ----------------------------------------------------------------------------
 
+
 def cuda_tests(report: Report, timeout: float) -> None:
     report.section("2. CUDA tests (every kernel against NumPy, the engines against the CPU)")
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs",
-               *CUDA_TESTS]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-rfEs",
+        *CUDA_TESTS,
+    ]
     report("$ " + " ".join(command[2:]))
     try:
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as err:
         out = err.stdout if isinstance(err.stdout, str) else (err.stdout or b"").decode()
         report(f"TIMED OUT after {timeout:.0f} s (--tests-timeout); last output:")
@@ -175,6 +204,7 @@ def cuda_tests(report: Report, timeout: float) -> None:
 
 
 # -- 3. GEMMs -------------------------------------------------------------------------------------
+
 
 def step_gemms(model, batch: int):
     """``(layer, product, plan)`` of every GEMM of one training step (numba plans; conv1's
@@ -194,10 +224,14 @@ def gemms(report: Report, model, args, timer: Timer, torch, cublas_ok: bool, dea
 
     from minialexnet.kernels.cuda.cublas import CublasGemmPlan
 
-    report.section(f"3. GEMMs of one training step, batch {args.batch}: TFLOP/s "
-                   f"({args.calls} calls per timing; torch.matmul with TF32 off)")
-    report(f"{'layer':<7}{'product':<10}{'batch':>5}{'M':>7}{'N':>8}{'K':>8}"
-           f"{'numba':>8}{'cuBLAS':>8}{'torch':>8}  agreement (max rel. diff. to reference)")
+    report.section(
+        f"3. GEMMs of one training step, batch {args.batch}: TFLOP/s "
+        f"({args.calls} calls per timing; torch.matmul with TF32 off)"
+    )
+    report(
+        f"{'layer':<7}{'product':<10}{'batch':>5}{'M':>7}{'N':>8}{'K':>8}"
+        f"{'numba':>8}{'cuBLAS':>8}{'torch':>8}  agreement (max rel. diff. to reference)"
+    )
     totals = {"numba": 0.0, "cublas": 0.0, "torch": 0.0}
     flops = 0
     rng = np.random.default_rng(0)
@@ -216,10 +250,11 @@ def gemms(report: Report, model, args, timer: Timer, torch, cublas_ok: bool, dea
         row, diffs = {}, []
         plans = {"numba": plan}
         if cublas_ok:
-            plans["cublas"] = CublasGemmPlan(plan.a_shape, plan.b_shape, plan.trans_a,
-                                            plan.trans_b)
+            plans["cublas"] = CublasGemmPlan(
+                plan.a_shape, plan.b_shape, plan.trans_a, plan.trans_b
+            )
         for kind, p in plans.items():
-            p(a, b, c)                                              # compile, warm up
+            p(a, b, c)  # compile, warm up
             cuda.synchronize()
             diffs.append(f"{kind} {_rel_diff(c.copy_to_host(), reference):.1e}")
             row[kind] = timer.ms(lambda p=p, a=a, b=b, c=c: p(a, b, c), args.calls)
@@ -228,17 +263,24 @@ def gemms(report: Report, model, args, timer: Timer, torch, cublas_ok: bool, dea
             opa = ta.transpose(-1, -2) if plan.trans_a else ta
             opb = tb.transpose(-1, -2) if plan.trans_b else tb
             torch.matmul(opa, opb)
-            row["torch"] = torch_timer_ms(torch, lambda x=opa, y=opb: torch.matmul(x, y),
-                                          args.calls)
-        cells = "".join(f"{plan.flops / row[k] / 1e9:8.2f}" if k in row else f"{'-':>8}"
-                        for k in ("numba", "cublas", "torch"))
-        report(f"{name:<7}{product:<10}{plan.batch:>5}{plan.m:>7}{plan.n:>8}{plan.k:>8}"
-               f"{cells}  {', '.join(diffs)}")
+            row["torch"] = torch_timer_ms(
+                torch, lambda x=opa, y=opb: torch.matmul(x, y), args.calls
+            )
+        cells = "".join(
+            f"{plan.flops / row[k] / 1e9:8.2f}" if k in row else f"{'-':>8}"
+            for k in ("numba", "cublas", "torch")
+        )
+        report(
+            f"{name:<7}{product:<10}{plan.batch:>5}{plan.m:>7}{plan.n:>8}{plan.k:>8}"
+            f"{cells}  {', '.join(diffs)}"
+        )
         flops += plan.flops
         for k, value in row.items():
             totals[k] += value
-    cells = "".join(f"{flops / totals[k] / 1e9:8.2f}" if totals[k] else f"{'-':>8}"
-                    for k in ("numba", "cublas", "torch"))
+    cells = "".join(
+        f"{flops / totals[k] / 1e9:8.2f}" if totals[k] else f"{'-':>8}"
+        for k in ("numba", "cublas", "torch")
+    )
     report(f"{'all products of the step':<45}{cells}")
 
 
@@ -247,9 +289,14 @@ def _reference(torch, a, b, plan) -> np.ndarray:
     opa = np.swapaxes(a, -1, -2) if plan.trans_a else a
     opb = np.swapaxes(b, -1, -2) if plan.trans_b else b
     if torch is not None:
-        return torch.matmul(torch.from_numpy(np.ascontiguousarray(opa, np.float64)).cuda(),
-                            torch.from_numpy(np.ascontiguousarray(opb, np.float64)).cuda()
-                            ).cpu().numpy()
+        return (
+            torch.matmul(
+                torch.from_numpy(np.ascontiguousarray(opa, np.float64)).cuda(),
+                torch.from_numpy(np.ascontiguousarray(opb, np.float64)).cuda(),
+            )
+            .cpu()
+            .numpy()
+        )
     return np.matmul(opa.astype(np.float64), opb.astype(np.float64))
 
 
@@ -258,6 +305,7 @@ def _rel_diff(got, want) -> float:
 
 
 # -- 4. training, 5. the same function ------------------------------------------------------------
+
 
 def engines(model, args, cublas_ok: bool):
     """(label, factory) of the engines to time: each factory builds a fresh engine."""
@@ -268,29 +316,41 @@ def engines(model, args, cublas_ok: bool):
         def build():
             net = _copy(model)
             return kind(net, SGD(net, lr=0.01), batch_size=args.batch, **options)
+
         return build
 
     found = [("CudaAlexNet, numba GEMM", make(CudaAlexNet, gemm="numba"))]
     if cublas_ok:
         found.append(("CudaAlexNet, cuBLAS GEMM", make(CudaAlexNet, gemm="cublas")))
-    found.append(("two towers on cuda:0,cuda:0 (" + ("cuBLAS" if cublas_ok else "numba") + ")",
-                  make(CudaTwoTowerAlexNet, devices="cuda:0,cuda:0",
-                       gemm="cublas" if cublas_ok else "numba")))
+    found.append(
+        (
+            "two towers on cuda:0,cuda:0 (" + ("cuBLAS" if cublas_ok else "numba") + ")",
+            make(
+                CudaTwoTowerAlexNet,
+                devices="cuda:0,cuda:0",
+                gemm="cublas" if cublas_ok else "numba",
+            ),
+        )
+    )
     return found
 
 
 def _copy(model):
     import copy
+
     return copy.deepcopy(model)
 
 
-def training(report: Report, model, args, timer: Timer, torch, torch_note, cublas_ok,
-             deadline) -> dict:
+def training(
+    report: Report, model, args, timer: Timer, torch, torch_note, cublas_ok, deadline
+) -> dict:
     """Section 4; returns {label: engine} of the engines built (for section 5)."""
     from numba import cuda
 
-    report.section(f"4. training step (forward, loss, backward, SGD), batch {args.batch}: "
-                   f"images/s, median of {args.steps} steps")
+    report.section(
+        f"4. training step (forward, loss, backward, SGD), batch {args.batch}: "
+        f"images/s, median of {args.steps} steps"
+    )
     rng = np.random.default_rng(1)
     size = model.input_size
     x_host = rng.standard_normal((args.batch, 3, size, size), dtype=np.float32) * 50
@@ -303,7 +363,7 @@ def training(report: Report, model, args, timer: Timer, torch, torch_note, cubla
             continue
         engine = build()
         if not args.simulator:
-            engine.train_step(x_dev, labels_dev)                  # compile, warm up
+            engine.train_step(x_dev, labels_dev)  # compile, warm up
         ms[label] = timer.ms(lambda e=engine: e.train_step(x_dev, labels_dev), 1, args.steps)
         report(f"{label:<48} {ms[label]:9.2f} ms {args.batch / ms[label] * 1e3:9.1f} img/s")
         built[label] = engine
@@ -311,8 +371,10 @@ def training(report: Report, model, args, timer: Timer, torch, torch_note, cubla
         report(f"{'PyTorch + cuDNN':<48} {torch_note}")
     elif time.perf_counter() < deadline:
         ms["torch"] = _torch_step_ms(torch, model, x_host, labels_host, args.steps)
-        report(f"{'PyTorch + cuDNN, float32, TF32 off':<48} {ms['torch']:9.2f} ms "
-               f"{args.batch / ms['torch'] * 1e3:9.1f} img/s")
+        report(
+            f"{'PyTorch + cuDNN, float32, TF32 off':<48} {ms['torch']:9.2f} ms "
+            f"{args.batch / ms['torch'] * 1e3:9.1f} img/s"
+        )
         for label, value in ms.items():
             if label != "torch":
                 report(f"  {label}: {value / ms['torch']:.2f}x PyTorch's step time")
@@ -332,19 +394,25 @@ def _torch_step_ms(torch, model, x_host, labels_host, steps: int) -> float:
         loss_fn(net(tx), tl).backward()
         opt.step()
 
-    for _ in range(3):                                             # cuDNN autotuning
+    for _ in range(3):  # cuDNN autotuning
         step()
     torch.cuda.synchronize()
     return torch_timer_ms(torch, step, 1, steps)
 
 
 def same_function(report: Report, model, built: dict, torch, images: int) -> None:
-    report.section(f"5. same function: max |logits - reference| / max |reference|, "
-                   f"{images} images")
-    x = np.random.default_rng(2).standard_normal(
-        (images, 3, model.input_size, model.input_size), dtype=np.float32) * 50
+    report.section(
+        f"5. same function: max |logits - reference| / max |reference|, {images} images"
+    )
+    x = (
+        np.random.default_rng(2).standard_normal(
+            (images, 3, model.input_size, model.input_size), dtype=np.float32
+        )
+        * 50
+    )
     if torch is not None:
         from gpu import torch_alexnet
+
         with torch.no_grad():
             want = torch_alexnet(torch, model).eval()(torch.from_numpy(x).cuda()).cpu().numpy()
         reference = "PyTorch + cuDNN"
@@ -353,7 +421,7 @@ def same_function(report: Report, model, built: dict, torch, images: int) -> Non
         reference = "the CPU network (PyTorch not used)"
     report(f"reference: {reference}")
     for label, engine in built.items():
-        engine.model.load_state_dict(model.state_dict())    # the timed steps trained them
+        engine.model.load_state_dict(model.state_dict())  # the timed steps trained them
         engine.load_from_host()
         report(f"{label:<48} {_rel_diff(engine.forward(x), want):.2e}")
         engine.close()
@@ -361,19 +429,26 @@ def same_function(report: Report, model, built: dict, torch, images: int) -> Non
 
 # -- main -----------------------------------------------------------------------------------------
 
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     deadline = start + args.budget
     if args.simulator:
-        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"        # before numba.cuda is imported
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"  # before numba.cuda is imported
         import warnings
-        warnings.filterwarnings("ignore", message="overflow encountered")   # dropout's hash
+
+        warnings.filterwarnings("ignore", message="overflow encountered")  # dropout's hash
         sys.setswitchinterval(1e-4)
     report = Report(args.report)
-    report(f"minialexnet GPU check, {time.strftime('%Y-%m-%d %H:%M:%S')}"
-           + (" -- SIMULATOR: a check of the script, its times mean nothing"
-              if args.simulator else ""))
+    report(
+        f"minialexnet GPU check, {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        + (
+            " -- SIMULATOR: a check of the script, its times mean nothing"
+            if args.simulator
+            else ""
+        )
+    )
 
     from minialexnet.kernels.cuda import is_available
     from minialexnet.kernels.cuda.cublas import cublas_unavailable_reason
@@ -382,8 +457,10 @@ def main(argv=None) -> int:
     torch, torch_note = (None, "not used (--no-torch)") if args.no_torch else _load_torch()
     versions(report, torch, torch_note)
     if not is_available():
-        report("\nno GPU: nothing to check (see the lines above). Run this on a machine with "
-               "an NVIDIA GPU, or check the script with --simulator.")
+        report(
+            "\nno GPU: nothing to check (see the lines above). Run this on a machine with "
+            "an NVIDIA GPU, or check the script with --simulator."
+        )
         report.save()
         return 2
     if not args.no_tests:
@@ -397,8 +474,9 @@ def main(argv=None) -> int:
         gemms(report, model, args, timer, torch, cublas_reason is None, deadline)
     built = {}
     if time.perf_counter() < deadline:
-        built = training(report, model, args, timer, torch, torch_note, cublas_reason is None,
-                         deadline)
+        built = training(
+            report, model, args, timer, torch, torch_note, cublas_reason is None, deadline
+        )
     same_function(report, model, built, torch, args.images)
     report(f"\n(total {time.perf_counter() - start:.0f} s; report written to {args.report})")
     report.save()
@@ -416,8 +494,10 @@ def _load_torch():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = True
-    return torch, (f"{torch.__version__}, CUDA {torch.version.cuda}, cuDNN "
-                   f"{torch.backends.cudnn.version()}, TF32 off")
+    return torch, (
+        f"{torch.__version__}, CUDA {torch.version.cuda}, cuDNN "
+        f"{torch.backends.cudnn.version()}, TF32 off"
+    )
 
 
 if __name__ == "__main__":

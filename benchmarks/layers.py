@@ -31,6 +31,7 @@ kernel. For numbers that show what the code can do, run the benchmark with both 
 The header prints the OpenBLAS core in use. Timings on a shared machine are noisy: compare
 ratios from the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,18 +62,19 @@ from minialexnet.layers import (  # noqa: E402
 
 try:
     import torch
-except ImportError:          # the peer is optional
+except ImportError:  # the peer is optional
     torch = None
 
 
 @dataclass
 class Case:
     """One layer at its AlexNet shape: our layer, the input shape, and a PyTorch twin."""
+
     name: str
-    make: Callable[[], object]             # -> our layer
-    input_shape: tuple                     # without the batch axis
-    torch_make: Callable | None = None     # (our layer) -> torch function x -> y
-    loss: bool = False                     # SoftmaxCrossEntropy: forward(logits, labels)
+    make: Callable[[], object]  # -> our layer
+    input_shape: tuple  # without the batch axis
+    torch_make: Callable | None = None  # (our layer) -> torch function x -> y
+    loss: bool = False  # SoftmaxCrossEntropy: forward(logits, labels)
 
 
 def alexnet_cases() -> list[Case]:
@@ -80,16 +82,34 @@ def alexnet_cases() -> list[Case]:
     cases = []
 
     def conv(name, c, f, k, s, p, g, size):
-        cases.append(Case(name, lambda: Conv2D(c, f, k, s, p, g, rng=rng), (c, size, size),
-                          lambda ours: _torch_conv(ours)))
+        cases.append(
+            Case(
+                name,
+                lambda: Conv2D(c, f, k, s, p, g, rng=rng),
+                (c, size, size),
+                lambda ours: _torch_conv(ours),
+            )
+        )
 
     def lrn(name, c, size):
-        cases.append(Case(name, lambda: LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2),
-                          (c, size, size), _torch_lrn))
+        cases.append(
+            Case(
+                name,
+                lambda: LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2),
+                (c, size, size),
+                _torch_lrn,
+            )
+        )
 
     def pool(name, c, size):
-        cases.append(Case(name, lambda: MaxPool2D(3, 2), (c, size, size),
-                          lambda ours: torch.nn.MaxPool2d(3, 2)))
+        cases.append(
+            Case(
+                name,
+                lambda: MaxPool2D(3, 2),
+                (c, size, size),
+                lambda ours: torch.nn.MaxPool2d(3, 2),
+            )
+        )
 
     def fc(name, i, o):
         cases.append(Case(name, lambda: Linear(i, o, rng=rng), (i,), _torch_linear))
@@ -106,20 +126,38 @@ def alexnet_cases() -> list[Case]:
     conv("conv5", 384, 256, 3, 1, 1, 2, 13)
     pool("pool5", 256, 13)
     fc("fc6", 9216, 4096)
-    cases.append(Case("dropout6", lambda: Dropout(0.5, rng=np.random.default_rng(1)), (4096,),
-                      lambda ours: torch.nn.Dropout(0.5)))
+    cases.append(
+        Case(
+            "dropout6",
+            lambda: Dropout(0.5, rng=np.random.default_rng(1)),
+            (4096,),
+            lambda ours: torch.nn.Dropout(0.5),
+        )
+    )
     fc("fc7", 4096, 4096)
     fc("fc8", 4096, 1000)
-    cases.append(Case("softmax_ce", SoftmaxCrossEntropy, (1000,),
-                      lambda ours: torch.nn.CrossEntropyLoss(), loss=True))
+    cases.append(
+        Case(
+            "softmax_ce",
+            SoftmaxCrossEntropy,
+            (1000,),
+            lambda ours: torch.nn.CrossEntropyLoss(),
+            loss=True,
+        )
+    )
     return cases
 
 
 # ------------------------------------------------------------------------ PyTorch twins
 def _torch_conv(ours):
-    layer = torch.nn.Conv2d(ours.in_channels, ours.out_channels,
-                            (ours.kernel_h, ours.kernel_w), ours.stride, ours.padding,
-                            groups=ours.groups)
+    layer = torch.nn.Conv2d(
+        ours.in_channels,
+        ours.out_channels,
+        (ours.kernel_h, ours.kernel_w),
+        ours.stride,
+        ours.padding,
+        groups=ours.groups,
+    )
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(ours.params["W"]))
         layer.bias.copy_(torch.from_numpy(ours.params["b"]))
@@ -136,19 +174,22 @@ def _torch_linear(ours):
 
 def _torch_lrn(ours):
     # torch scales alpha by 1/size (the mean of the squares); ours multiplies the sum (§3.3).
-    lrn = torch.nn.LocalResponseNorm(ours.size, alpha=ours.alpha * ours.size, beta=ours.beta,
-                                     k=ours.k)
+    lrn = torch.nn.LocalResponseNorm(
+        ours.size, alpha=ours.alpha * ours.size, beta=ours.beta, k=ours.k
+    )
     groups = ours.groups
 
-    def grouped(x):      # each group normalised on its own: (N, C, H, W) -> (N*G, C/G, H, W)
+    def grouped(x):  # each group normalised on its own: (N, C, H, W) -> (N*G, C/G, H, W)
         n, c, h, w = x.shape
         return lrn(x.reshape(n * groups, c // groups, h, w)).reshape(n, c, h, w)
+
     return grouped
 
 
 # ----------------------------------------------------------------------------- timing
-def _median_ms(steps: dict[str, Callable[[], object]], warmup: int,
-               repeats: int) -> dict[str, float]:
+def _median_ms(
+    steps: dict[str, Callable[[], object]], warmup: int, repeats: int
+) -> dict[str, float]:
     """Median wall time of each step in ms; the steps take turns (round robin), so a burst
     of load from another process on a shared machine hits all of them alike."""
     for step in steps.values():
@@ -167,10 +208,12 @@ def our_step(case: Case, x: np.ndarray, labels: np.ndarray, backend: str):
     """(step, layer): step() runs forward + backward on ``backend``'s kernels."""
     layer = case.make()
     if case.loss:
+
         def step():
             with minialexnet.use_backend(backend):
                 layer.forward(x, labels)
                 return layer.backward()
+
         return step, layer
     with minialexnet.use_backend(backend):
         y = layer.forward(x, train=True)
@@ -180,6 +223,7 @@ def our_step(case: Case, x: np.ndarray, labels: np.ndarray, backend: str):
         with minialexnet.use_backend(backend):
             layer.forward(x, train=True)
             return layer.backward(dy)
+
     return step, layer
 
 
@@ -197,31 +241,35 @@ def torch_step(case: Case, ours_layer, x: np.ndarray, labels: np.ndarray):
         def step():
             xt.grad = None
             module(xt, lt).backward()
+
         return step, first
     with torch.no_grad():
         first = module(xt).numpy()
-    dy = torch.from_numpy(
-        np.random.default_rng(2).standard_normal(first.shape).astype(np.float32))
+    dy = torch.from_numpy(np.random.default_rng(2).standard_normal(first.shape).astype(np.float32))
 
     def step():
         xt.grad = None
         if isinstance(module, torch.nn.Module):
             module.zero_grad(set_to_none=True)
         module(xt).backward(dy)
+
     return step, first
 
 
 def _openblas_core() -> str:
     """The OpenBLAS kernel family NumPy runs (best effort; 'unknown' if it cannot tell)."""
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs",
-                                  "*openblas*"))
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*"))
     for path in libs:
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for symbol in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
-                       "openblas_get_corename64_", "openblas_get_corename"):
+        for symbol in (
+            "scipy_openblas_get_corename64_",
+            "scipy_openblas_get_corename",
+            "openblas_get_corename64_",
+            "openblas_get_corename",
+        ):
             fn = getattr(lib, symbol, None)
             if fn is not None:
                 fn.restype = ctypes.c_char_p
@@ -244,19 +292,25 @@ def main(argv=None) -> int:
         wanted = {name.strip() for name in args.only.split(",")}
         unknown = wanted - {case.name for case in cases}
         if unknown:
-            parser.error(f"unknown layer(s) {sorted(unknown)}; choose from "
-                         f"{[case.name for case in cases]}")
+            parser.error(
+                f"unknown layer(s) {sorted(unknown)}; choose from {[case.name for case in cases]}"
+            )
         cases = [case for case in cases if case.name in wanted]
     use_torch = torch is not None and not args.no_torch
     cores = os.cpu_count() or 1
 
     import numba
-    print(f"# AlexNet layers, forward+backward, batch {args.batch}, median of {args.repeats} "
-          f"after {args.warmup} warm-up calls")
-    print(f"# {platform.processor() or platform.machine()}, {cores} cores; NumPy "
-          f"{np.__version__} (OpenBLAS core {_openblas_core()}, OPENBLAS_CORETYPE="
-          f"{os.environ.get('OPENBLAS_CORETYPE', 'unset')}); Numba {numba.__version__} "
-          f"({numba.get_num_threads()} threads)")
+
+    print(
+        f"# AlexNet layers, forward+backward, batch {args.batch}, median of {args.repeats} "
+        f"after {args.warmup} warm-up calls"
+    )
+    print(
+        f"# {platform.processor() or platform.machine()}, {cores} cores; NumPy "
+        f"{np.__version__} (OpenBLAS core {_openblas_core()}, OPENBLAS_CORETYPE="
+        f"{os.environ.get('OPENBLAS_CORETYPE', 'unset')}); Numba {numba.__version__} "
+        f"({numba.get_num_threads()} threads)"
+    )
     if use_torch:
         torch.set_num_threads(cores)
         print(f"# PyTorch {torch.__version__} CPU, torch.set_num_threads({cores})")
@@ -281,14 +335,14 @@ def main(argv=None) -> int:
         shape = (args.batch, *case.input_shape)
         x = rng.standard_normal(shape).astype(np.float32)
         if case.name == "conv1":
-            x *= 50.0                     # mean-subtracted pixels are O(50), not O(1)
+            x *= 50.0  # mean-subtracted pixels are O(50), not O(1)
         labels = rng.integers(0, shape[-1], size=args.batch).astype(np.int64)
 
         steps = {"numba": our_step(case, x, labels, "numba")[0]}
         if not args.no_numpy:
             steps["numpy"] = our_step(case, x, labels, "numpy")[0]
         if use_torch:
-            ours = case.make()            # a fresh layer; the peer copies its weights
+            ours = case.make()  # a fresh layer; the peer copies its weights
             steps["torch"], y_torch = torch_step(case, ours, x, labels)
         ms = _median_ms(steps, args.warmup, args.repeats)
         for name, value in ms.items():

@@ -15,6 +15,7 @@ one streaming pass of ``compute_stats`` (mean image and RGB covariance, §2/§4.
 first rows. The machine's load average is printed too: on a shared machine, compare rows of
 one run, not numbers of different runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,21 +52,22 @@ def make_images(n: int, size: int, storage: str, folder: str) -> np.ndarray:
     shape = (n, 3, size, size)
     if storage == "array":
         return rng.integers(0, 256, size=shape, dtype=np.uint8)
-    images = np.lib.format.open_memmap(os.path.join(folder, "images.npy"), mode="w+",
-                                       dtype=np.uint8, shape=shape)
+    images = np.lib.format.open_memmap(
+        os.path.join(folder, "images.npy"), mode="w+", dtype=np.uint8, shape=shape
+    )
     for start in range(0, n, 256):
-        part = images[start:start + 256]
+        part = images[start : start + 256]
         part[...] = rng.integers(0, 256, size=part.shape, dtype=np.uint8)
     images.flush()
     del images
     images = np.load(os.path.join(folder, "images.npy"), mmap_mode="r")
-    images.sum(dtype=np.uint64)                       # read it once: warm page cache
+    images.sum(dtype=np.uint64)  # read it once: warm page cache
     return images
 
 
 def time_epochs(loader: BatchLoader, epochs: int) -> float:
     """Median images per second over ``epochs`` full epochs."""
-    next(iter(loader))                                # compile / load the cached kernel
+    next(iter(loader))  # compile / load the cached kernel
     rates = []
     for _ in range(epochs):
         start = time.perf_counter()
@@ -90,9 +92,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     workers = [int(w) for w in args.workers.split(",")]
     storages = args.storage.split(",")
-    print(f"BatchLoader throughput: {args.images} random {args.size}x{args.size} images -> "
-          f"{args.crop}x{args.crop} crops, batch {args.batch}, train=True (crop, flip, PCA "
-          f"colour noise, mean subtraction)")
+    print(
+        f"BatchLoader throughput: {args.images} random {args.size}x{args.size} images -> "
+        f"{args.crop}x{args.crop} crops, batch {args.batch}, train=True (crop, flip, PCA "
+        f"colour noise, mean subtraction)"
+    )
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start\n")
     print(f"{'storage':<8} {'pipeline':<22} {'images/s':>9} {'ms/batch':>9}")
     with tempfile.TemporaryDirectory() as folder:
@@ -104,14 +108,26 @@ def main(argv=None) -> int:
             rate = args.images / (time.perf_counter() - start)
             print(f"{storage:<8} {'compute_stats':<22} {rate:9.0f} {'':>9}", flush=True)
             rate = time_numpy_reference(dataset, args, stats)
-            print(f"{storage:<8} {'NumPy reference':<22} {rate:9.0f} {1000 * args.batch / rate:9.1f}",
-                  flush=True)
+            print(
+                f"{storage:<8} {'NumPy reference':<22} {rate:9.0f} {1000 * args.batch / rate:9.1f}",
+                flush=True,
+            )
             for count in workers:
-                loader = BatchLoader(dataset, args.batch, args.crop, stats, train=True,
-                                     rng=np.random.default_rng(0), workers=count)
+                loader = BatchLoader(
+                    dataset,
+                    args.batch,
+                    args.crop,
+                    stats,
+                    train=True,
+                    rng=np.random.default_rng(0),
+                    workers=count,
+                )
                 rate = time_epochs(loader, args.epochs)
-                print(f"{storage:<8} {f'Numba, workers={count}':<22} {rate:9.0f} "
-                      f"{1000 * args.batch / rate:9.1f}", flush=True)
+                print(
+                    f"{storage:<8} {f'Numba, workers={count}':<22} {rate:9.0f} "
+                    f"{1000 * args.batch / rate:9.1f}",
+                    flush=True,
+                )
             del dataset, images
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
     return 0

@@ -22,6 +22,7 @@ the augmented batches, validation top-1 error on centre crops), the same in ``--
 every ``--print-freq`` steps a progress line with ``minialexnet.diagnostics.loss_warning``'s
 warning when there is one. ``--minutes`` stops after the epoch in which the time runs out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,18 +48,35 @@ CSV_COLUMNS = ("epoch", "seconds", "lr", "train_loss", "train_top1_err", "val_to
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--init", choices=INITS, default="bvlc",
-                        help="initialisation scheme (default: bvlc, as train --arch paper)")
-    parser.add_argument("--n-per-class", type=int, default=300,
-                        help="training images per class (default 300: 3,000 images)")
-    parser.add_argument("--val-per-class", type=int, default=50,
-                        help="validation images per class (default 50: 500 images)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--init",
+        choices=INITS,
+        default="bvlc",
+        help="initialisation scheme (default: bvlc, as train --arch paper)",
+    )
+    parser.add_argument(
+        "--n-per-class",
+        type=int,
+        default=300,
+        help="training images per class (default 300: 3,000 images)",
+    )
+    parser.add_argument(
+        "--val-per-class",
+        type=int,
+        default=50,
+        help="validation images per class (default 50: 500 images)",
+    )
     parser.add_argument("--image-size", type=int, default=256, help="stored image side")
     parser.add_argument("--epochs", type=int, default=90, help="at most this many epochs")
-    parser.add_argument("--minutes", type=float, default=60.0,
-                        help="stop after the epoch in which this much time has passed")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=60.0,
+        help="stop after the epoch in which this much time has passed",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--workers", type=int, default=1, help="batch-loader threads")
@@ -90,9 +108,12 @@ def train_epoch(engine, loader, losses: list, started: float, print_freq: int) -
             raise SystemExit(f"the loss is {step.loss}: the run diverged; try a smaller --lr")
         if len(losses) % print_freq == 0:
             warning = loss_warning(len(losses), losses, engine.num_classes)
-            print(f"  step {len(losses):5d}  {time.perf_counter() - started:7.0f} s  "
-                  f"loss {np.mean(losses[-print_freq:]):.3f}"
-                  + (f"  WARNING: {warning}" if warning else ""), flush=True)
+            print(
+                f"  step {len(losses):5d}  {time.perf_counter() - started:7.0f} s  "
+                f"loss {np.mean(losses[-print_freq:]):.3f}"
+                + (f"  WARNING: {warning}" if warning else ""),
+                flush=True,
+            )
     return epoch_loss / seen, 1 - correct / seen
 
 
@@ -100,26 +121,41 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
-    train_set = make_synthetic("train", n_per_class=args.n_per_class,
-                               image_size=args.image_size, seed=args.seed)
-    val_set = make_synthetic("val", n_per_class=args.val_per_class,
-                             image_size=args.image_size, seed=args.seed)
+    train_set = make_synthetic(
+        "train", n_per_class=args.n_per_class, image_size=args.image_size, seed=args.seed
+    )
+    val_set = make_synthetic(
+        "val", n_per_class=args.val_per_class, image_size=args.image_size, seed=args.seed
+    )
     stats = compute_stats(train_set)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{len(train_set)} training and {len(val_set)} validation images of "
-          f"{args.image_size}x{args.image_size} in {time.perf_counter() - t0:.0f} s; "
-          f"load average {load:.1f} on {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"{len(train_set)} training and {len(val_set)} validation images of "
+        f"{args.image_size}x{args.image_size} in {time.perf_counter() - t0:.0f} s; "
+        f"load average {load:.1f} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
 
     model = AlexNet(train_set.num_classes, "paper", rng=rng, init=args.init)
     optimizer = SGD(model, lr=args.lr, momentum=0.9, weight_decay=0.0005)
     schedule = ReduceOnPlateau(optimizer)
     engine = CPUEngine(model, optimizer)
-    train_loader = BatchLoader(train_set, args.batch_size, model.input_size, stats, train=True,
-                               rng=rng, workers=args.workers)
+    train_loader = BatchLoader(
+        train_set,
+        args.batch_size,
+        model.input_size,
+        stats,
+        train=True,
+        rng=rng,
+        workers=args.workers,
+    )
     val_loader = BatchLoader(val_set, 100, model.input_size, stats, train=False)
-    print(f"paper AlexNet, init={args.init!r}, batch {args.batch_size}, lr {args.lr}; "
-          f"chance: loss {math.log(train_set.num_classes):.2f}, top-1 error "
-          f"{1 - 1 / train_set.num_classes:.0%}", flush=True)
+    print(
+        f"paper AlexNet, init={args.init!r}, batch {args.batch_size}, lr {args.lr}; "
+        f"chance: loss {math.log(train_set.num_classes):.2f}, top-1 error "
+        f"{1 - 1 / train_set.num_classes:.0%}",
+        flush=True,
+    )
 
     losses: list = []
     started = time.perf_counter()
@@ -128,20 +164,34 @@ def main(argv=None) -> None:
         writer.writerow(CSV_COLUMNS)
         for epoch in range(1, args.epochs + 1):
             lr = optimizer.lr
-            train_loss, train_err = train_epoch(engine, train_loader, losses, started,
-                                                args.print_freq)
+            train_loss, train_err = train_epoch(
+                engine, train_loader, losses, started, args.print_freq
+            )
             val_err = validation_error(engine, val_loader)
             seconds = time.perf_counter() - started
             schedule.step(val_err)
-            writer.writerow([epoch, f"{seconds:.1f}", lr, f"{train_loss:.4f}",
-                             f"{train_err:.4f}", f"{val_err:.4f}"])
+            writer.writerow(
+                [
+                    epoch,
+                    f"{seconds:.1f}",
+                    lr,
+                    f"{train_loss:.4f}",
+                    f"{train_err:.4f}",
+                    f"{val_err:.4f}",
+                ]
+            )
             f.flush()
-            print(f"epoch {epoch:3d}  {seconds:7.0f} s  lr {lr:g}  train loss {train_loss:.3f}"
-                  f"  train top-1 err {train_err:.1%}  val top-1 err {val_err:.1%}", flush=True)
+            print(
+                f"epoch {epoch:3d}  {seconds:7.0f} s  lr {lr:g}  train loss {train_loss:.3f}"
+                f"  train top-1 err {train_err:.1%}  val top-1 err {val_err:.1%}",
+                flush=True,
+            )
             if seconds > 60 * args.minutes:
                 break
-    print(f"curve written to {args.csv}; load average now "
-          f"{os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan'):.1f}")
+    print(
+        f"curve written to {args.csv}; load average now "
+        f"{os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan'):.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ expected: the point is the overhead. The table ends with the load average
 (``os.getloadavg``) because on a shared machine the other processes' load moves the numbers.
 See docs/distributed.md for the model of many machines.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,7 @@ def worker(args) -> None:
     from minialexnet.optim import SGD
 
     context = init_context()
-    model = AlexNet(1000 if args.arch == "paper" else 10, args.arch,
-                    rng=np.random.default_rng(0))
+    model = AlexNet(1000 if args.arch == "paper" else 10, args.arch, rng=np.random.default_rng(0))
     engine = CPUEngine(model, SGD(model, lr=1e-4))
     in_allreduce = [0.0]
     if context.size > 1:
@@ -84,12 +84,19 @@ def worker(args) -> None:
         bare = statistics.median(times)
     if context.is_main:
         step = statistics.median(steps)
-        print(json.dumps({"processes": context.size, "step_s": step,
-                          "images_per_s": args.batch / step,
-                          "allreduce_in_step_s": statistics.median(shares),
-                          "bare_allreduce_s": bare,
-                          "megabytes": 4 * sum(p.size for _, p, _ in model.named_parameters())
-                          / 1e6}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "processes": context.size,
+                    "step_s": step,
+                    "images_per_s": args.batch / step,
+                    "allreduce_in_step_s": statistics.median(shares),
+                    "bare_allreduce_s": bare,
+                    "megabytes": 4 * sum(p.size for _, p, _ in model.named_parameters()) / 1e6,
+                }
+            ),
+            flush=True,
+        )
 
 
 def run(args) -> None:
@@ -97,11 +104,26 @@ def run(args) -> None:
     rows = []
     for k in args.processes:
         threads = str(max(1, cores // k))
-        env = dict(os.environ, NUMBA_NUM_THREADS=threads, OMP_NUM_THREADS=threads,
-                   OPENBLAS_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-        command = [sys.executable, os.path.abspath(__file__), "--worker", "--arch", args.arch,
-                   "--batch", str(args.batch), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup)]
+        env = dict(
+            os.environ,
+            NUMBA_NUM_THREADS=threads,
+            OMP_NUM_THREADS=threads,
+            OPENBLAS_NUM_THREADS=threads,
+            MKL_NUM_THREADS=threads,
+        )
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            "--arch",
+            args.arch,
+            "--batch",
+            str(args.batch),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+        ]
         if k > 1:
             mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
             command = [mpiexec, "-n", str(k), *command]
@@ -109,15 +131,21 @@ def run(args) -> None:
         if done.returncode != 0:
             sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"{args.arch} AlexNet, global batch {args.batch}, {cores} cores, median of "
-          f"{args.steps} steps; gradients {rows[0]['megabytes']:.0f} MB")
-    print(f"{'processes':>9}  {'step s':>7}  {'images/s':>8}  {'Allreduce in step s':>19}  "
-          f"{'share':>6}  {'bare Allreduce s':>16}")
+    print(
+        f"{args.arch} AlexNet, global batch {args.batch}, {cores} cores, median of "
+        f"{args.steps} steps; gradients {rows[0]['megabytes']:.0f} MB"
+    )
+    print(
+        f"{'processes':>9}  {'step s':>7}  {'images/s':>8}  {'Allreduce in step s':>19}  "
+        f"{'share':>6}  {'bare Allreduce s':>16}"
+    )
     for row in rows:
         share = row["allreduce_in_step_s"] / row["step_s"]
-        print(f"{row['processes']:>9}  {row['step_s']:>7.2f}  {row['images_per_s']:>8.1f}  "
-              f"{row['allreduce_in_step_s']:>19.3f}  {100 * share:>5.1f}%  "
-              f"{row['bare_allreduce_s']:>16.3f}")
+        print(
+            f"{row['processes']:>9}  {row['step_s']:>7.2f}  {row['images_per_s']:>8.1f}  "
+            f"{row['allreduce_in_step_s']:>19.3f}  {100 * share:>5.1f}%  "
+            f"{row['bare_allreduce_s']:>16.3f}"
+        )
     print("load average (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 
@@ -127,8 +155,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--processes", default="1,2",
-                        type=lambda text: [int(k) for k in text.split(",")])
+    parser.add_argument(
+        "--processes", default="1,2", type=lambda text: [int(k) for k in text.split(",")]
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     worker(args) if args.worker else run(args)

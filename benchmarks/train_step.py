@@ -27,6 +27,7 @@ what the code can do. ``OMP_WAIT_POLICY=ACTIVE`` in the environment brings back 
 OpenMP workers that ``import minialexnet`` turns off (its docstring says why); the difference
 is largest for the small layers of ``--arch mini``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ def our_step(model, optimizer, x, labels):
         model.backward(loss_fn.backward())
         optimizer.step()
         return loss
+
     return step
 
 
@@ -67,8 +69,9 @@ def torch_model(model):
         def __init__(self, ours):
             super().__init__()
             self.groups = ours.groups
-            self.lrn = nn.LocalResponseNorm(ours.size, alpha=ours.alpha * ours.size,
-                                            beta=ours.beta, k=ours.k)
+            self.lrn = nn.LocalResponseNorm(
+                ours.size, alpha=ours.alpha * ours.size, beta=ours.beta, k=ours.k
+            )
 
         def forward(self, x):
             n, c, h, w = x.shape
@@ -78,9 +81,14 @@ def torch_model(model):
     for name, layer in model.layers.items():
         kind = type(layer).__name__
         if kind == "Conv2D":
-            m = nn.Conv2d(layer.in_channels, layer.out_channels,
-                          (layer.kernel_h, layer.kernel_w), stride=layer.stride,
-                          padding=layer.padding, groups=layer.groups)
+            m = nn.Conv2d(
+                layer.in_channels,
+                layer.out_channels,
+                (layer.kernel_h, layer.kernel_w),
+                stride=layer.stride,
+                padding=layer.padding,
+                groups=layer.groups,
+            )
         elif kind == "Linear":
             out_features, in_features = layer.params["W"].shape
             m = nn.Linear(in_features, out_features)
@@ -117,6 +125,7 @@ def torch_step(net, x, labels):
         loss.backward()
         optimizer.step()
         return loss.item()
+
     return step
 
 
@@ -128,11 +137,16 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--backend", choices=("numba", "numpy"), default="numba")
     parser.add_argument("--no-torch", action="store_true")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="PyTorch and Numba threads (set OPENBLAS_NUM_THREADS to the same "
-                             "number in the environment for NumPy's GEMMs)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="PyTorch and Numba threads (set OPENBLAS_NUM_THREADS to the same "
+        "number in the environment for NumPy's GEMMs)",
+    )
     args = parser.parse_args(argv)
     import numba
+
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
 
     set_backend(args.backend)
@@ -163,23 +177,27 @@ def main(argv=None) -> int:
 
     times = {name: [] for name in steps}
     for i in range(args.warmup + args.repeats):
-        for name, step in steps.items():           # take turns: shared-machine noise spreads
+        for name, step in steps.items():  # take turns: shared-machine noise spreads
             start = time.perf_counter()
             step()
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - start)
 
-    print(f"\nAlexNet ({args.arch}), batch {args.batch}, forward + backward + SGD, median of "
-          f"{args.repeats} steps ({args.threads} threads of {os.cpu_count()} CPUs, "
-          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})")
+    print(
+        f"\nAlexNet ({args.arch}), batch {args.batch}, forward + backward + SGD, median of "
+        f"{args.repeats} steps ({args.threads} threads of {os.cpu_count()} CPUs, "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})"
+    )
     ref = None
     for name, t in times.items():
         med = statistics.median(t)
         ref = ref or med
-        print(f"  {name:<28} {1e3 * med:9.1f} ms/step  {args.batch / med:7.1f} img/s  "
-              f"{med / ref:5.2f}x  (min {1e3 * min(t):.1f} ms)")
+        print(
+            f"  {name:<28} {1e3 * med:9.1f} ms/step  {args.batch / med:7.1f} img/s  "
+            f"{med / ref:5.2f}x  (min {1e3 * min(t):.1f} ms)"
+        )
     return 0
 
 

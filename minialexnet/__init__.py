@@ -8,6 +8,7 @@ CPU (``minialexnet.kernels.cpu``) and a numba.cuda version for the GPU
 Choose the CPU kernels with ``minialexnet.set_backend("numpy" | "numba")`` or the environment
 variable ``MINIALEXNET_BACKEND`` (default ``"numba"``).
 """
+
 import os as _os
 import tempfile as _tempfile
 
@@ -35,8 +36,7 @@ _ensure_numba_cache_dir()
 from minialexnet.backend import get_backend, set_backend, use_backend  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["get_backend", "set_backend", "use_backend", "load_onnx", "save_onnx",
-           "__version__"]
+__all__ = ["get_backend", "set_backend", "use_backend", "load_onnx", "save_onnx", "__version__"]
 
 
 def _onnx_io():
@@ -44,9 +44,12 @@ def _onnx_io():
     try:
         import onnx  # noqa: F401
     except ImportError:
-        raise ImportError("reading and writing ONNX files needs the onnx package: "
-                          "pip install \"minialexnet[onnx]\"") from None
+        raise ImportError(
+            "reading and writing ONNX files needs the onnx package: "
+            'pip install "minialexnet[onnx]"'
+        ) from None
     import minialexnet.onnx_io
+
     return minialexnet.onnx_io
 
 

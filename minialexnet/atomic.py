@@ -59,5 +59,8 @@ def leftover_temp_files(path) -> list[str]:
         entries = os.listdir(folder)
     except FileNotFoundError:
         return []
-    return sorted(os.path.join(folder, entry) for entry in entries
-                  if entry.startswith(prefix) and entry.endswith(".tmp"))
+    return sorted(
+        os.path.join(folder, entry)
+        for entry in entries
+        if entry.startswith(prefix) and entry.endswith(".tmp")
+    )

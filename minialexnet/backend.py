@@ -6,6 +6,7 @@ through in a debugger; ``"numba"`` (the default) runs the compiled twins in
 prove they agree. Select with ``set_backend``, the ``use_backend`` context manager, or the
 environment variable ``MINIALEXNET_BACKEND``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,13 +21,15 @@ _MODULES = {"numba": "minialexnet.kernels.cpu", "numpy": "minialexnet.kernels.nu
 def _validated(name: str, source: str) -> str:
     name = str(name).strip().lower()
     if name not in BACKENDS:
-        raise ValueError(f"unknown CPU backend {name!r} (from {source}); choose one of "
-                         f"{', '.join(BACKENDS)}")
+        raise ValueError(
+            f"unknown CPU backend {name!r} (from {source}); choose one of {', '.join(BACKENDS)}"
+        )
     return name
 
 
-_current = _validated(os.environ.get("MINIALEXNET_BACKEND", "numba"),
-                      "the environment variable MINIALEXNET_BACKEND")
+_current = _validated(
+    os.environ.get("MINIALEXNET_BACKEND", "numba"), "the environment variable MINIALEXNET_BACKEND"
+)
 
 
 def get_backend() -> str:

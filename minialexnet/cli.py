@@ -7,6 +7,7 @@ module (and ``minialexnet.training`` / ``minialexnet.data``), never one another,
 check and each message lives in one place. Every error here is one a user can fix: it becomes
 a one-line usage message, never a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,10 @@ class UsageError(Exception):
 
 # -- argparse types --------------------------------------------------------------------------
 
+
 def integer_at_least(minimum: int, words: str):
     """argparse type: an integer >= ``minimum`` (``words`` names it in the usage error)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -41,6 +44,7 @@ def integer_at_least(minimum: int, words: str):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be {words}, got {value}")
         return value
+
     return parse
 
 
@@ -62,6 +66,7 @@ def fraction(text: str) -> float:
 def float_at_least(minimum: float, allow_equal: bool):
     """argparse type factory: a finite number ``>= minimum`` (``> minimum`` unless
     ``allow_equal``), e.g. ``float_at_least(0, False)`` for a learning rate."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -71,40 +76,66 @@ def float_at_least(minimum: float, allow_equal: bool):
             bound = f">= {minimum:g}" if allow_equal else f"> {minimum:g}"
             raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
         return value
+
     return parse
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, image_size_default: int | None = 256
-                       ) -> None:
+def add_data_arguments(
+    parser: argparse.ArgumentParser, image_size_default: int | None = 256
+) -> None:
     """The data options of ``prepare`` (same names and meaning as in train and evaluate)."""
-    parser.add_argument("--data-dir", default=None,
-                        help="data root: <dir>/train/<class>/ (+ val/), or any folder of class "
-                             "folders; default with --subset: $MINIALEXNET_DATA, "
-                             "$IMAGENET_ROOT, ~/data/imagenet, ...")
-    parser.add_argument("--subset", default=None,
-                        help="imagenet-100, imagenet-1k, or a file with one class folder name "
-                             "(wnid) per line; default: every class folder")
-    parser.add_argument("--image-size", type=positive_int, default=image_size_default,
-                        metavar="S",
-                        help="side of the stored images (the paper: 256; the mini model: 64)")
-    parser.add_argument("--val-labels", default=None, metavar="FILE",
-                        help="labels of a flat val/ folder ('filename wnid' lines, Caffe's "
-                             "val.txt, Kaggle's LOC_val_solution.csv or the devkit's ground "
-                             "truth with meta.mat)")
-    parser.add_argument("--val-fraction", type=fraction, default=0.1,
-                        help="share of each class held out for validation when there is no "
-                             "val/ folder (default 0.1)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0,
-                        help="seed of that hold-out (default 0)")
-    parser.add_argument("--workers", type=positive_int, default=None,
-                        help="decoding processes (default: all CPUs)")
-    parser.add_argument("--cache-dir", default=None,
-                        help="this dataset's cache folder (default: "
-                             "~/.cache/minialexnet/datasets/<name>-<subset>-S<S>-<hash>, or "
-                             "under $MINIALEXNET_CACHE)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="data root: <dir>/train/<class>/ (+ val/), or any folder of class "
+        "folders; default with --subset: $MINIALEXNET_DATA, "
+        "$IMAGENET_ROOT, ~/data/imagenet, ...",
+    )
+    parser.add_argument(
+        "--subset",
+        default=None,
+        help="imagenet-100, imagenet-1k, or a file with one class folder name "
+        "(wnid) per line; default: every class folder",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=image_size_default,
+        metavar="S",
+        help="side of the stored images (the paper: 256; the mini model: 64)",
+    )
+    parser.add_argument(
+        "--val-labels",
+        default=None,
+        metavar="FILE",
+        help="labels of a flat val/ folder ('filename wnid' lines, Caffe's "
+        "val.txt, Kaggle's LOC_val_solution.csv or the devkit's ground "
+        "truth with meta.mat)",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=fraction,
+        default=0.1,
+        help="share of each class held out for validation when there is no "
+        "val/ folder (default 0.1)",
+    )
+    parser.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="seed of that hold-out (default 0)"
+    )
+    parser.add_argument(
+        "--workers", type=positive_int, default=None, help="decoding processes (default: all CPUs)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="this dataset's cache folder (default: "
+        "~/.cache/minialexnet/datasets/<name>-<subset>-S<S>-<hash>, or "
+        "under $MINIALEXNET_CACHE)",
+    )
 
 
 # -- the back end ----------------------------------------------------------------------------
+
 
 def select_backend(name: str) -> None:
     """The one place that switches the hot loops: ``numba``/``numpy`` CPU kernels, or CUDA.
@@ -113,7 +144,7 @@ def select_backend(name: str) -> None:
     """
     if name == "cuda":
         require_cuda("--backend cuda")
-        name = "numba"          # what still runs on the host (augmentation) stays compiled
+        name = "numba"  # what still runs on the host (augmentation) stays compiled
     set_backend(name)
 
 
@@ -128,8 +159,9 @@ def inference_engine(model, backend: str, batch_size: int, gemm: str = "auto"):
     try:
         if device == "cpu":
             select_backend(backend)
-        return make_engine(model, None, TrainConfig(batch_size=batch_size, device=device,
-                                                    gemm=gemm))
+        return make_engine(
+            model, None, TrainConfig(batch_size=batch_size, device=device, gemm=gemm)
+        )
     except ValueError as err:
         raise UsageError(str(err)) from None
     except (ImportError, RuntimeError) as err:
@@ -137,6 +169,7 @@ def inference_engine(model, backend: str, batch_size: int, gemm: str = "auto"):
 
 
 # -- data and output -------------------------------------------------------------------------
+
 
 def open_datasets(args, image_size: int, val_only: bool = False):
     """``(train_set, val_set, stats, name)`` for the train command's data arguments.
@@ -152,11 +185,14 @@ def open_datasets(args, image_size: int, val_only: bool = False):
         train_set = None if val_only else make_synthetic("train", image_size=image_size)
         return train_set, make_synthetic("val", image_size=image_size), None, "synthetic"
     name = os.path.splitext(os.path.basename(os.path.normpath(args.subset or args.data_dir)))[0]
-    options = {"image_size": image_size, "log": print_line,
-               "cache_dir": getattr(args, "cache_dir", None),
-               "val_labels": getattr(args, "val_labels", None),
-               "val_fraction": getattr(args, "val_fraction", None) or 0.1,
-               "seed": getattr(args, "holdout_seed", None) or 0}
+    options = {
+        "image_size": image_size,
+        "log": print_line,
+        "cache_dir": getattr(args, "cache_dir", None),
+        "val_labels": getattr(args, "val_labels", None),
+        "val_fraction": getattr(args, "val_fraction", None) or 0.1,
+        "seed": getattr(args, "holdout_seed", None) or 0,
+    }
     if val_only:
         return None, imagenet.open_val_dataset(args.data_dir, args.subset, **options), None, name
     train_set, val_set, stats = imagenet.open_dataset(args.data_dir, args.subset, **options)
@@ -176,22 +212,29 @@ def recorded_dataset(meta: dict, path) -> dict:
     record = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
     kind = record.get("kind") or meta.get("data")
     names = meta.get("class_names")
-    if kind == "synthetic" or (not record and names is not None
-                               and list(names) == list(SYNTHETIC_CLASSES[:len(names)])):
+    if kind == "synthetic" or (
+        not record and names is not None and list(names) == list(SYNTHETIC_CLASSES[: len(names)])
+    ):
         return {**record, "kind": "synthetic"}
     data_dir, subset = record.get("data_dir"), record.get("subset")
     if data_dir is None and subset is None:
-        raise UsageError(f"{path} does not record where its data came from; pass "
-                         f"--data-dir (and --subset if it was trained on one)")
+        raise UsageError(
+            f"{path} does not record where its data came from; pass "
+            f"--data-dir (and --subset if it was trained on one)"
+        )
     also = f" (and --subset {subset})" if subset else ""
     if data_dir is not None and not os.path.isdir(data_dir):
-        raise UsageError(f"{path} was trained on the data in {data_dir}, which is not there "
-                         f"any more (moved or deleted?); pass --data-dir with its new "
-                         f"location{also}")
+        raise UsageError(
+            f"{path} was trained on the data in {data_dir}, which is not there "
+            f"any more (moved or deleted?); pass --data-dir with its new "
+            f"location{also}"
+        )
     labels = record.get("val_labels")
     if labels and not os.path.isfile(labels):
-        raise UsageError(f"{path} was trained with the val labels file {labels}, which is not "
-                         f"there any more; pass --val-labels with its new location")
+        raise UsageError(
+            f"{path} was trained with the val labels file {labels}, which is not "
+            f"there any more; pass --val-labels with its new location"
+        )
     return record
 
 
@@ -212,10 +255,13 @@ def check_devices(spec: str | None) -> None:
         except ValueError as err:
             raise UsageError(f"--devices {spec}: {err}") from None
         if len(devices) != NUM_TOWERS:
-            raise UsageError(f"--devices {spec} names {len(devices)} device(s); the split of "
-                             f"§3.2 runs on exactly {NUM_TOWERS}, e.g. cpu:0,cpu:1")
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        (os.cpu_count() or 1)
+            raise UsageError(
+                f"--devices {spec} names {len(devices)} device(s); the split of "
+                f"§3.2 runs on exactly {NUM_TOWERS}, e.g. cpu:0,cpu:1"
+            )
+    cpus = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
     for part in spec.split(","):
         kind, _, index = part.strip().lower().partition(":")
         if kind == "cpu" and index.isdigit() and int(index) >= cpus:
@@ -223,7 +269,8 @@ def check_devices(spec: str | None) -> None:
                 f"--devices {spec}: {part.strip()} asks for CPU {index}, but this machine has "
                 f"{cpus} CPU(s). On the CPU a device is a thread of this process, one per "
                 f"tower of the two-tower split (§3.2), not a particular core; pass --devices "
-                f"cpu:0,cpu:1")
+                f"cpu:0,cpu:1"
+            )
 
 
 def print_line(line: str) -> None:
@@ -235,10 +282,13 @@ def model_file(positional: str | None, option: str | None) -> str:
     """The network file of ``evaluate``/``predict``, given either positionally or as
     ``--checkpoint`` (exactly one of the two): a checkpoint ``.npz`` or an ``.onnx`` file."""
     if positional is not None and option is not None:
-        raise UsageError(f"two network files given ({option} with --checkpoint and "
-                         f"{positional}); pass one, positionally or with --checkpoint")
+        raise UsageError(
+            f"two network files given ({option} with --checkpoint and "
+            f"{positional}); pass one, positionally or with --checkpoint"
+        )
     if positional is None and option is None:
-        raise UsageError("no network file: pass a checkpoint .npz or an .onnx file, "
-                         "positionally or with --checkpoint")
+        raise UsageError(
+            "no network file: pass a checkpoint .npz or an .onnx file, "
+            "positionally or with --checkpoint"
+        )
     return positional if positional is not None else option
-

@@ -21,6 +21,7 @@ sentence for the progress lines when they look wrong, or ``None``:
 The function is pure (no printing, no state), so the trainer decides how often to ask; asking
 after every progress line is cheap (it reads at most ``2 * window`` losses).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,18 +37,21 @@ CHANCE_MARGIN = 0.03
 MOVED_FRACTION = 0.02
 """A change smaller than this fraction of the first losses counts as "has not moved"."""
 
-_WHAT_TO_TRY = ("try a smaller learning rate (--lr, e.g. a tenth), the BVLC initialisation "
-                "(--init bvlc: biases 0.1 instead of the paper's 1), and check that the "
-                "labels match the images (train on a few images first: the loss must fall "
-                "towards 0)")
+_WHAT_TO_TRY = (
+    "try a smaller learning rate (--lr, e.g. a tenth), the BVLC initialisation "
+    "(--init bvlc: biases 0.1 instead of the paper's 1), and check that the "
+    "labels match the images (train on a few images first: the loss must fall "
+    "towards 0)"
+)
 
 
 def _mean(values) -> float:
     return sum(values) / len(values)
 
 
-def loss_warning(step: int, loss_history, num_classes: int, *, min_steps: int = MIN_STEPS,
-                 window: int = WINDOW) -> str | None:
+def loss_warning(
+    step: int, loss_history, num_classes: int, *, min_steps: int = MIN_STEPS, window: int = WINDOW
+) -> str | None:
     """A warning about the training loss after ``step`` steps, or ``None`` if it looks sane.
 
     Arguments:
@@ -69,22 +73,29 @@ def loss_warning(step: int, loss_history, num_classes: int, *, min_steps: int = 
         return None
     chance = math.log(num_classes)
     if not math.isfinite(losses[-1]):
-        return (f"the training loss is {losses[-1]} at step {step}: the run has diverged; "
-                + _WHAT_TO_TRY)
+        return (
+            f"the training loss is {losses[-1]} at step {step}: the run has diverged; "
+            + _WHAT_TO_TRY
+        )
     recent = _mean(losses[-window:])
     ceiling = chance + max(chance / 2, 1.0)
     if recent > ceiling:
-        return (f"the training loss ({recent:.2f}, mean of the last {min(window, len(losses))} "
-                f"steps) is far above chance, ln({num_classes}) = {chance:.2f}: the network is "
-                f"confidently wrong; " + _WHAT_TO_TRY)
+        return (
+            f"the training loss ({recent:.2f}, mean of the last {min(window, len(losses))} "
+            f"steps) is far above chance, ln({num_classes}) = {chance:.2f}: the network is "
+            f"confidently wrong; " + _WHAT_TO_TRY
+        )
     if step < min_steps or len(losses) < 2 * window:
         return None
     if recent >= chance * (1 - CHANCE_MARGIN):
-        return (f"after {step} steps the training loss ({recent:.2f}) is still at chance, "
-                f"ln({num_classes}) = {chance:.2f}: the network is not learning yet; "
-                + _WHAT_TO_TRY)
+        return (
+            f"after {step} steps the training loss ({recent:.2f}) is still at chance, "
+            f"ln({num_classes}) = {chance:.2f}: the network is not learning yet; " + _WHAT_TO_TRY
+        )
     first = _mean(losses[:window])
     if abs(first - recent) < MOVED_FRACTION * first:
-        return (f"after {step} steps the training loss has not moved ({first:.2f} -> "
-                f"{recent:.2f}); " + _WHAT_TO_TRY)
+        return (
+            f"after {step} steps the training loss has not moved ({first:.2f} -> "
+            f"{recent:.2f}); " + _WHAT_TO_TRY
+        )
     return None

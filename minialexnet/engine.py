@@ -98,8 +98,7 @@ class Engine(Protocol):
 
 def count_correct(logits: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
     """``(top-1, top-5)`` correct counts of host ``logits`` (N, C) for ``labels`` (N,)."""
-    return (int(topk_correct(logits, labels, 1).sum()),
-            int(topk_correct(logits, labels, 5).sum()))
+    return (int(topk_correct(logits, labels, 1).sum()), int(topk_correct(logits, labels, 5).sum()))
 
 
 class CPUEngine:
@@ -129,8 +128,9 @@ class CPUEngine:
 
     def apply_update(self) -> None:
         if self.optimizer is None:
-            raise RuntimeError("this engine has no optimizer: build it with "
-                               "CPUEngine(model, SGD(model, lr=...))")
+            raise RuntimeError(
+                "this engine has no optimizer: build it with CPUEngine(model, SGD(model, lr=...))"
+            )
         self.optimizer.step()
 
     def train_step(self, x: np.ndarray, labels: np.ndarray) -> StepResult:

@@ -26,6 +26,7 @@ list must equal the data's.
 Exit status 0, or 2 with a one-line message (no traceback) for a missing or corrupt
 checkpoint, unusable data, or classes that do not match.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,38 +55,82 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m minialexnet.evaluate",
         description="Top-1/top-5 error of a checkpoint with centre-crop and/or 10-crop testing "
-                    "(§4.1).")
-    parser.add_argument("checkpoint", nargs="?", default=None, metavar="MODEL",
-                        help="a checkpoint .npz written by training, or an .onnx file (also "
-                             "accepted as --checkpoint)")
-    parser.add_argument("--checkpoint", "-c", dest="checkpoint_option", default=None,
-                        metavar="MODEL", help="the same, as an option")
-    parser.add_argument("--data-dir", default=None,
-                        help="data root or prepared cache (default: the checkpoint's dataset)")
+        "(§4.1).",
+    )
+    parser.add_argument(
+        "checkpoint",
+        nargs="?",
+        default=None,
+        metavar="MODEL",
+        help="a checkpoint .npz written by training, or an .onnx file (also "
+        "accepted as --checkpoint)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        "-c",
+        dest="checkpoint_option",
+        default=None,
+        metavar="MODEL",
+        help="the same, as an option",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="data root or prepared cache (default: the checkpoint's dataset)",
+    )
     parser.add_argument("--subset", default=None, help="imagenet-100, imagenet-1k or a file")
-    parser.add_argument("--val-labels", default=None, metavar="FILE",
-                        help="labels file of a flat val/ folder")
-    parser.add_argument("--val-fraction", type=fraction, default=None,
-                        help="hold-out share when there is no val/ (default: the checkpoint's, "
-                             "else 0.1)")
-    parser.add_argument("--seed", type=nonnegative_int, default=None,
-                        help="hold-out seed (default: the checkpoint's, else 0)")
+    parser.add_argument(
+        "--val-labels", default=None, metavar="FILE", help="labels file of a flat val/ folder"
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=fraction,
+        default=None,
+        help="hold-out share when there is no val/ (default: the checkpoint's, else 0.1)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=None,
+        help="hold-out seed (default: the checkpoint's, else 0)",
+    )
     parser.add_argument("--cache-dir", default=None, help="the dataset's cache folder")
-    parser.add_argument("--crops", choices=("center", "ten", "both"), default="both",
-                        help="center: one centre crop per image; ten: the softmax averaged over "
-                             "the four corners, the centre and their reflections (the paper's "
-                             "test protocol, §4.1, 10x slower); both (default): report each")
-    parser.add_argument("-b", "--batch-size", type=positive_int, default=64,
-                        help="images per forward pass (default 64; with ten crops each image "
-                             "is 10 inputs); lower it if memory runs out")
-    parser.add_argument("--workers", type=nonnegative_int, default=0,
-                        help="threads preparing batches (0: the main thread)")
-    parser.add_argument("--backend", choices=BACKENDS, default="numba",
-                        help="kernels: numba (compiled CPU), numpy (readable reference), cuda")
-    parser.add_argument("--gemm", choices=("auto", "numba", "cublas"), default="auto",
-                        help="with --backend cuda, the matrix products: cuBLAS where "
-                             "nvmath-python is installed (auto), the hand-written SGEMM (numba) "
-                             "or cublas")
+    parser.add_argument(
+        "--crops",
+        choices=("center", "ten", "both"),
+        default="both",
+        help="center: one centre crop per image; ten: the softmax averaged over "
+        "the four corners, the centre and their reflections (the paper's "
+        "test protocol, §4.1, 10x slower); both (default): report each",
+    )
+    parser.add_argument(
+        "-b",
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help="images per forward pass (default 64; with ten crops each image "
+        "is 10 inputs); lower it if memory runs out",
+    )
+    parser.add_argument(
+        "--workers",
+        type=nonnegative_int,
+        default=0,
+        help="threads preparing batches (0: the main thread)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="numba",
+        help="kernels: numba (compiled CPU), numpy (readable reference), cuda",
+    )
+    parser.add_argument(
+        "--gemm",
+        choices=("auto", "numba", "cublas"),
+        default="auto",
+        help="with --backend cuda, the matrix products: cuBLAS where "
+        "nvmath-python is installed (auto), the hand-written SGEMM (numba) "
+        "or cublas",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
 
@@ -100,24 +145,37 @@ def validation_set_for(meta: dict, args, log=print):
     record = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
     image_size = int(meta.get("image_size") or record.get("image_size") or 0)
     if not image_size:
-        raise UsageError("the checkpoint does not record its image size S (meta "
-                         "'image_size'); it cannot be evaluated")
-    val_fraction = args.val_fraction if args.val_fraction is not None else \
-        record.get("val_fraction", 0.1)
+        raise UsageError(
+            "the checkpoint does not record its image size S (meta "
+            "'image_size'); it cannot be evaluated"
+        )
+    val_fraction = (
+        args.val_fraction if args.val_fraction is not None else record.get("val_fraction", 0.1)
+    )
     seed = args.seed if args.seed is not None else record.get("seed", 0)
     data_dir, subset = args.data_dir, args.subset
     if data_dir is None and subset is None:
         record = recorded_dataset(meta, args.checkpoint)
         if record["kind"] == "synthetic":
-            return make_synthetic("val", num_classes=int(meta["num_classes"]),
-                                  image_size=image_size,
-                                  seed=int(record.get("seed", 0)))
+            return make_synthetic(
+                "val",
+                num_classes=int(meta["num_classes"]),
+                image_size=image_size,
+                seed=int(record.get("seed", 0)),
+            )
         data_dir, subset = record.get("data_dir"), record.get("subset")
         if args.val_labels is None and record.get("val_labels"):
             args.val_labels = record["val_labels"]
-    return open_val_dataset(data_dir, subset, image_size=image_size, val_fraction=val_fraction,
-                            seed=seed, cache_dir=args.cache_dir, log=log,
-                            val_labels=args.val_labels)
+    return open_val_dataset(
+        data_dir,
+        subset,
+        image_size=image_size,
+        val_fraction=val_fraction,
+        seed=seed,
+        cache_dir=args.cache_dir,
+        log=log,
+        val_labels=args.val_labels,
+    )
 
 
 def run(args, log=print) -> dict:
@@ -128,14 +186,24 @@ def run(args, log=print) -> dict:
     """
     args.checkpoint = model_file(args.checkpoint, args.checkpoint_option)
     model, ckpt = load_model(args.checkpoint)
-    check_has_stats(ckpt, args.checkpoint)        # before any data is decoded
-    engine = inference_engine(model, args.backend,
-                              args.batch_size * (1 if args.crops == "center" else 10),
-                              gemm=args.gemm)
+    check_has_stats(ckpt, args.checkpoint)  # before any data is decoded
+    engine = inference_engine(
+        model,
+        args.backend,
+        args.batch_size * (1 if args.crops == "center" else 10),
+        gemm=args.gemm,
+    )
     dataset = validation_set_for(ckpt.meta, args, log)
     crops = ("center", "ten") if args.crops == "both" else (args.crops,)
-    return evaluate_checkpoint(engine, ckpt, dataset, args.checkpoint, crops=crops,
-                               batch_size=args.batch_size, workers=args.workers)
+    return evaluate_checkpoint(
+        engine,
+        ckpt,
+        dataset,
+        args.checkpoint,
+        crops=crops,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ is re-written (e.g. to normalize a file from another tool).
 Exit status 0, or 2 with a one-line message for a missing or unreadable file, or without the
 ``onnx`` package.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m minialexnet.export",
         description="Write a checkpoint's network (with its preprocessing and class names) "
-                    "as an ONNX file.")
-    parser.add_argument("checkpoint", metavar="MODEL",
-                        help="a checkpoint .npz written by training (or an .onnx file)")
-    parser.add_argument("-o", "--output", required=True, metavar="FILE.onnx",
-                        help="the ONNX file to write")
+        "as an ONNX file.",
+    )
+    parser.add_argument(
+        "checkpoint",
+        metavar="MODEL",
+        help="a checkpoint .npz written by training (or an .onnx file)",
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="FILE.onnx", help="the ONNX file to write"
+    )
     return parser
 
 
@@ -40,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, _ = load_model(args.checkpoint)
         from minialexnet import save_onnx  # optional dependency: onnx
+
         save_onnx(model, args.output)
     except (CheckpointError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -47,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"error: cannot write {args.output}: {err.strerror or err}", file=sys.stderr)
         return 2
-    print(f"{args.output}: {model!r}, {model.num_parameters():,} parameters, "
-          f"{os.path.getsize(args.output):,} bytes")
+    print(
+        f"{args.output}: {model!r}, {model.num_parameters():,} parameters, "
+        f"{os.path.getsize(args.output):,} bytes"
+    )
     return 0
 
 

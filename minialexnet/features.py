@@ -14,6 +14,7 @@ to and including ``layer``, and flattened. ``layer`` is any of ``model.layers``:
 the fully connected layer's output before its ReLU, ``relu7`` after it (Caffe's in-place
 ``fc7`` blob), ``pool5`` the last convolutional maps (flattened).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,15 @@ from minialexnet.training.checkpoint import CheckpointError
 from minialexnet.training.model_files import check_mean_image, load_model, stored_image_size
 
 
-def extract_features(model, images, layer: str = "fc7", *, stats=None,
-                     image_size: int | None = None, batch_size: int = 32):
+def extract_features(
+    model,
+    images,
+    layer: str = "fc7",
+    *,
+    stats=None,
+    image_size: int | None = None,
+    batch_size: int = 32,
+):
     """``(features, names)``: float32 ``(N, D)`` activations of ``layer`` and the N paths.
 
     Parameters
@@ -56,14 +64,21 @@ def extract_features(model, images, layer: str = "fc7", *, stats=None,
         check_mean_image(model, ckpt, path)
         stats = ckpt.stats if stats is None else stats
     if layer not in model.layers:
-        raise ValueError(f"the network has no layer {layer!r}; choose one of "
-                         f"{', '.join(model.layers)}")
+        raise ValueError(
+            f"the network has no layer {layer!r}; choose one of {', '.join(model.layers)}"
+        )
     size = image_size or stored_image_size(model, ckpt)
     names = image_paths(images)
     decoded = np.stack([decode_image(name, size) for name in names])
     dataset = ImageDataset(decoded, np.zeros(len(names), dtype=np.int64), ["image"])
-    loader = BatchLoader(dataset, batch_size, model.input_size, stats, train=False,
-                         preprocessing=model.preprocessing)
+    loader = BatchLoader(
+        dataset,
+        batch_size,
+        model.input_size,
+        stats,
+        train=False,
+        preprocessing=model.preprocessing,
+    )
     return np.concatenate([_activations(model, x, layer) for x, _ in loader]), names
 
 
@@ -80,18 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m minialexnet.features",
         description="Write one layer's activations for a folder of images to .npy (with the "
-                    "file names beside it), for scikit-learn and other tools.")
+        "file names beside it), for scikit-learn and other tools.",
+    )
     parser.add_argument("model", metavar="MODEL", help="a checkpoint .npz or an .onnx file")
-    parser.add_argument("images", nargs="+", metavar="IMG",
-                        help="image files or folders of images")
-    parser.add_argument("-o", "--output", required=True, metavar="FEATS.npy",
-                        help="the (N, D) float32 array; the N file names go to FEATS.txt "
-                             "(one per line, same order) or FEATS.json with --json-names")
-    parser.add_argument("--layer", default="fc7",
-                        help="fc7 (default; before its ReLU), relu7, fc6, pool5, ...")
+    parser.add_argument(
+        "images", nargs="+", metavar="IMG", help="image files or folders of images"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FEATS.npy",
+        help="the (N, D) float32 array; the N file names go to FEATS.txt "
+        "(one per line, same order) or FEATS.json with --json-names",
+    )
+    parser.add_argument(
+        "--layer", default="fc7", help="fc7 (default; before its ReLU), relu7, fc6, pool5, ..."
+    )
     parser.add_argument("-b", "--batch-size", type=int, default=32)
-    parser.add_argument("--json-names", action="store_true",
-                        help="write the file names as a JSON list instead of a text file")
+    parser.add_argument(
+        "--json-names",
+        action="store_true",
+        help="write the file names as a JSON list instead of a text file",
+    )
     return parser
 
 
@@ -99,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m minialexnet.features`` / ``minialexnet-features``."""
     args = build_parser().parse_args(argv)
     try:
-        features, names = extract_features(args.model, args.images, args.layer,
-                                            batch_size=args.batch_size)
+        features, names = extract_features(
+            args.model, args.images, args.layer, batch_size=args.batch_size
+        )
     except (CheckpointError, DataError, UnreadableImage, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -112,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with open(f"{stem}.txt", "w", encoding="utf-8") as f:
             f.write("".join(f"{name}\n" for name in names))
-    print(f"{stem}.npy: {features.shape[0]} images x {features.shape[1]} features of "
-          f"{args.layer}; names in {stem}.{'json' if args.json_names else 'txt'}")
+    print(
+        f"{stem}.npy: {features.shape[0]} images x {features.shape[1]} features of "
+        f"{args.layer}; names in {stem}.{'json' if args.json_names else 'txt'}"
+    )
     return 0
 
 

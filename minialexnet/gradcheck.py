@@ -11,6 +11,7 @@ a different weight, so a gradient routed to the wrong place cannot cancel out.
 The error reported is ``||analytic - numeric|| / max(||analytic|| + ||numeric||, tiny)``: about
 1e-9 or less in float64 for a correct layer, around 1e-1 or more for a wrong one.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,8 +35,9 @@ def _entries(size: int, max_entries: int | None, rng: np.random.Generator) -> np
     return np.sort(rng.choice(size, size=max_entries, replace=False))
 
 
-def numerical_gradient(f: Callable[[], float], x: np.ndarray, eps: float = 1e-6,
-                       entries: np.ndarray | None = None) -> np.ndarray:
+def numerical_gradient(
+    f: Callable[[], float], x: np.ndarray, eps: float = 1e-6, entries: np.ndarray | None = None
+) -> np.ndarray:
     """Central differences of the scalar ``f()`` with respect to the float64 array ``x``.
 
     ``x`` is perturbed in place and restored. Only the flat indices in ``entries`` are
@@ -47,7 +49,7 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, eps: float = 1e-6,
     flat_x, flat_g = x.reshape(-1), grad.reshape(-1)
     if not np.shares_memory(flat_x, x):
         raise ValueError("numerical_gradient needs a contiguous array to perturb in place")
-    for i in (range(x.size) if entries is None else entries):
+    for i in range(x.size) if entries is None else entries:
         old = flat_x[i]
         flat_x[i] = old + eps
         plus = f()
@@ -88,12 +90,18 @@ def _replay_randomness(obj):
     def replay():
         for gen, state in gens:
             gen.bit_generator.state = copy.deepcopy(state)
+
     return replay
 
 
-def check_layer(layer, x: np.ndarray, rng: np.random.Generator | None = None,
-                eps: float = 1e-6, train: bool = False,
-                max_entries: int | None = None) -> dict[str, float]:
+def check_layer(
+    layer,
+    x: np.ndarray,
+    rng: np.random.Generator | None = None,
+    eps: float = 1e-6,
+    train: bool = False,
+    max_entries: int | None = None,
+) -> dict[str, float]:
     """Relative errors of ``layer.backward`` against central differences, per input.
 
     Parameters
@@ -127,8 +135,9 @@ def check_layer(layer, x: np.ndarray, rng: np.random.Generator | None = None,
     for name, array in targets.items():
         entries = _entries(array.size, max_entries, rng)
         numeric = numerical_gradient(f, array, eps, entries)
-        errors[name] = relative_error(analytic[name].reshape(-1)[entries],
-                                      numeric.reshape(-1)[entries])
+        errors[name] = relative_error(
+            analytic[name].reshape(-1)[entries], numeric.reshape(-1)[entries]
+        )
     return errors
 
 
@@ -142,9 +151,15 @@ def check_loss(loss, logits: np.ndarray, labels: np.ndarray, eps: float = 1e-6) 
     return relative_error(analytic, numeric)
 
 
-def check_model(model, x: np.ndarray, labels: np.ndarray, loss=None,
-                rng: np.random.Generator | None = None, eps: float = 1e-6,
-                max_entries: int | None = 20) -> dict[str, float]:
+def check_model(
+    model,
+    x: np.ndarray,
+    labels: np.ndarray,
+    loss=None,
+    rng: np.random.Generator | None = None,
+    eps: float = 1e-6,
+    max_entries: int | None = 20,
+) -> dict[str, float]:
     """Whole-network check: ``loss(model.forward(x), labels)`` against every parameter and x.
 
     ``model`` follows the model protocol (``forward``, ``backward``, ``named_parameters()``
@@ -170,6 +185,7 @@ def check_model(model, x: np.ndarray, labels: np.ndarray, loss=None,
     for name, array in targets.items():
         entries = _entries(array.size, max_entries, rng)
         numeric = numerical_gradient(f, array, eps, entries)
-        errors[name] = relative_error(analytic[name].reshape(-1)[entries],
-                                      numeric.reshape(-1)[entries])
+        errors[name] = relative_error(
+            analytic[name].reshape(-1)[entries], numeric.reshape(-1)[entries]
+        )
     return errors

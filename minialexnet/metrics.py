@@ -6,6 +6,7 @@ the softmax over ten 227x227 patches of each 256x256 image, the four corners and
 and their horizontal reflections (§4.1); ``evaluate(..., crops="ten")`` does the same,
 ``crops="center"`` uses only the centre crop (the usual validation during training).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,10 @@ def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     scores = np.asarray(scores)
     labels = np.asarray(labels)
     if scores.ndim != 2 or labels.shape != (scores.shape[0],):
-        raise ValueError(f"topk_correct expects scores (N, C) and labels (N,), got "
-                         f"{scores.shape} and {labels.shape}")
+        raise ValueError(
+            f"topk_correct expects scores (N, C) and labels (N,), got "
+            f"{scores.shape} and {labels.shape}"
+        )
     k = min(int(k), scores.shape[1])
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -47,8 +50,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def predict_proba(model, dataset, stats, batch_size: int = 128, crops: str = "center",
-                  workers: int = 0) -> np.ndarray:
+def predict_proba(
+    model, dataset, stats, batch_size: int = 128, crops: str = "center", workers: int = 0
+) -> np.ndarray:
     """Class probabilities ``(N, num_classes)`` float32 for every image of ``dataset``.
 
     Each image is prepared the way ``model`` expects (its ``config["preprocessing"]``, or an
@@ -61,25 +65,34 @@ def predict_proba(model, dataset, stats, batch_size: int = 128, crops: str = "ce
 
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {CROPS}, got {crops!r}")
-    loader = BatchLoader(dataset, batch_size, model.input_size, stats, train=False,
-                         crops=crops, workers=workers, preprocessing=preprocessing_of(model))
+    loader = BatchLoader(
+        dataset,
+        batch_size,
+        model.input_size,
+        stats,
+        train=False,
+        crops=crops,
+        workers=workers,
+        preprocessing=preprocessing_of(model),
+    )
     out = np.empty((len(dataset), model.num_classes), dtype=np.float32)
     start = 0
     for x, _ in loader:
-        if crops == "ten":             # x: (B, 10, 3, S, S); average the ten softmaxes
+        if crops == "ten":  # x: (B, 10, 3, S, S); average the ten softmaxes
             b = x.shape[0]
             p = softmax(model.forward(x.reshape(b * 10, *x.shape[2:]), train=False))
             p = p.reshape(b, 10, -1).mean(axis=1)
         else:
             b = x.shape[0]
             p = softmax(model.forward(x, train=False))
-        out[start:start + b] = p
+        out[start : start + b] = p
         start += b
     return out
 
 
-def evaluate(model, dataset, stats, batch_size: int = 128, crops: str = "center",
-             workers: int = 0) -> tuple[float, float]:
+def evaluate(
+    model, dataset, stats, batch_size: int = 128, crops: str = "center", workers: int = 0
+) -> tuple[float, float]:
     """``(top1_err, top5_err)`` of ``model`` on ``dataset``, as fractions in [0, 1].
 
     See ``predict_proba`` for the crops; the paper's test protocol is ``crops="ten"``.

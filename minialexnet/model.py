@@ -24,6 +24,7 @@ A table may also come from a file: ``minialexnet.load_onnx`` builds one with the
 channel counts, stored as ``variant="custom"`` plus the table itself in ``model.config``
 (``variant_to_dict`` / ``variant_from_dict``), so every network rebuilds from its config.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,6 +46,7 @@ class Conv:
     ``init``: the standard deviation of the initial weights, or ``"he"`` for
     ``sqrt(2 / fan_in)`` (He et al. 2015), fan_in = in_channels/groups * KH * KW.
     """
+
     name: str
     filters: int
     kernel: int
@@ -52,9 +54,9 @@ class Conv:
     padding: int
     groups: int
     init: float | str  # weights ~ N(0, init^2) (§5: 0.01)
-    bias: float        # initial bias (§5: 1 where it "provides the ReLUs with positive inputs")
-    lrn: bool          # local response normalization after the ReLU (§3.3)
-    pool: bool         # max pooling after that (§3.4)
+    bias: float  # initial bias (§5: 1 where it "provides the ReLUs with positive inputs")
+    lrn: bool  # local response normalization after the ReLU (§3.3)
+    pool: bool  # max pooling after that (§3.4)
     # (top, left, bottom, right) padding of that pooling, never a maximum (-inf), as ONNX
     # pads; the paper pools without padding, Caffe's ceil-mode pool5 is (0, 0, 1, 1)
     pool_padding: tuple = (0, 0, 0, 0)
@@ -63,11 +65,12 @@ class Conv:
 @dataclass(frozen=True)
 class FC:
     """One fully connected row; ``units=None`` means "the number of classes" (fc8)."""
+
     name: str
     units: int | None
     init: float | str  # as in Conv; fan_in = in_features
     bias: float
-    dropout: bool      # dropout after the ReLU (§4.2)
+    dropout: bool  # dropout after the ReLU (§4.2)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class LRN:
     converts at the file boundary. ``groups=2``: windows stay within each half of the
     channels (each GPU's maps, §3.2); ``groups=1``: across all channels (Caffe, ONNX).
     """
+
     size: int = 5
     alpha: float = 1e-4
     beta: float = 0.75
@@ -94,6 +98,7 @@ class Variant:
     """A whole network: input crop size, conv rows, FC rows, the LRN constants (``norm``) and
     the max-pooling window (``pool_kernel`` x ``pool_kernel`` every ``pool_stride`` pixels,
     §3.4; each conv row says whether it pools and with which padding)."""
+
     input_size: int
     convs: tuple
     fcs: tuple
@@ -106,70 +111,81 @@ PAPER = Variant(
     input_size=227,
     convs=(
         #    name    filters kernel stride pad groups  init  bias   LRN    pool
-        Conv("conv1",   96,   11,    4,    0,   1,   0.01,  0.0,  True,  True),
-        Conv("conv2",  256,    5,    1,    2,   2,   0.01,  1.0,  True,  True),
-        Conv("conv3",  384,    3,    1,    1,   1,   0.01,  0.0,  False, False),
-        Conv("conv4",  384,    3,    1,    1,   2,   0.01,  1.0,  False, False),
-        Conv("conv5",  256,    3,    1,    1,   2,   0.01,  1.0,  False, True),
+        Conv("conv1", 96, 11, 4, 0, 1, 0.01, 0.0, True, True),
+        Conv("conv2", 256, 5, 1, 2, 2, 0.01, 1.0, True, True),
+        Conv("conv3", 384, 3, 1, 1, 1, 0.01, 0.0, False, False),
+        Conv("conv4", 384, 3, 1, 1, 2, 0.01, 1.0, False, False),
+        Conv("conv5", 256, 3, 1, 1, 2, 0.01, 1.0, False, True),
     ),
     fcs=(
         #  name   units  init  bias  dropout
-        FC("fc6", 4096,  0.01, 1.0,  True),
-        FC("fc7", 4096,  0.01, 1.0,  True),
-        FC("fc8", None,  0.01, 0.0,  False),
+        FC("fc6", 4096, 0.01, 1.0, True),
+        FC("fc7", 4096, 0.01, 1.0, True),
+        FC("fc8", None, 0.01, 0.0, False),
     ),
 )
 
 MINI = Variant(
-    input_size=59,     # random 59x59 crops of 64x64 images (the paper: 227 of 256)
+    input_size=59,  # random 59x59 crops of 64x64 images (the paper: 227 of 256)
     convs=(
         #    name    filters kernel stride pad groups  init  bias   LRN    pool      output
-        Conv("conv1",   32,    7,    2,    0,   1,   0.01,  0.0,  True,  True),   # 27 -> 13
-        Conv("conv2",   64,    5,    1,    2,   2,   "he",  1.0,  True,  True),   # 13 -> 6
-        Conv("conv3",   96,    3,    1,    1,   1,   "he",  0.0,  False, False),  # 6
-        Conv("conv4",   96,    3,    1,    1,   2,   "he",  1.0,  False, False),  # 6
-        Conv("conv5",   64,    3,    1,    1,   2,   "he",  1.0,  False, True),   # 6 -> 2
+        Conv("conv1", 32, 7, 2, 0, 1, 0.01, 0.0, True, True),  # 27 -> 13
+        Conv("conv2", 64, 5, 1, 2, 2, "he", 1.0, True, True),  # 13 -> 6
+        Conv("conv3", 96, 3, 1, 1, 1, "he", 0.0, False, False),  # 6
+        Conv("conv4", 96, 3, 1, 1, 2, "he", 1.0, False, False),  # 6
+        Conv("conv5", 64, 3, 1, 1, 2, "he", 1.0, False, True),  # 6 -> 2
     ),
     fcs=(
-        FC("fc6", 256,   0.03, 1.0,  True),
-        FC("fc7", 256,   0.03, 1.0,  True),
-        FC("fc8", None,  0.01, 0.0,  False),
+        FC("fc6", 256, 0.03, 1.0, True),
+        FC("fc7", 256, 0.03, 1.0, True),
+        FC("fc8", None, 0.01, 0.0, False),
     ),
 )
 
 TINY = Variant(
     input_size=31,
     convs=(
-        Conv("conv1",    4,    3,    2,    0,   1,   "he",  0.0,  True,  True),   # 15 -> 7
-        Conv("conv2",    8,    5,    1,    2,   2,   "he",  1.0,  True,  True),   # 7 -> 3
-        Conv("conv3",    8,    3,    1,    1,   1,   "he",  0.0,  False, False),  # 3
-        Conv("conv4",    8,    3,    1,    1,   2,   "he",  1.0,  False, False),  # 3
-        Conv("conv5",    8,    3,    1,    1,   2,   "he",  1.0,  False, True),   # 3 -> 1
+        Conv("conv1", 4, 3, 2, 0, 1, "he", 0.0, True, True),  # 15 -> 7
+        Conv("conv2", 8, 5, 1, 2, 2, "he", 1.0, True, True),  # 7 -> 3
+        Conv("conv3", 8, 3, 1, 1, 1, "he", 0.0, False, False),  # 3
+        Conv("conv4", 8, 3, 1, 1, 2, "he", 1.0, False, False),  # 3
+        Conv("conv5", 8, 3, 1, 1, 2, "he", 1.0, False, True),  # 3 -> 1
     ),
     fcs=(
-        FC("fc6", 8,     "he", 1.0,  True),
-        FC("fc7", 8,     "he", 1.0,  True),
-        FC("fc8", None,  "he", 0.0,  False),
+        FC("fc6", 8, "he", 1.0, True),
+        FC("fc7", 8, "he", 1.0, True),
+        FC("fc8", None, "he", 0.0, False),
     ),
 )
 
 BVLC = Variant(
-    input_size=224,    # the ONNX files' data_0 is 1x3x224x224; Caffe itself cropped 227
+    input_size=224,  # the ONNX files' data_0 is 1x3x224x224; Caffe itself cropped 227
     convs=(
         #    name    filters kernel stride pad groups  init  bias   LRN    pool      output
-        Conv("conv1",   96,   11,    4,    0,   1,   0.01,  0.0,  True,  True),   # 54 -> 26
-        Conv("conv2",  256,    5,    1,    2,   2,   0.01,  0.1,  True,  True),   # 26 -> 12
-        Conv("conv3",  384,    3,    1,    1,   1,   0.01,  0.0,  False, False),  # 12
-        Conv("conv4",  384,    3,    1,    1,   2,   0.01,  0.1,  False, False),  # 12
-        Conv("conv5",  256,    3,    1,    1,   2,   0.01,  0.1,  False, True,    # 12 -> 6
-             (0, 0, 1, 1)),
+        Conv("conv1", 96, 11, 4, 0, 1, 0.01, 0.0, True, True),  # 54 -> 26
+        Conv("conv2", 256, 5, 1, 2, 2, 0.01, 0.1, True, True),  # 26 -> 12
+        Conv("conv3", 384, 3, 1, 1, 1, 0.01, 0.0, False, False),  # 12
+        Conv("conv4", 384, 3, 1, 1, 2, 0.01, 0.1, False, False),  # 12
+        Conv(
+            "conv5",
+            256,
+            3,
+            1,
+            1,
+            2,
+            0.01,
+            0.1,
+            False,
+            True,  # 12 -> 6
+            (0, 0, 1, 1),
+        ),
     ),
     fcs=(
-        FC("fc6", 4096,  0.005, 0.1,  True),
-        FC("fc7", 4096,  0.005, 0.1,  True),
-        FC("fc8", None,  0.01,  0.0,  False),
+        FC("fc6", 4096, 0.005, 0.1, True),
+        FC("fc7", 4096, 0.005, 0.1, True),
+        FC("fc8", None, 0.01, 0.0, False),
     ),
-    norm=LRN(size=5, alpha=1e-4 / 5, beta=0.75, k=1.0, groups=1),   # Caffe/ONNX alpha 1e-4
+    norm=LRN(size=5, alpha=1e-4 / 5, beta=0.75, k=1.0, groups=1),  # Caffe/ONNX alpha 1e-4
 )
 """BVLC's Caffe AlexNet (Caffe's ``models/bvlc_alexnet``, 57.1% top-1 / 80.2% top-5 on
 ILSVRC-2012 val with one centre crop), as the ONNX model zoo's ``bvlcalexnet-*.onnx`` files
@@ -192,20 +208,27 @@ Like the paper's network (and Caffe's), its conv2, conv4 and conv5 have two grou
 """
 
 VARIANTS = {"paper": PAPER, "mini": MINI, "tiny": TINY, "bvlc": BVLC}
-CUSTOM = "custom"       # config["variant"] of a network whose table came from a file
+CUSTOM = "custom"  # config["variant"] of a network whose table came from a file
 
 
 def variant_to_dict(variant: Variant) -> dict:
     """A JSON-ready dict of a table (lists, not tuples, so it survives a JSON round trip and
     compares equal afterwards); ``variant_from_dict`` reverses it."""
+
     def row(r) -> dict:
         d = asdict(r)
         if "pool_padding" in d:
             d["pool_padding"] = list(d["pool_padding"])
         return d
-    return {"input_size": variant.input_size, "convs": [row(r) for r in variant.convs],
-            "fcs": [row(r) for r in variant.fcs], "norm": asdict(variant.norm),
-            "pool_kernel": variant.pool_kernel, "pool_stride": variant.pool_stride}
+
+    return {
+        "input_size": variant.input_size,
+        "convs": [row(r) for r in variant.convs],
+        "fcs": [row(r) for r in variant.fcs],
+        "norm": asdict(variant.norm),
+        "pool_kernel": variant.pool_kernel,
+        "pool_stride": variant.pool_stride,
+    }
 
 
 def variant_from_dict(table: dict) -> Variant:
@@ -213,13 +236,21 @@ def variant_from_dict(table: dict) -> Variant:
     try:
         return Variant(
             input_size=table["input_size"],
-            convs=tuple(Conv(**dict(r, pool_padding=tuple(r.get("pool_padding", (0,) * 4))))
-                        for r in table["convs"]),
-            fcs=tuple(FC(**r) for r in table["fcs"]), norm=LRN(**table["norm"]),
-            pool_kernel=table["pool_kernel"], pool_stride=table["pool_stride"])
+            convs=tuple(
+                Conv(**dict(r, pool_padding=tuple(r.get("pool_padding", (0,) * 4))))
+                for r in table["convs"]
+            ),
+            fcs=tuple(FC(**r) for r in table["fcs"]),
+            norm=LRN(**table["norm"]),
+            pool_kernel=table["pool_kernel"],
+            pool_stride=table["pool_stride"],
+        )
     except (KeyError, TypeError) as err:
-        raise ValueError(f"not an AlexNet table (as written by variant_to_dict): {err}; "
-                         f"got {table!r:.300}") from None
+        raise ValueError(
+            f"not an AlexNet table (as written by variant_to_dict): {err}; got {table!r:.300}"
+        ) from None
+
+
 ACTIVATIONS = ("relu", "tanh")
 
 # -- initialisation schemes ------------------------------------------------------------------
@@ -246,6 +277,7 @@ def initial_values(row, init: str) -> tuple:
 class LayerInfo:
     """One row of ``AlexNet.shape_trace()``: a layer's output shape (no batch axis), its
     parameter count and its multiply-accumulates per example."""
+
     name: str
     description: str
     output_shape: tuple
@@ -342,39 +374,60 @@ class AlexNet:
       function, numerically stable).
     """
 
-    def __init__(self, num_classes: int = 1000, variant: str = "paper",
-                 rng: np.random.Generator | None = None, *, activation: str = "relu",
-                 lrn: bool = True, overlapping_pool: bool = True, dropout: float = 0.5,
-                 table: Variant | dict | None = None, preprocessing: dict | None = None,
-                 class_names: list | None = None, init: str = "paper") -> None:
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        variant: str = "paper",
+        rng: np.random.Generator | None = None,
+        *,
+        activation: str = "relu",
+        lrn: bool = True,
+        overlapping_pool: bool = True,
+        dropout: float = 0.5,
+        table: Variant | dict | None = None,
+        preprocessing: dict | None = None,
+        class_names: list | None = None,
+        init: str = "paper",
+    ) -> None:
         if variant == CUSTOM:
             if table is None:
-                raise ValueError("variant='custom' needs its table: pass table=Variant(...) "
-                                 "or the dict of variant_to_dict")
+                raise ValueError(
+                    "variant='custom' needs its table: pass table=Variant(...) "
+                    "or the dict of variant_to_dict"
+                )
             table = table if isinstance(table, Variant) else variant_from_dict(table)
         elif variant not in VARIANTS:
-            raise ValueError(f"unknown AlexNet variant {variant!r}; choose one of "
-                             f"{', '.join(VARIANTS)} (or 'custom' with a table)")
+            raise ValueError(
+                f"unknown AlexNet variant {variant!r}; choose one of "
+                f"{', '.join(VARIANTS)} (or 'custom' with a table)"
+            )
         elif table is not None:
-            raise ValueError(f"table= is only for variant='custom'; the {variant!r} variant "
-                             f"has its own table")
+            raise ValueError(
+                f"table= is only for variant='custom'; the {variant!r} variant has its own table"
+            )
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of "
-                             f"{', '.join(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}"
+            )
         if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
         if init not in INITS:
-            raise ValueError(f"unknown initialisation {init!r}; choose one of "
-                             f"{', '.join(INITS)}")
+            raise ValueError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
         if preprocessing is None and variant == "bvlc":
             preprocessing = BVLC_PREPROCESSING
-        self.config = {"variant": variant, "num_classes": int(num_classes),
-                       "activation": activation, "lrn": bool(lrn),
-                       "overlapping_pool": bool(overlapping_pool), "dropout": float(dropout),
-                       "init": init, "preprocessing": check_preprocessing(preprocessing),
-                       "class_names": check_class_names(class_names, num_classes)}
+        self.config = {
+            "variant": variant,
+            "num_classes": int(num_classes),
+            "activation": activation,
+            "lrn": bool(lrn),
+            "overlapping_pool": bool(overlapping_pool),
+            "dropout": float(dropout),
+            "init": init,
+            "preprocessing": check_preprocessing(preprocessing),
+            "class_names": check_class_names(class_names, num_classes),
+        }
         if variant == CUSTOM:
             self.config["table"] = variant_to_dict(table)
         self.variant = table if variant == CUSTOM else VARIANTS[variant]
@@ -420,46 +473,71 @@ class AlexNet:
             ReLU,
             Tanh,
         )
+
         cfg, v = self.config, self.variant
         activation = {"relu": ReLU, "tanh": Tanh}[cfg["activation"]]
         pool_k, pool_s = (v.pool_kernel, v.pool_stride) if cfg["overlapping_pool"] else (2, 2)
         norm = v.norm
         channels = 3
         for row in v.convs:
-            i = row.name[len("conv"):]
-            conv = Conv2D(channels, row.filters, row.kernel, stride=row.stride,
-                          padding=row.padding, groups=row.groups, rng=self.rng)
+            i = row.name[len("conv") :]
+            conv = Conv2D(
+                channels,
+                row.filters,
+                row.kernel,
+                stride=row.stride,
+                padding=row.padding,
+                groups=row.groups,
+                rng=self.rng,
+            )
             weight, bias = initial_values(row, cfg["init"])
-            self._init(conv, weight, fan_in=channels // row.groups * row.kernel ** 2, bias=bias)
-            self._add(row.name, conv, f"conv {row.kernel}x{row.kernel}/{row.stride} pad "
-                                      f"{row.padding}, {row.filters} filters"
-                                      + (f", {row.groups} groups" if row.groups > 1 else ""))
+            self._init(conv, weight, fan_in=channels // row.groups * row.kernel**2, bias=bias)
+            self._add(
+                row.name,
+                conv,
+                f"conv {row.kernel}x{row.kernel}/{row.stride} pad "
+                f"{row.padding}, {row.filters} filters"
+                + (f", {row.groups} groups" if row.groups > 1 else ""),
+            )
             self._add(f"{cfg['activation']}{i}", activation(), cfg["activation"])
             if row.lrn and cfg["lrn"]:
-                self._add(f"norm{i}", LocalResponseNorm(size=norm.size, alpha=norm.alpha,
-                                                        beta=norm.beta, k=norm.k,
-                                                        groups=norm.groups),
-                          f"LRN n={norm.size} k={norm.k:g} alpha={norm.alpha:g} "
-                          f"beta={norm.beta:g}, {norm.groups} groups")
+                self._add(
+                    f"norm{i}",
+                    LocalResponseNorm(
+                        size=norm.size,
+                        alpha=norm.alpha,
+                        beta=norm.beta,
+                        k=norm.k,
+                        groups=norm.groups,
+                    ),
+                    f"LRN n={norm.size} k={norm.k:g} alpha={norm.alpha:g} "
+                    f"beta={norm.beta:g}, {norm.groups} groups",
+                )
             if row.pool:
-                self._add(f"pool{i}", MaxPool2D(pool_k, pool_s, padding=row.pool_padding),
-                          f"max pool {pool_k}x{pool_k}/{pool_s}"
-                          + (f" pad {row.pool_padding}" if any(row.pool_padding) else ""))
+                self._add(
+                    f"pool{i}",
+                    MaxPool2D(pool_k, pool_s, padding=row.pool_padding),
+                    f"max pool {pool_k}x{pool_k}/{pool_s}"
+                    + (f" pad {row.pool_padding}" if any(row.pool_padding) else ""),
+                )
             channels = row.filters
         self._add("flatten", Flatten(), "flatten")
         features = math.prod(self._output_shape())
         for row in v.fcs:
-            i = row.name[len("fc"):]
+            i = row.name[len("fc") :]
             units = self.num_classes if row.units is None else row.units
             fc = Linear(features, units, rng=self.rng)
             weight, bias = initial_values(row, cfg["init"])
             self._init(fc, weight, fan_in=features, bias=bias)
             self._add(row.name, fc, f"fully connected {features} -> {units}")
-            if row.units is not None:      # hidden layers; fc8 stays linear (logits)
+            if row.units is not None:  # hidden layers; fc8 stays linear (logits)
                 self._add(f"{cfg['activation']}{i}", activation(), cfg["activation"])
                 if row.dropout and cfg["dropout"] > 0:
-                    self._add(f"drop{i}", Dropout(p=cfg["dropout"], rng=self.rng),
-                              f"dropout p={cfg['dropout']:g}")
+                    self._add(
+                        f"drop{i}",
+                        Dropout(p=cfg["dropout"], rng=self.rng),
+                        f"dropout p={cfg['dropout']:g}",
+                    )
             features = units
 
     def _init(self, layer, init: float | str, fan_in: int, bias: float) -> None:
@@ -490,9 +568,11 @@ class AlexNet:
         """
         check_array(x, "AlexNet", 4, "(N, 3, H, W)", channels=3)
         if x.shape[2:] != (self.input_size, self.input_size):
-            raise ValueError(f"this AlexNet ({self.config['variant']!r}) takes "
-                             f"{self.input_size}x{self.input_size} crops, got images of "
-                             f"{x.shape[2]}x{x.shape[3]}; crop or resize the input first")
+            raise ValueError(
+                f"this AlexNet ({self.config['variant']!r}) takes "
+                f"{self.input_size}x{self.input_size} crops, got images of "
+                f"{x.shape[2]}x{x.shape[3]}; crop or resize the input first"
+            )
         for layer in self.layers.values():
             x = layer.forward(x, train=train)
         return x
@@ -522,8 +602,10 @@ class AlexNet:
         """
         names = [name for name, layer in self.layers.items() if layer.params]
         if upto is not None and upto not in names[:-1]:
-            raise ValueError(f"cannot freeze up to {upto!r}: choose one of "
-                             f"{', '.join(names[:-1])} (fc8, the classifier, always learns)")
+            raise ValueError(
+                f"cannot freeze up to {upto!r}: choose one of "
+                f"{', '.join(names[:-1])} (fc8, the classifier, always learns)"
+            )
         cut = 0 if upto is None else names.index(upto) + 1
         for i, name in enumerate(names):
             layer = self.layers[name]
@@ -539,8 +621,7 @@ class AlexNet:
     def frozen_parameters(self) -> set[str]:
         """Names of the frozen parameters, e.g. ``{"conv1.W", "conv1.b"}``: ``SGD`` skips
         them."""
-        return {f"{name}.{key}" for name in self.frozen_layers
-                for key in self.layers[name].params}
+        return {f"{name}.{key}" for name in self.frozen_layers for key in self.layers[name].params}
 
     def named_parameters(self):
         """Yield ``(name, param, grad)`` in forward order, e.g. ``("conv1.W", W, dW)``.
@@ -563,15 +644,19 @@ class AlexNet:
         missing = [name for name in own if name not in state]
         unexpected = [name for name in state if name not in own]
         if missing or unexpected:
-            raise ValueError(f"state dict does not match this AlexNet "
-                             f"({self.config['variant']!r}, {self.num_classes} classes): "
-                             f"missing keys {missing}, unexpected keys {unexpected}")
+            raise ValueError(
+                f"state dict does not match this AlexNet "
+                f"({self.config['variant']!r}, {self.num_classes} classes): "
+                f"missing keys {missing}, unexpected keys {unexpected}"
+            )
         for name, p in own.items():
             value = np.asarray(state[name])
             if value.shape != p.shape:
-                raise ValueError(f"state dict entry {name} has shape {value.shape}, this "
-                                 f"AlexNet expects {p.shape}; was it saved from another "
-                                 f"variant or number of classes?")
+                raise ValueError(
+                    f"state dict entry {name} has shape {value.shape}, this "
+                    f"AlexNet expects {p.shape}; was it saved from another "
+                    f"variant or number of classes?"
+                )
         for name, p in own.items():
             p[...] = state[name]
 
@@ -610,16 +695,26 @@ class AlexNet:
         """A table of every layer's output shape, parameters and multiply-accumulates."""
         rows = self.shape_trace()
         header = f"{'layer':<9} {'':<44} {'output shape':<16} {'parameters':>12} {'MACs':>14}"
-        lines = [f"AlexNet({self.config['variant']!r}, {self.num_classes} classes, "
-                 f"activation={self.config['activation']!r})", header, "-" * len(header)]
+        lines = [
+            f"AlexNet({self.config['variant']!r}, {self.num_classes} classes, "
+            f"activation={self.config['activation']!r})",
+            header,
+            "-" * len(header),
+        ]
         for r in rows:
-            lines.append(f"{r.name:<9} {r.description:<44} {str(r.output_shape):<16} "
-                         f"{r.parameters:>12,} {r.macs:>14,}")
+            lines.append(
+                f"{r.name:<9} {r.description:<44} {str(r.output_shape):<16} "
+                f"{r.parameters:>12,} {r.macs:>14,}"
+            )
         lines.append("-" * len(header))
-        lines.append(f"{'total':<9} {'':<44} {'':<16} {self.num_parameters():>12,} "
-                     f"{sum(r.macs for r in rows):>14,}")
+        lines.append(
+            f"{'total':<9} {'':<44} {'':<16} {self.num_parameters():>12,} "
+            f"{sum(r.macs for r in rows):>14,}"
+        )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return (f"AlexNet(num_classes={self.num_classes}, variant={self.config['variant']!r}, "
-                f"activation={self.config['activation']!r})")
+        return (
+            f"AlexNet(num_classes={self.num_classes}, variant={self.config['variant']!r}, "
+            f"activation={self.config['activation']!r})"
+        )

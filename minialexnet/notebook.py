@@ -15,6 +15,7 @@ machine_report``), so that each notebook shows its own idea and not the same hel
 Nothing in the package imports this module; it imports only the core (layers, optim, metrics),
 and numba.cuda only inside the functions that report on a GPU, because that is optional.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,7 +50,7 @@ def cpu_model() -> str:
     """The processor's marketing name, e.g. ``"AMD EPYC 9R14"`` (best effort: on an unknown
     platform the architecture, e.g. ``"x86_64"``)."""
     try:
-        with open("/proc/cpuinfo") as f:                 # Linux
+        with open("/proc/cpuinfo") as f:  # Linux
             for line in f:
                 key, _, value = line.partition(":")
                 if key.strip() in ("model name", "Model", "Hardware") and value.strip():
@@ -58,8 +59,13 @@ def cpu_model() -> str:
         pass
     if platform.system() == "Darwin":
         try:
-            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
-                                 capture_output=True, text=True, timeout=5, check=True)
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            )
             if out.stdout.strip():
                 return out.stdout.strip()
         except (OSError, subprocess.SubprocessError):
@@ -72,7 +78,7 @@ def blas_name() -> str:
     NumPy too old to say). Every matrix product, so every convolution, runs in it."""
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    except (TypeError, KeyError, AttributeError):        # NumPy < 1.26 has no mode="dicts"
+    except (TypeError, KeyError, AttributeError):  # NumPy < 1.26 has no mode="dicts"
         return "unknown"
     return " ".join(str(blas[key]) for key in ("name", "version") if blas.get(key)) or "unknown"
 
@@ -125,8 +131,9 @@ def _gpu_line() -> str:
     if not cuda.is_available():
         return "none usable (numba.cuda.is_available() is False)"
     device = cuda.get_current_device()
-    return (f"{gpu_name(0)}, compute capability {device.compute_capability}, "
-            f"{len(cuda.gpus)} visible")
+    return (
+        f"{gpu_name(0)}, compute capability {device.compute_capability}, {len(cuda.gpus)} visible"
+    )
 
 
 def machine_report(gpu: bool = False) -> None:
@@ -138,14 +145,20 @@ def machine_report(gpu: bool = False) -> None:
     """
     info = machine_info()
     print(f"machine : {info['platform']} ({info['architecture']})")
-    print(f"CPU     : {info['cpu']}, {info['usable_cores']} usable cores "
-          f"(os.cpu_count() = {info['cpu_count']})")
-    print(f"software: Python {info['python']}, NumPy {info['numpy']} (BLAS: {info['blas']}), "
-          f"Numba {info['numba']} ({info['numba_threads']} threads), "
-          f"minialexnet {info['minialexnet']}, CPU kernels: {info['backend']!r}")
+    print(
+        f"CPU     : {info['cpu']}, {info['usable_cores']} usable cores "
+        f"(os.cpu_count() = {info['cpu_count']})"
+    )
+    print(
+        f"software: Python {info['python']}, NumPy {info['numpy']} (BLAS: {info['blas']}), "
+        f"Numba {info['numba']} ({info['numba_threads']} threads), "
+        f"minialexnet {info['minialexnet']}, CPU kernels: {info['backend']!r}"
+    )
     if info["load"] is not None:
-        print(f"load    : {info['load']:.1f} runnable processes (1-minute average) "
-              f"on {info['usable_cores']} cores")
+        print(
+            f"load    : {info['load']:.1f} runnable processes (1-minute average) "
+            f"on {info['usable_cores']} cores"
+        )
     if gpu:
         print(f"numba   : numba-cuda {_package_version('numba-cuda')}")
         print(f"GPU     : {_gpu_line()}")
@@ -167,8 +180,19 @@ def binomial_std_error(error: float, n: int) -> float:
     return math.sqrt(error * (1.0 - error) / n)
 
 
-def train_epochs(net, train_set, val_set, stats, make_batch, *, epochs: int, batch_size: int,
-                 lr: float, seed: int = 1, label: str = "") -> list[dict]:
+def train_epochs(
+    net,
+    train_set,
+    val_set,
+    stats,
+    make_batch,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int = 1,
+    label: str = "",
+) -> list[dict]:
     """SGD as in §5 (momentum 0.9, weight decay 0.0005, a constant learning rate) for
     ``epochs`` passes over ``train_set``, with the batches made by ``make_batch``.
 
@@ -182,8 +206,10 @@ def train_epochs(net, train_set, val_set, stats, make_batch, *, epochs: int, bat
     ``train_err`` and ``val_err`` (top-1 errors as fractions).
     """
     if not callable(make_batch):
-        raise TypeError(f"make_batch must be a function (images, rng) -> batch, got "
-                        f"{type(make_batch).__name__}")
+        raise TypeError(
+            f"make_batch must be a function (images, rng) -> batch, got "
+            f"{type(make_batch).__name__}"
+        )
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
     lr = check_real(lr, "lr", 0.0, low_inclusive=False)
@@ -196,7 +222,7 @@ def train_epochs(net, train_set, val_set, stats, make_batch, *, epochs: int, bat
         order = data_rng.permutation(len(train_set))
         losses = []
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             x = make_batch(train_set.images[idx], data_rng)
             loss = loss_fn.forward(net.forward(x, train=True), train_set.labels[idx])
             net.backward(loss_fn.backward())
@@ -204,9 +230,17 @@ def train_epochs(net, train_set, val_set, stats, make_batch, *, epochs: int, bat
             losses.append(loss)
         train_err, _ = evaluate(net, train_set, stats, batch_size=batch_size)
         val_err, _ = evaluate(net, val_set, stats, batch_size=batch_size)
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)),
-                        "train_err": train_err, "val_err": val_err})
-        print(f"  {label} epoch {epoch:>2}: loss {np.mean(losses):.3f}, train err "
-              f"{100 * train_err:5.1f}%, val err {100 * val_err:5.1f}% "
-              f"({time.perf_counter() - t0:.0f} s)")
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": float(np.mean(losses)),
+                "train_err": train_err,
+                "val_err": val_err,
+            }
+        )
+        print(
+            f"  {label} epoch {epoch:>2}: loss {np.mean(losses):.3f}, train err "
+            f"{100 * train_err:5.1f}%, val err {100 * val_err:5.1f}% "
+            f"({time.perf_counter() - t0:.0f} s)"
+        )
     return history

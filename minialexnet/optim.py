@@ -21,6 +21,7 @@ The schedules change ``optimizer.lr`` once per epoch:
 Everything a resumed run needs (momentum buffers, learning rate, schedule counters) round-trips
 through ``state_dict()`` / ``load_state_dict()``; ``minialexnet.training.checkpoint`` stores it.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,16 +70,17 @@ class SGD:
     momentum, no weight decay, so they stay bit-identical.
     """
 
-    def __init__(self, model, lr: float = 0.01, momentum: float = 0.9,
-                 weight_decay: float = 0.0005) -> None:
+    def __init__(
+        self, model, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0005
+    ) -> None:
         self.model = model
         self.lr = _check_hyperparameter(lr, "lr", allow_zero=False)
         self.momentum = _check_hyperparameter(momentum, "momentum", allow_zero=True)
-        self.weight_decay = _check_hyperparameter(weight_decay, "weight_decay",
-                                                  allow_zero=True)
+        self.weight_decay = _check_hyperparameter(weight_decay, "weight_decay", allow_zero=True)
         self.velocity: dict[str, np.ndarray] = {
             name: np.zeros(param.shape, dtype=param.dtype)
-            for name, param, _ in model.named_parameters()}
+            for name, param, _ in model.named_parameters()
+        }
 
     def step(self) -> None:
         """Apply one update to every parameter from the gradients of the last ``backward``."""
@@ -87,8 +89,10 @@ class SGD:
             if name in frozen:
                 continue
             if g is None or g.shape != w.shape:
-                raise RuntimeError(f"SGD.step: no gradient of shape {w.shape} for {name}; run "
-                                   f"model.backward(...) before optimizer.step()")
+                raise RuntimeError(
+                    f"SGD.step: no gradient of shape {w.shape} for {name}; run "
+                    f"model.backward(...) before optimizer.step()"
+                )
             v = self.velocity[name]
             dtype = w.dtype.type
             v *= dtype(self.momentum)
@@ -98,8 +102,12 @@ class SGD:
 
     def state_dict(self) -> dict:
         """``{"lr", "momentum", "weight_decay": float, "velocity": {name: array}}`` (copies)."""
-        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
-                "velocity": {name: v.copy() for name, v in self.velocity.items()}}
+        return {
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "velocity": {name: v.copy() for name, v in self.velocity.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict`` returned; momentum buffers must match names and shapes."""
@@ -107,12 +115,16 @@ class SGD:
         missing = sorted(set(self.velocity) - set(velocity))
         unexpected = sorted(set(velocity) - set(self.velocity))
         if missing or unexpected:
-            raise ValueError(f"optimizer state does not match the model: missing momentum "
-                             f"buffers {missing}, unexpected {unexpected}")
+            raise ValueError(
+                f"optimizer state does not match the model: missing momentum "
+                f"buffers {missing}, unexpected {unexpected}"
+            )
         for name, v in velocity.items():
             if v.shape != self.velocity[name].shape:
-                raise ValueError(f"optimizer state: momentum buffer {name} has shape {v.shape}, "
-                                 f"the parameter has {self.velocity[name].shape}")
+                raise ValueError(
+                    f"optimizer state: momentum buffer {name} has shape {v.shape}, "
+                    f"the parameter has {self.velocity[name].shape}"
+                )
             self.velocity[name][...] = v
         for key in ("lr", "momentum", "weight_decay"):
             if key in state:
@@ -158,13 +170,24 @@ class ReduceOnPlateau:
     continued.
     """
 
-    def __init__(self, optimizer: SGD, factor: float = 0.1, patience: int = 3,
-                 max_reductions: int = 3, threshold: float = 0.0, *, min_epochs: int = 20,
-                 rel_threshold: float = 0.01) -> None:
+    def __init__(
+        self,
+        optimizer: SGD,
+        factor: float = 0.1,
+        patience: int = 3,
+        max_reductions: int = 3,
+        threshold: float = 0.0,
+        *,
+        min_epochs: int = 20,
+        rel_threshold: float = 0.01,
+    ) -> None:
         if not 0 < factor < 1:
             raise ValueError(f"factor must lie in (0, 1), got {factor!r}")
-        for value, name in ((patience, "patience"), (max_reductions, "max_reductions"),
-                            (min_epochs, "min_epochs")):
+        for value, name in (
+            (patience, "patience"),
+            (max_reductions, "max_reductions"),
+            (min_epochs, "min_epochs"),
+        ):
             if isinstance(value, bool) or int(value) != value or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         self.optimizer = optimizer
@@ -173,11 +196,12 @@ class ReduceOnPlateau:
         self.max_reductions = int(max_reductions)
         self.min_epochs = int(min_epochs)
         self.threshold = _check_hyperparameter(threshold, "threshold", allow_zero=True)
-        self.rel_threshold = _check_hyperparameter(rel_threshold, "rel_threshold",
-                                                   allow_zero=True)
+        self.rel_threshold = _check_hyperparameter(rel_threshold, "rel_threshold", allow_zero=True)
         if self.rel_threshold >= 1:
-            raise ValueError(f"rel_threshold is a fraction of the best error and must lie in "
-                             f"[0, 1), got {rel_threshold!r}")
+            raise ValueError(
+                f"rel_threshold is a fraction of the best error and must lie in "
+                f"[0, 1), got {rel_threshold!r}"
+            )
         self.best = math.inf
         self.bad_epochs = 0
         self.epochs_at_rate = 0
@@ -197,8 +221,11 @@ class ReduceOnPlateau:
             self.bad_epochs = 0
             return self.optimizer.lr
         self.bad_epochs += 1
-        if (self.bad_epochs > self.patience and self.epochs_at_rate >= self.min_epochs
-                and self.reductions < self.max_reductions):
+        if (
+            self.bad_epochs > self.patience
+            and self.epochs_at_rate >= self.min_epochs
+            and self.reductions < self.max_reductions
+        ):
             self.optimizer.lr *= self.factor
             self.reductions += 1
             self.bad_epochs = 0
@@ -207,12 +234,19 @@ class ReduceOnPlateau:
 
     def state_dict(self) -> dict:
         """JSON-serialisable counters (``best`` is ``None`` before the first epoch)."""
-        return {"name": "plateau", "factor": self.factor, "patience": self.patience,
-                "max_reductions": self.max_reductions, "threshold": self.threshold,
-                "min_epochs": self.min_epochs, "rel_threshold": self.rel_threshold,
-                "best": None if math.isinf(self.best) else self.best,
-                "bad_epochs": self.bad_epochs, "epochs_at_rate": self.epochs_at_rate,
-                "reductions": self.reductions}
+        return {
+            "name": "plateau",
+            "factor": self.factor,
+            "patience": self.patience,
+            "max_reductions": self.max_reductions,
+            "threshold": self.threshold,
+            "min_epochs": self.min_epochs,
+            "rel_threshold": self.rel_threshold,
+            "best": None if math.isinf(self.best) else self.best,
+            "bad_epochs": self.bad_epochs,
+            "epochs_at_rate": self.epochs_at_rate,
+            "reductions": self.reductions,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore ``state_dict()``; fields missing from older states get the old rule's values."""
@@ -221,7 +255,7 @@ class ReduceOnPlateau:
         self.patience = int(state["patience"])
         self.max_reductions = int(state["max_reductions"])
         self.threshold = float(state["threshold"])
-        self.min_epochs = int(state.get("min_epochs", 0))          # the rule before min_epochs
+        self.min_epochs = int(state.get("min_epochs", 0))  # the rule before min_epochs
         self.rel_threshold = float(state.get("rel_threshold", 0.0))
         self.best = math.inf if state["best"] is None else float(state["best"])
         self.bad_epochs = int(state["bad_epochs"])
@@ -254,8 +288,13 @@ class StepSchedule:
         return self.optimizer.lr
 
     def state_dict(self) -> dict:
-        return {"name": "step", "step_size": self.step_size, "gamma": self.gamma,
-                "base_lr": self.base_lr, "epochs": self.epochs}
+        return {
+            "name": "step",
+            "step_size": self.step_size,
+            "gamma": self.gamma,
+            "base_lr": self.base_lr,
+            "epochs": self.epochs,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         _check_schedule_name(state, "step")

@@ -25,6 +25,7 @@ A model trained on the built-in synthetic shapes says so first: it knows only th
 Exit status 0; 2 with a message (no traceback) for a missing or corrupt checkpoint or when an
 image cannot be read (the readable ones are still classified).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,28 +48,55 @@ from minialexnet.training.model_files import check_mean_image, load_model, store
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m minialexnet.predict",
-        description="Top-k classes of your own images, with a trained minialexnet checkpoint.")
-    parser.add_argument("--checkpoint", "-c", default=None, metavar="MODEL",
-                        help="a checkpoint .npz written by training, or an .onnx file; without "
-                             "it the first positional argument is the network file")
-    parser.add_argument("images", nargs="+", metavar="IMG",
-                        help="[MODEL] then image files, or folders of images")
-    parser.add_argument("--topk", "-k", type=positive_int, default=5,
-                        help="classes to show (default 5)")
-    parser.add_argument("--ten-crop", action="store_true",
-                        help="average the softmax over the paper's ten crops (§4.1)")
-    parser.add_argument("-b", "--batch-size", type=positive_int, default=32,
-                        help="images per forward pass (default 32; with --ten-crop each image "
-                             "is 10 inputs); lower it if memory runs out")
-    parser.add_argument("--backend", choices=BACKENDS, default="numba",
-                        help="kernels: numba (compiled CPU, default), numpy (readable "
-                             "reference), cuda (an NVIDIA GPU)")
+        description="Top-k classes of your own images, with a trained minialexnet checkpoint.",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        "-c",
+        default=None,
+        metavar="MODEL",
+        help="a checkpoint .npz written by training, or an .onnx file; without "
+        "it the first positional argument is the network file",
+    )
+    parser.add_argument(
+        "images", nargs="+", metavar="IMG", help="[MODEL] then image files, or folders of images"
+    )
+    parser.add_argument(
+        "--topk", "-k", type=positive_int, default=5, help="classes to show (default 5)"
+    )
+    parser.add_argument(
+        "--ten-crop",
+        action="store_true",
+        help="average the softmax over the paper's ten crops (§4.1)",
+    )
+    parser.add_argument(
+        "-b",
+        "--batch-size",
+        type=positive_int,
+        default=32,
+        help="images per forward pass (default 32; with --ten-crop each image "
+        "is 10 inputs); lower it if memory runs out",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="numba",
+        help="kernels: numba (compiled CPU, default), numpy (readable "
+        "reference), cuda (an NVIDIA GPU)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
 
 
-def predict_images(model, stats, class_names: list[str], images: np.ndarray, topk: int = 5,
-                   ten_crop: bool = False, batch_size: int = 32) -> list[list[tuple[str, float]]]:
+def predict_images(
+    model,
+    stats,
+    class_names: list[str],
+    images: np.ndarray,
+    topk: int = 5,
+    ten_crop: bool = False,
+    batch_size: int = 32,
+) -> list[list[tuple[str, float]]]:
     """Top-``topk`` ``(class name, probability)`` pairs, most probable first, per image.
 
     ``images``: uint8 ``(N, 3, S, S)`` as ``decode_image`` makes them, S = the checkpoint's
@@ -78,8 +106,9 @@ def predict_images(model, stats, class_names: list[str], images: np.ndarray, top
     (anything with ``forward``, ``input_size`` and ``num_classes``).
     """
     dataset = ImageDataset(images, np.zeros(len(images), dtype=np.int64), class_names)
-    probs = predict_proba(model, dataset, stats, batch_size=batch_size,
-                          crops="ten" if ten_crop else "center")
+    probs = predict_proba(
+        model, dataset, stats, batch_size=batch_size, crops="ten" if ten_crop else "center"
+    )
     k = min(topk, probs.shape[1])
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return [[(class_names[c], float(p[c])) for c in row] for p, row in zip(probs, order)]
@@ -91,9 +120,11 @@ def what_it_knows(meta: dict, class_names: list[str]) -> str | None:
     record = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {}
     if (record.get("kind") or meta.get("data")) != "synthetic":
         return None
-    return (f"note: this model was trained on the built-in synthetic shapes and knows only "
-            f"these {len(class_names)} classes: {', '.join(class_names)}; every image gets "
-            f"one of them, whatever it shows")
+    return (
+        f"note: this model was trained on the built-in synthetic shapes and knows only "
+        f"these {len(class_names)} classes: {', '.join(class_names)}; every image gets "
+        f"one of them, whatever it shows"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.checkpoint is None and len(args.images) < 2:
-            raise UsageError("pass the network file (a checkpoint .npz or an .onnx file) and "
-                             "at least one image: predict MODEL IMG... or predict "
-                             "--checkpoint MODEL IMG...")
+            raise UsageError(
+                "pass the network file (a checkpoint .npz or an .onnx file) and "
+                "at least one image: predict MODEL IMG... or predict "
+                "--checkpoint MODEL IMG..."
+            )
         if args.checkpoint is None:
             args.checkpoint, args.images = args.images[0], args.images[1:]
         paths = image_paths(args.images)
@@ -114,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     size = stored_image_size(model, ckpt)
-    class_names = list(ckpt.meta.get("class_names") or model.class_names or
-                       [f"class {k}" for k in range(model.num_classes)])
+    class_names = list(
+        ckpt.meta.get("class_names")
+        or model.class_names
+        or [f"class {k}" for k in range(model.num_classes)]
+    )
     readable, decoded, status = [], [], 0
     for path in paths:
         try:
@@ -131,12 +167,25 @@ def main(argv: list[str] | None = None) -> int:
     note = what_it_knows(ckpt.meta, class_names)
     if note:
         print(note, file=sys.stderr if args.json else sys.stdout)
-    results = predict_images(net, ckpt.stats, class_names, np.stack(decoded), args.topk,
-                             args.ten_crop, args.batch_size)
+    results = predict_images(
+        net, ckpt.stats, class_names, np.stack(decoded), args.topk, args.ten_crop, args.batch_size
+    )
     if args.json:
-        print(json.dumps([{"image": path, "top": [{"class": name, "name": display_name(name),
-                                                   "probability": p} for name, p in top]}
-                          for path, top in zip(readable, results)], indent=1))
+        print(
+            json.dumps(
+                [
+                    {
+                        "image": path,
+                        "top": [
+                            {"class": name, "name": display_name(name), "probability": p}
+                            for name, p in top
+                        ],
+                    }
+                    for path, top in zip(readable, results)
+                ],
+                indent=1,
+            )
+        )
         return status
     for path, top in zip(readable, results):
         print(path)

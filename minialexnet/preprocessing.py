@@ -18,6 +18,7 @@ with it in checkpoints and exported ONNX files), a JSON-ready dict::
 
 :func:`preprocess` applies it to uint8 RGB images.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -37,20 +38,30 @@ def check_preprocessing(preprocessing) -> dict:
     if preprocessing is None:
         return dict(PAPER_PREPROCESSING)
     if not isinstance(preprocessing, dict) or set(preprocessing) != {"channels", "mean"}:
-        raise ValueError(f"preprocessing must be a dict with exactly the keys 'channels' and "
-                         f"'mean', e.g. {PAPER_PREPROCESSING} or {BVLC_PREPROCESSING}; got "
-                         f"{preprocessing!r}")
+        raise ValueError(
+            f"preprocessing must be a dict with exactly the keys 'channels' and "
+            f"'mean', e.g. {PAPER_PREPROCESSING} or {BVLC_PREPROCESSING}; got "
+            f"{preprocessing!r}"
+        )
     channels, mean = preprocessing["channels"], preprocessing["mean"]
     if channels not in CHANNEL_ORDERS:
-        raise ValueError(f"preprocessing 'channels' must be one of {CHANNEL_ORDERS}, got "
-                         f"{channels!r}")
+        raise ValueError(
+            f"preprocessing 'channels' must be one of {CHANNEL_ORDERS}, got {channels!r}"
+        )
     if mean != "image":
-        if (not isinstance(mean, (list, tuple)) or len(mean) != 3
-                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
-                           and np.isfinite(v) for v in mean)):
-            raise ValueError(f"preprocessing 'mean' must be 'image' (the training mean image) "
-                             f"or three finite numbers (a mean pixel in the network's channel "
-                             f"order, 0..255 scale), got {mean!r}")
+        if (
+            not isinstance(mean, (list, tuple))
+            or len(mean) != 3
+            or not all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
+                for v in mean
+            )
+        ):
+            raise ValueError(
+                f"preprocessing 'mean' must be 'image' (the training mean image) "
+                f"or three finite numbers (a mean pixel in the network's channel "
+                f"order, 0..255 scale), got {mean!r}"
+            )
         mean = [float(v) for v in mean]
     return {"channels": channels, "mean": mean}
 
@@ -63,13 +74,16 @@ def check_class_names(class_names, num_classes: int) -> list | None:
     if names is None or not all(isinstance(n, str) for n in names):
         raise ValueError(f"class_names must be a list of strings, got {class_names!r:.200}")
     if len(names) != check_positive_int(num_classes, "num_classes"):
-        raise ValueError(f"class_names has {len(names)} names but the network has "
-                         f"{num_classes} classes; give one name per output of fc8")
+        raise ValueError(
+            f"class_names has {len(names)} names but the network has "
+            f"{num_classes} classes; give one name per output of fc8"
+        )
     return names
 
 
-def preprocess(images: np.ndarray, preprocessing: dict,
-               mean_image: np.ndarray | None = None) -> np.ndarray:
+def preprocess(
+    images: np.ndarray, preprocessing: dict, mean_image: np.ndarray | None = None
+) -> np.ndarray:
     """Network input from uint8 RGB images: float32 ``(N, 3, H, W)``.
 
     ``images``: uint8 ``(N, 3, H, W)``, RGB, already cropped to the network's input size.
@@ -81,20 +95,28 @@ def preprocess(images: np.ndarray, preprocessing: dict,
     and the mean is the pixel triple (already in that order) or the reordered mean image.
     """
     p = check_preprocessing(preprocessing)
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
-            or images.shape[1] != 3:
-        what = (f"dtype {images.dtype}, shape {images.shape}"
-                if isinstance(images, np.ndarray) else type(images).__name__)
-        raise ValueError(f"preprocess expects uint8 RGB images of shape (N, 3, H, W), got "
-                         f"{what}")
+    if (
+        not isinstance(images, np.ndarray)
+        or images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[1] != 3
+    ):
+        what = (
+            f"dtype {images.dtype}, shape {images.shape}"
+            if isinstance(images, np.ndarray)
+            else type(images).__name__
+        )
+        raise ValueError(f"preprocess expects uint8 RGB images of shape (N, 3, H, W), got {what}")
     order = slice(None) if p["channels"] == "RGB" else slice(None, None, -1)
     x = images[:, order].astype(np.float32)
     if p["mean"] == "image":
         if mean_image is None or np.shape(mean_image) != images.shape[1:]:
-            raise ValueError(f"this network subtracts the training mean image: pass "
-                             f"mean_image of shape {images.shape[1:]} (the dataset statistics' "
-                             f"mean, cropped like the images), got "
-                             f"{None if mean_image is None else np.shape(mean_image)}")
+            raise ValueError(
+                f"this network subtracts the training mean image: pass "
+                f"mean_image of shape {images.shape[1:]} (the dataset statistics' "
+                f"mean, cropped like the images), got "
+                f"{None if mean_image is None else np.shape(mean_image)}"
+            )
         x -= np.asarray(mean_image, dtype=np.float32)[order]
     else:
         x -= np.asarray(p["mean"], dtype=np.float32)[:, None, None]
@@ -114,8 +136,9 @@ def preprocessing_of(net) -> dict:
     return dict(PAPER_PREPROCESSING)
 
 
-def subtracted_mean(preprocessing: dict, mean_image: np.ndarray | None,
-                    image_size: int) -> np.ndarray:
+def subtracted_mean(
+    preprocessing: dict, mean_image: np.ndarray | None, image_size: int
+) -> np.ndarray:
     """What the batch loader subtracts from RGB images: float32 ``(3, S, S)``, RGB order.
 
     The training mean image itself (the same array, so the paper's path is unchanged) for
@@ -125,15 +148,16 @@ def subtracted_mean(preprocessing: dict, mean_image: np.ndarray | None,
     p = check_preprocessing(preprocessing)
     if p["mean"] == "image":
         if mean_image is None:
-            raise ValueError("this network subtracts the training set's mean image (§2), but "
-                             "none was given: pass the training statistics (a checkpoint "
-                             "stores them; an ONNX file does not)")
+            raise ValueError(
+                "this network subtracts the training set's mean image (§2), but "
+                "none was given: pass the training statistics (a checkpoint "
+                "stores them; an ONNX file does not)"
+            )
         return mean_image
     pixel = np.asarray(p["mean"], dtype=np.float32)
     if p["channels"] == "BGR":
         pixel = pixel[::-1]
-    return np.ascontiguousarray(np.broadcast_to(pixel[:, None, None], (3, image_size,
-                                                                         image_size)))
+    return np.ascontiguousarray(np.broadcast_to(pixel[:, None, None], (3, image_size, image_size)))
 
 
 def to_network_order(x: np.ndarray, preprocessing: dict) -> np.ndarray:

@@ -1,9 +1,11 @@
 """The one output-size helper: every layer, kernel and test imports it from here."""
+
 from __future__ import annotations
 
 
-def conv_output_size(size: int, kernel_size: int, stride: int = 1,
-                     padding: int | tuple[int, int] = 0) -> int:
+def conv_output_size(
+    size: int, kernel_size: int, stride: int = 1, padding: int | tuple[int, int] = 0
+) -> int:
     """Spatial output size of a convolution or pooling window sliding over one axis.
 
     ``out = floor((size + before + after - kernel_size) / stride) + 1``
@@ -21,14 +23,19 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1,
     Raises ``ValueError`` with the offending numbers when the window does not fit at all.
     """
     before, after = padding if isinstance(padding, (tuple, list)) else (padding, padding)
-    for name, value, least in (("size", size, 1), ("kernel_size", kernel_size, 1),
-                               ("stride", stride, 1), ("padding", before, 0),
-                               ("padding", after, 0)):
+    for name, value, least in (
+        ("size", size, 1),
+        ("kernel_size", kernel_size, 1),
+        ("stride", stride, 1),
+        ("padding", before, 0),
+        ("padding", after, 0),
+    ):
         if int(value) != value or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     padded = size + before + after
     if padded < kernel_size:
         raise ValueError(
             f"a {kernel_size}-wide window does not fit an input of size {size} with padding "
-            f"{padding} (padded size {padded}); use a larger input or a smaller kernel")
+            f"{padding} (padded size {padded}); use a larger input or a smaller kernel"
+        )
     return (padded - kernel_size) // stride + 1

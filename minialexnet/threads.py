@@ -17,6 +17,7 @@ set before Python starts.
 docstring) and then restores the environment, so that another library's OpenMP runtime
 loaded later in the same process (PyTorch's, for instance) keeps its own default.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -31,12 +32,24 @@ from minialexnet.checks import check_positive_int
 
 # The thread-count setters that OpenBLAS builds export: NumPy >= 2 wheels (scipy-openblas,
 # 64-bit integers), older wheels, and a plain system OpenBLAS.
-_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-            "openblas_set_num_threads64_", "openblas_set_num_threads")
-_GETTERS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-            "openblas_get_num_threads64_", "openblas_get_num_threads")
-_CORENAMES = ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
-              "openblas_get_corename64_", "openblas_get_corename")
+_SETTERS = (
+    "scipy_openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads",
+    "openblas_set_num_threads64_",
+    "openblas_set_num_threads",
+)
+_GETTERS = (
+    "scipy_openblas_get_num_threads64_",
+    "scipy_openblas_get_num_threads",
+    "openblas_get_num_threads64_",
+    "openblas_get_num_threads",
+)
+_CORENAMES = (
+    "scipy_openblas_get_corename64_",
+    "scipy_openblas_get_corename",
+    "openblas_get_corename64_",
+    "openblas_get_corename",
+)
 
 
 def set_threads(n: int) -> dict[str, int | None]:
@@ -50,6 +63,7 @@ def set_threads(n: int) -> dict[str, int | None]:
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
         import threadpoolctl  # optional: not a dependency of minialexnet
+
         threadpoolctl.threadpool_limits(n, user_api="blas")
     except ImportError:
         _call_openblas(_SETTERS, n)
@@ -107,9 +121,11 @@ def _call_openblas(names, *args):
 def _openblas_libraries():
     """The OpenBLAS shared libraries shipped with NumPy (already loaded: CDLL reuses them)."""
     root = os.path.dirname(os.path.dirname(np.__file__))
-    patterns = [os.path.join(root, "numpy.libs", "*openblas*"),          # Linux wheels
-                os.path.join(os.path.dirname(np.__file__), ".dylibs", "*openblas*"),  # macOS
-                os.path.join(root, "numpy.libs", "*openblas*.dll")]      # Windows wheels
+    patterns = [
+        os.path.join(root, "numpy.libs", "*openblas*"),  # Linux wheels
+        os.path.join(os.path.dirname(np.__file__), ".dylibs", "*openblas*"),  # macOS
+        os.path.join(root, "numpy.libs", "*openblas*.dll"),
+    ]  # Windows wheels
     for path in sorted({p for pattern in patterns for p in glob.glob(pattern)}):
         try:
             yield ctypes.CDLL(path)

@@ -4,17 +4,26 @@ Hypothesis profiles: "ci" (the default) has no per-example deadline, because Num
 kernel the first time it meets a new dtype or layout and that first example can take seconds;
 "dev" runs more examples. Select with HYPOTHESIS_PROFILE=dev.
 """
+
 import os
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
-    "ci", deadline=None, max_examples=25, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    "ci",
+    deadline=None,
+    max_examples=25,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.register_profile(
-    "dev", deadline=None, max_examples=100, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow])
+    "dev",
+    deadline=None,
+    max_examples=100,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
@@ -34,8 +43,10 @@ def mini_data():
     """3 classes of 64x64 images for the "mini" variant, as the command line uses it."""
     from minialexnet.data.synthetic import make_synthetic
 
-    return (make_synthetic("train", num_classes=3, n_per_class=8, seed=2),
-            make_synthetic("val", num_classes=3, n_per_class=4, seed=2))
+    return (
+        make_synthetic("train", num_classes=3, n_per_class=8, seed=2),
+        make_synthetic("val", num_classes=3, n_per_class=4, seed=2),
+    )
 
 
 @pytest.fixture
@@ -44,5 +55,8 @@ def cli_data(monkeypatch, mini_data):
     images."""
     from minialexnet import train
 
-    monkeypatch.setattr(train, "open_datasets",
-                        lambda args, image_size, val_only=False: (*mini_data, None, "synthetic"))
+    monkeypatch.setattr(
+        train,
+        "open_datasets",
+        lambda args, image_size, val_only=False: (*mini_data, None, "synthetic"),
+    )

@@ -16,6 +16,7 @@ Without a driver, numba-cuda would ask it for the device's compute capability (f
 functions) and ask NVRTC for its library path; neither matters for NVVM's PTX, so both
 questions are answered here with a fixed compute capability 9.0 (H100).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,6 +30,7 @@ CC = (9, 0)
 def _patch_for_no_driver() -> None:
     os.environ.setdefault("NUMBA_FORCE_CUDA_CC", "9.0")
     from numba.cuda import cuda_paths, dispatcher
+
     try:
         cuda_paths._get_nvrtc_path()
     except Exception:  # noqa: BLE001 - NVRTC missing: only its path was wanted
@@ -65,12 +67,21 @@ def kernels_and_signatures():
         ("im2col", im2col._im2col_kernel, (a(4), i64, i64, i64, i64, i64, i64, a(2))),
         ("col2im", im2col._col2im_kernel, (a(2), i64, i64, i64, i64, i64, i64, a(4))),
         ("lrn_forward", lrn._lrn_forward_kernel, (a(3), i64, f32, f32, f32, i64, a(3), a(3))),
-        ("lrn_backward", lrn._lrn_backward_kernel,
-         (a(3), a(3), a(3), a(3), i64, f32, f32, i64, a(3))),
-        ("maxpool_forward", maxpool._maxpool_forward_kernel,
-         (a(3), i64, i64, i64, i64, a(3), a(3, T.int64))),
-        ("maxpool_backward", maxpool._maxpool_backward_kernel,
-         (a(3), a(3, T.int64), i64, i64, i64, i64, a(3))),
+        (
+            "lrn_backward",
+            lrn._lrn_backward_kernel,
+            (a(3), a(3), a(3), a(3), i64, f32, f32, i64, a(3)),
+        ),
+        (
+            "maxpool_forward",
+            maxpool._maxpool_forward_kernel,
+            (a(3), i64, i64, i64, i64, a(3), a(3, T.int64)),
+        ),
+        (
+            "maxpool_backward",
+            maxpool._maxpool_backward_kernel,
+            (a(3), a(3, T.int64), i64, i64, i64, i64, a(3)),
+        ),
         ("add_bias", bias._add_bias_kernel, (a(3), a(1))),
         ("bias_grad", bias._bias_grad_kernel, (a(3), i64, a(2))),
         ("swap_outer_axes", layout._swap_outer_axes_kernel, (a(3), a(3))),
@@ -90,10 +101,13 @@ def kernels_and_signatures():
     for tile in gemm.TILES:
         for trans_a in (False, True):
             for trans_b in (False, True):
-                name = (f"gemm_{tile.block_m}x{tile.block_n}_"
-                        f"{'T' if trans_a else 'N'}{'T' if trans_b else 'N'}")
-                table.append((name, gemm._gemm_kernel(trans_a, trans_b, tile),
-                              (a(3), a(3), a(4), i64)))
+                name = (
+                    f"gemm_{tile.block_m}x{tile.block_n}_"
+                    f"{'T' if trans_a else 'N'}{'T' if trans_b else 'N'}"
+                )
+                table.append(
+                    (name, gemm._gemm_kernel(trans_a, trans_b, tile), (a(3), a(3), a(4), i64))
+                )
     return table
 
 
@@ -106,7 +120,8 @@ def main() -> int:
     try:
         _patch_for_no_driver()
         from numba.cuda.cudadrv import libs, nvvm
-        nvvm.NVVM()                                   # loads libNVVM
+
+        nvvm.NVVM()  # loads libNVVM
         if libs.get_libdevice() is None:
             raise RuntimeError("libdevice not found")
     except Exception as err:  # noqa: BLE001 - no toolkit: nothing to compile with
@@ -119,14 +134,18 @@ def main() -> int:
         try:
             ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=CC)
         except Exception as err:  # noqa: BLE001 - reported per kernel
-            report[name] = {"error": f"{type(err).__name__}: {err}"[:3000], "f64": [],
-                            "div64": []}
+            report[name] = {"error": f"{type(err).__name__}: {err}"[:3000], "f64": [], "div64": []}
             continue
         lines = [line.strip() for line in ptx.splitlines()]
-        report[name] = {"error": None, "f64": [line for line in lines if ".f64" in line],
-                        "div64": [line for line in lines
-                                  if line.startswith(("div.s64", "div.u64", "rem.s64",
-                                                      "rem.u64"))]}
+        report[name] = {
+            "error": None,
+            "f64": [line for line in lines if ".f64" in line],
+            "div64": [
+                line
+                for line in lines
+                if line.startswith(("div.s64", "div.u64", "rem.s64", "rem.u64"))
+            ],
+        }
     print(json.dumps(report))
     return 0
 

@@ -23,6 +23,7 @@ Usage in a test module::
 
     drop_device_tests(globals(), keep=("test_under_cuda_simulator", "test_needs_no_gpu"))
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -44,6 +45,7 @@ class CudaMode:
     """``installed``: numba-cuda is importable; ``here``: this process runs CUDA kernels
     (``simulator`` tells which kind); ``delegate``: run the file in a simulator child;
     ``reason``: why, for skip messages."""
+
     installed: bool
     here: bool
     simulator: bool
@@ -53,22 +55,34 @@ class CudaMode:
 
 def _probe() -> CudaMode:
     if importlib.util.find_spec("numba_cuda") is None:
-        return CudaMode(False, False, False, False, "numba-cuda is not installed "
-                                                    "(pip install 'minialexnet[cuda]')")
+        return CudaMode(
+            False,
+            False,
+            False,
+            False,
+            "numba-cuda is not installed (pip install 'minialexnet[cuda]')",
+        )
     import numba
 
     if numba.config.ENABLE_CUDASIM:
         return CudaMode(True, True, True, False, "running under the CUDA simulator")
     try:
         from numba import cuda
+
         has_gpu = bool(cuda.is_available())
     except Exception:  # noqa: BLE001 - a broken driver counts as no GPU
         has_gpu = False
     if has_gpu:
         return CudaMode(True, True, False, False, "running on the GPU")
-    return CudaMode(True, False, False, True, "no GPU in this process: these tests run in a "
-                                              "child process under the CUDA simulator "
-                                              "(test_under_cuda_simulator)")
+    return CudaMode(
+        True,
+        False,
+        False,
+        True,
+        "no GPU in this process: these tests run in a "
+        "child process under the CUDA simulator "
+        "(test_under_cuda_simulator)",
+    )
 
 
 CUDA = _probe()
@@ -88,8 +102,11 @@ def cuda_gate(delegate_test: str, host_tests: tuple = ()):
     def _gate(request):
         name = request.node.originalname
         if name == delegate_test and not CUDA.delegate:
-            pytest.skip("the CUDA tests of this file run directly in this process"
-                        if CUDA.here else CUDA.reason)
+            pytest.skip(
+                "the CUDA tests of this file run directly in this process"
+                if CUDA.here
+                else CUDA.reason
+            )
         if name in host_tests:
             if IN_CHILD:
                 pytest.skip("runs in the parent process")
@@ -114,19 +131,28 @@ def run_in_simulator(test_file: str) -> None:
     """Run ``test_file`` in a child pytest with the CUDA simulator; fail with its output if
     it fails, skip if it tested nothing."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", **{CHILD_FLAG: "1"})
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs",
-               test_file]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs", test_file]
     try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True,
-                              timeout=CHILD_TIMEOUT_S,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(test_file))))
+        done = subprocess.run(
+            command,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT_S,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(test_file))),
+        )
     except subprocess.TimeoutExpired as err:
-        pytest.fail(f"the simulated CUDA tests of {test_file} ran past {CHILD_TIMEOUT_S} s:\n"
-                    f"{(err.stdout or '')[-6000:]}")
+        pytest.fail(
+            f"the simulated CUDA tests of {test_file} ran past {CHILD_TIMEOUT_S} s:\n"
+            f"{(err.stdout or '')[-6000:]}"
+        )
     output = done.stdout + done.stderr
     if done.returncode != 0:
-        pytest.fail(f"CUDA simulator run of {os.path.basename(test_file)} failed "
-                    f"(exit {done.returncode}):\n{output[-12000:]}", pytrace=False)
+        pytest.fail(
+            f"CUDA simulator run of {os.path.basename(test_file)} failed "
+            f"(exit {done.returncode}):\n{output[-12000:]}",
+            pytrace=False,
+        )
     if " passed" not in output:
         pytest.skip(f"the simulator run tested nothing:\n{output[-2000:]}")
-    print(output.strip().splitlines()[-1])          # e.g. "25 passed in 80.1s" (with -s / -rA)
+    print(output.strip().splitlines()[-1])  # e.g. "25 passed in 80.1s" (with -s / -rA)

@@ -1,16 +1,17 @@
 """The programs the MPI tests (tests/test_distributed.py) start under ``mpiexec``.
 
-    python tests/distributed_worker.py train OUT.npz BATCH   one epoch of the built-in data,
-        "tiny" AlexNet; rank 0 writes the parameters and per-step losses to OUT.npz. Under
-        mpiexec with N > 1 processes it trains data-parallel, otherwise with a plain CPUEngine.
-    python tests/distributed_worker.py fail                  rank 1 raises at step 3
-    python tests/distributed_worker.py nonfinite OUT.npz     rank 1's shard is NaN at step 2
-    python tests/distributed_worker.py validate              split validation == one process
-    python tests/distributed_worker.py cache FOLDER          rank 0 prepares, others wait
-    python tests/distributed_worker.py fit OUTPUT            two epochs through training.fit,
-        "tiny" AlexNet, the run written to the folder OUTPUT (by rank 0 alone), the final
-        parameters to OUTPUT/params.npz
+python tests/distributed_worker.py train OUT.npz BATCH   one epoch of the built-in data,
+    "tiny" AlexNet; rank 0 writes the parameters and per-step losses to OUT.npz. Under
+    mpiexec with N > 1 processes it trains data-parallel, otherwise with a plain CPUEngine.
+python tests/distributed_worker.py fail                  rank 1 raises at step 3
+python tests/distributed_worker.py nonfinite OUT.npz     rank 1's shard is NaN at step 2
+python tests/distributed_worker.py validate              split validation == one process
+python tests/distributed_worker.py cache FOLDER          rank 0 prepares, others wait
+python tests/distributed_worker.py fit OUTPUT            two epochs through training.fit,
+    "tiny" AlexNet, the run written to the folder OUTPUT (by rank 0 alone), the final
+    parameters to OUTPUT/params.npz
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,9 @@ SEED = 3
 
 def _setup(context, n_per_class: int = 7):
     """The data, a fresh "tiny" network and its engine (data-parallel under MPI)."""
-    train = make_synthetic("train", num_classes=10, n_per_class=n_per_class, image_size=32,
-                           seed=SEED)
+    train = make_synthetic(
+        "train", num_classes=10, n_per_class=n_per_class, image_size=32, seed=SEED
+    )
     stats = compute_stats(train)
     model = AlexNet(10, "tiny", rng=np.random.default_rng(SEED))
     engine = CPUEngine(model, SGD(model, lr=0.01, momentum=0.9, weight_decay=0.0005))
@@ -65,8 +67,12 @@ def train(context, out: str, batch_size: int) -> None:
     if context.size > 1:
         engine.check_replicas()
     if context.is_main:
-        np.savez(out, losses=np.array(losses), counts=np.array(counts),
-                 **{name: p for name, p, _ in model.named_parameters()})
+        np.savez(
+            out,
+            losses=np.array(losses),
+            counts=np.array(counts),
+            **{name: p for name, p, _ in model.named_parameters()},
+        )
 
 
 def fail(context) -> None:
@@ -76,7 +82,7 @@ def fail(context) -> None:
         if step == 3 and context.rank == 1:
             raise RuntimeError("rank 1 fails on purpose at step 3")
         engine.train_step(x, labels)
-    time.sleep(3600)                # only reached if the failure did not stop this rank
+    time.sleep(3600)  # only reached if the failure did not stop this rank
 
 
 def nonfinite(context, out: str) -> None:
@@ -86,13 +92,14 @@ def nonfinite(context, out: str) -> None:
     for step, (x, labels) in enumerate(loader):
         if step == 2:
             before = [p.copy() for _, p, _ in model.named_parameters()]
-            if context.rank == 1:                # only rank 1's shard turns NaN
+            if context.rank == 1:  # only rank 1's shard turns NaN
                 x = np.full_like(x, np.nan)
         result = engine.train_step(x, labels)
         updated.append(result.updated)
         if step == 2:
-            unchanged = all(np.array_equal(b, p)
-                            for b, (_, p, _) in zip(before, model.named_parameters()))
+            unchanged = all(
+                np.array_equal(b, p) for b, (_, p, _) in zip(before, model.named_parameters())
+            )
             print(f"rank {context.rank}: step 2 unchanged={unchanged}", flush=True)
     if context.is_main:
         np.savez(out, updated=np.array(updated))
@@ -127,7 +134,7 @@ def cache(context, folder: str) -> None:
     marker = os.path.join(folder, "built")
 
     def open_data():
-        if not os.path.exists(marker):            # "build": slow, and only rank 0 may do it
+        if not os.path.exists(marker):  # "build": slow, and only rank 0 may do it
             time.sleep(1.0)
             with open(os.path.join(folder, f"builder-{context.rank}"), "w"):
                 pass
@@ -147,8 +154,15 @@ def fit_run(context, output: str) -> None:
     val = make_synthetic("val", num_classes=10, n_per_class=2, image_size=32, seed=SEED)
     model = AlexNet(10, "tiny", rng=np.random.default_rng(SEED))
     config = TrainConfig(epochs=2, batch_size=12, lr=0.01, schedule=None, print_freq=2)
-    fit(model, data, val, config, output=output, context=context,
-        log=lambda line: print(f"rank {context.rank}: {line}", flush=True))
+    fit(
+        model,
+        data,
+        val,
+        config,
+        output=output,
+        context=context,
+        log=lambda line: print(f"rank {context.rank}: {line}", flush=True),
+    )
     if context.is_main:
         np.savez(os.path.join(output, "params.npz"), **model.state_dict())
 

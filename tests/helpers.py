@@ -3,6 +3,7 @@
 Imports of the package stay inside the functions: the CUDA test modules import this file
 before ``cuda_sim`` has decided whether the process runs under the CUDA simulator.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,9 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(code: str, *, set_env: dict | None = None, unset_env=(),
-               timeout: float = 300) -> str:
+def run_python(
+    code: str, *, set_env: dict | None = None, unset_env=(), timeout: float = 300
+) -> str:
     """Run ``code`` in a fresh interpreter (this one) from the repository root; return its
     standard output. The test fails, with the child's standard error, if it exits non-zero.
 
@@ -25,14 +27,21 @@ def run_python(code: str, *, set_env: dict | None = None, unset_env=(),
     """
     env = {k: v for k, v in os.environ.items() if k not in unset_env}
     env.update(set_env or {})
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return done.stdout
 
 
-def healthy_alexnet(variant: str, num_classes: int, seed: int = 0, *,
-                    positive_biases=(), **options):
+def healthy_alexnet(
+    variant: str, num_classes: int, seed: int = 0, *, positive_biases=(), **options
+):
     """An ``AlexNet`` whose every layer is alive, so that comparisons prove something.
 
     Weights are redrawn from N(0, 2/fan_in) (He) and biases uniformly from [-1, 1]; the
@@ -60,6 +69,9 @@ def engine_members() -> list[str]:
     attributes and its methods, read from the class so a new member is checked too."""
     from minialexnet.engine import Engine
 
-    methods = [name for name, value in vars(Engine).items()
-               if callable(value) and not name.startswith("_")]
+    methods = [
+        name
+        for name, value in vars(Engine).items()
+        if callable(value) and not name.startswith("_")
+    ]
     return sorted({*Engine.__annotations__, *methods})

@@ -1,4 +1,5 @@
 """ReLU and tanh (§3.1): hand-computed values, gradients, the layer protocol."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,9 @@ def test_tanh_by_hand():
     np.testing.assert_allclose(y, [[0.0, 0.7615941559557649, -0.9640275800758169]], rtol=1e-15)
     dx = layer.backward(np.array([[2.0, -1.0, 3.0]]))
     # d tanh / dx = 1 - tanh^2: 1 at 0, 0.41997... at 1, 0.07065... at -2.
-    np.testing.assert_allclose(dx, [[2.0, -0.41997434161402614, 3 * 0.07065082485316443]],
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        dx, [[2.0, -0.41997434161402614, 3 * 0.07065082485316443]], rtol=1e-14
+    )
 
 
 def test_tanh_saturates_where_relu_does_not():
@@ -62,7 +64,7 @@ def test_gradient_matches_finite_differences(shape, seed, layer_class):
 def test_dtype_preserved_and_inputs_untouched(layer_class, dtype):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
-    dy = rng.standard_normal(x.shape)                  # float64 upstream on purpose
+    dy = rng.standard_normal(x.shape)  # float64 upstream on purpose
     x_before, dy_before = x.copy(), dy.copy()
     layer = layer_class()
     y = layer.forward(x)

@@ -1,4 +1,5 @@
 """§2 mean subtraction and §4.1 augmentation: hand cases, NumPy reference == Numba, errors."""
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -24,8 +25,11 @@ def _images(n, size, seed=0):
 
 def _stats(size, mean=None, eigvals=(0.0, 0.0, 0.0), eigvecs=None):
     mean = np.zeros((3, size, size), dtype=np.float32) if mean is None else mean
-    return DatasetStats(mean=mean, pca_eigvals=np.asarray(eigvals, dtype=np.float32),
-                        pca_eigvecs=np.eye(3) if eigvecs is None else eigvecs)
+    return DatasetStats(
+        mean=mean,
+        pca_eigvals=np.asarray(eigvals, dtype=np.float32),
+        pca_eigvecs=np.eye(3) if eigvecs is None else eigvecs,
+    )
 
 
 def _plan(offsets, flips, shifts=None):
@@ -59,8 +63,8 @@ def test_hand_computed_pixels():
         out = apply(images, np.array([0, 0]), plan, mean, 2)
         np.testing.assert_array_equal(out[0, 0, 0], [18.5, 27.5])
         np.testing.assert_array_equal(out[1, 0, 0], [27.5, 18.5])
-        np.testing.assert_array_equal(out[0, 0, 1], [0.5, 0.5])     # row 2: (0 - 0) + 0.5
-        np.testing.assert_array_equal(out[0, 1], np.zeros((2, 2)))    # channel 1: no shift
+        np.testing.assert_array_equal(out[0, 0, 1], [0.5, 0.5])  # row 2: (0 - 0) + 0.5
+        np.testing.assert_array_equal(out[0, 1], np.zeros((2, 2)))  # channel 1: no shift
 
 
 def test_mean_subtracted_at_the_crops_place_and_flipped_with_it():
@@ -80,16 +84,17 @@ def test_ten_crop_corners_centre_and_flips_exactly():
     out = ten_crop(images, crop, _stats(size, mean))
     assert out.shape == (10, batch, 3, crop, crop) and out.dtype == np.float32
     centred = images.astype(np.float32) - mean
-    windows = [(0, 0), (0, 3), (3, 0), (3, 3), (1, 1)]          # far = 3, centre = 3 // 2
+    windows = [(0, 0), (0, 3), (3, 0), (3, 3), (1, 1)]  # far = 3, centre = 3 // 2
     for k, (top, left) in enumerate(windows):
-        expected = centred[:, :, top:top + crop, left:left + crop]
+        expected = centred[:, :, top : top + crop, left : left + crop]
         np.testing.assert_array_equal(out[k], expected, err_msg=augment.TEN_CROP_ORDER[k])
-        np.testing.assert_array_equal(out[k + 5], expected[..., ::-1],
-                                      err_msg=augment.TEN_CROP_ORDER[k + 5])
+        np.testing.assert_array_equal(
+            out[k + 5], expected[..., ::-1], err_msg=augment.TEN_CROP_ORDER[k + 5]
+        )
 
 
 def test_center_crop_offset_rounds_down():
-    size, crop = 8, 5                                              # (8 - 5) // 2 = 1
+    size, crop = 8, 5  # (8 - 5) // 2 = 1
     images = _images(2, size)
     mean = np.full((3, size, size), 0.25, dtype=np.float32)
     out = center_crop(images, crop, _stats(size, mean))
@@ -110,8 +115,11 @@ def test_pca_shift_formula_by_hand():
 
 def test_zero_eigenvalues_leave_the_crop_unchanged():
     images = _images(5, 10)
-    stats = _stats(10, mean=np.full((3, 10, 10), 3.0, dtype=np.float32),
-                   eigvecs=np.linalg.qr(np.random.default_rng(1).normal(size=(3, 3)))[0])
+    stats = _stats(
+        10,
+        mean=np.full((3, 10, 10), 3.0, dtype=np.float32),
+        eigvecs=np.linalg.qr(np.random.default_rng(1).normal(size=(3, 3)))[0],
+    )
     noisy = random_crop_flip(images, 7, stats, np.random.default_rng(5), pca_std=0.1)
     plain = random_crop_flip(images, 7, stats, np.random.default_rng(5), pca_std=0.0)
     np.testing.assert_array_equal(noisy, plain)
@@ -122,7 +130,7 @@ def test_colour_noise_lies_along_the_single_eigenvector():
     images = _images(batch, size)
     direction = np.array([1.0, 2.0, 2.0]) / 3.0
     basis = np.linalg.qr(np.column_stack([direction, [0, 1, 0], [0, 0, 1]]))[0]
-    basis[:, 0] = direction                               # exact first column (qr may flip it)
+    basis[:, 0] = direction  # exact first column (qr may flip it)
     stats = _stats(size, eigvals=(2550.0, 0.0, 0.0), eigvecs=basis)
     noisy = random_crop_flip(images, crop, stats, np.random.default_rng(9), pca_std=0.1)
     plain = random_crop_flip(images, crop, stats, np.random.default_rng(9), pca_std=0.0)
@@ -136,7 +144,7 @@ def test_colour_noise_lies_along_the_single_eigenvector():
     rng.random(batch)
     alpha = 0.1 * rng.standard_normal((batch, 3))
     np.testing.assert_allclose(shift, np.outer(alpha[:, 0] * 10.0, direction), atol=1e-4)
-    assert np.abs(shift).max() > 0.1                      # the noise is really there
+    assert np.abs(shift).max() > 0.1  # the noise is really there
 
 
 def test_train_plan_covers_every_offset_and_flips_half():
@@ -165,16 +173,22 @@ def test_numba_equals_numpy_reference(size, data):
     crop = data.draw(st.integers(1, size))
     n = data.draw(st.integers(1, 4))
     batch = data.draw(st.integers(1, 6))
-    seed = data.draw(st.integers(0, 2 ** 32 - 1))
+    seed = data.draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, 3, size, size), dtype=np.uint8)
     mean = rng.uniform(0, 255, size=(3, size, size)).astype(np.float32)
-    stats = _stats(size, mean, eigvals=rng.uniform(0, 5000, size=3),
-                   eigvecs=np.linalg.qr(rng.normal(size=(3, 3)))[0])
+    stats = _stats(
+        size,
+        mean,
+        eigvals=rng.uniform(0, 5000, size=3),
+        eigvecs=np.linalg.qr(rng.normal(size=(3, 3)))[0],
+    )
     indices = rng.integers(0, n, size=batch)
     plan = draw_train_plan(rng, batch, size, crop, stats, pca_std=0.5)
-    np.testing.assert_array_equal(apply_plan(images, indices, plan, mean, crop),
-                                  apply_plan_numpy(images, indices, plan, mean, crop))
+    np.testing.assert_array_equal(
+        apply_plan(images, indices, plan, mean, crop),
+        apply_plan_numpy(images, indices, plan, mean, crop),
+    )
 
 
 def test_numba_reads_a_read_only_memmap(tmp_path):
@@ -182,8 +196,10 @@ def test_numba_reads_a_read_only_memmap(tmp_path):
     np.save(tmp_path / "x.npy", images)
     on_disk = np.load(tmp_path / "x.npy", mmap_mode="r")
     stats = _stats(16, eigvals=(100.0, 10.0, 1.0))
-    np.testing.assert_array_equal(random_crop_flip(on_disk, 11, stats, np.random.default_rng(0)),
-                                  random_crop_flip(images, 11, stats, np.random.default_rng(0)))
+    np.testing.assert_array_equal(
+        random_crop_flip(on_disk, 11, stats, np.random.default_rng(0)),
+        random_crop_flip(images, 11, stats, np.random.default_rng(0)),
+    )
 
 
 def test_errors_say_what_to_do():
@@ -213,5 +229,6 @@ def test_the_default_colour_noise_has_the_paper_s_std():
     rng.integers(0, size - crop + 1, size=(n, 2), dtype=np.int64)
     rng.random(n)
     alpha = 0.1 * rng.standard_normal((n, 3))
-    np.testing.assert_allclose(out - 100.0, np.broadcast_to(alpha[:, :, None, None], out.shape),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        out - 100.0, np.broadcast_to(alpha[:, :, None, None], out.shape), atol=1e-4
+    )

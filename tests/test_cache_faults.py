@@ -3,6 +3,7 @@
 Kill tests run a real preparation in a child process and send it a real signal; disk-full
 tests inject ``OSError(ENOSPC)`` and, where this process may mount one, use a small tmpfs.
 """
+
 import errno
 import os
 import shutil
@@ -110,20 +111,30 @@ def _wait_for(condition, what: str, limit: float = 60.0) -> None:
 
 
 @pytest.mark.skipif(not LINUX, reason="finds the worker processes through Linux's /proc")
-@pytest.mark.parametrize("sig, mode", [(signal.SIGKILL, "kernel"), (signal.SIGTERM, "kernel"),
-                                       (signal.SIGKILL, "watchdog")])
+@pytest.mark.parametrize(
+    "sig, mode",
+    [(signal.SIGKILL, "kernel"), (signal.SIGTERM, "kernel"), (signal.SIGKILL, "watchdog")],
+)
 def test_a_killed_preparation_leaves_no_worker_and_no_lock(tmp_path, sig, mode):
     root, folder = tmp_path / "data", tmp_path / "cache" / "train"
-    make_folder(root, n_per_class=100)                                 # 200 images, 50 chunks
+    make_folder(root, n_per_class=100)  # 200 images, 50 chunks
     # Output goes to a file: orphaned workers would hold a pipe open, and reading it hang.
     with open(tmp_path / "first.log", "w") as log:
-        child = subprocess.Popen([sys.executable, "-c", PREPARE, str(root), str(folder), mode],
-                                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            [sys.executable, "-c", PREPARE, str(root), str(folder), mode],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         progress_dir = folder / "progress"
-        _wait_for(lambda: child.poll() is not None or
-                  (progress_dir.is_dir() and len(os.listdir(progress_dir)) >= 2),
-                  "the first decoded chunks")
+        _wait_for(
+            lambda: (
+                child.poll() is not None
+                or (progress_dir.is_dir() and len(os.listdir(progress_dir)) >= 2)
+            ),
+            "the first decoded chunks",
+        )
         assert child.poll() is None, (tmp_path / "first.log").read_text()
         workers = _children(child.pid)
         assert len(workers) == 2 and all(_alive(w) for w in workers)
@@ -137,18 +148,24 @@ def test_a_killed_preparation_leaves_no_worker_and_no_lock(tmp_path, sig, mode):
         _wait_for(lambda: not any(_alive(w) for w in workers), "the orphaned workers to exit")
     finally:
         survivors = [w for w in workers if _alive(w)]
-        for pid in survivors:                # leave no orphan behind, even when failing
+        for pid in survivors:  # leave no orphan behind, even when failing
             os.kill(pid, signal.SIGKILL)
 
     # The lock went with its holders: a second preparation resumes and finishes.
-    again = subprocess.run([sys.executable, "-c", PREPARE, str(root), str(folder), "kernel"],
-                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "-c", PREPARE, str(root), str(folder), "kernel"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "waiting for another process" not in again.stdout
     assert "resuming an interrupted preparation" in again.stdout
     assert "images: 200" in again.stdout
-    reference = build_split(str(tmp_path / "ref"), files_of(root), identity(root), "train",
-                            log=quiet)
+    reference = build_split(
+        str(tmp_path / "ref"), files_of(root), identity(root), "train", log=quiet
+    )
     resumed = np.load(folder / "images.npy")
     assert np.array_equal(resumed, np.asarray(reference.dataset.images))
 
@@ -162,10 +179,16 @@ def _points_to(fd: int) -> str:
 def test_workers_do_not_keep_the_lock_they_inherit(tmp_path):
     seen = []
     with exclusive(str(tmp_path), quiet) as fd:
-        run_chunks(_points_to, [Chunk(i, 1, (fd,)) for i in range(2)], workers=2,
-                   progress=Progress(2, "test", quiet), on_done=lambda i, r: seen.append(r),
-                   log=quiet, inherited_fds=(fd,))
-        assert _points_to(fd) == str(tmp_path / ".lock")        # the parent still holds it
+        run_chunks(
+            _points_to,
+            [Chunk(i, 1, (fd,)) for i in range(2)],
+            workers=2,
+            progress=Progress(2, "test", quiet),
+            on_done=lambda i, r: seen.append(r),
+            log=quiet,
+            inherited_fds=(fd,),
+        )
+        assert _points_to(fd) == str(tmp_path / ".lock")  # the parent still holds it
     assert seen == [os.devnull, os.devnull]
 
 
@@ -180,6 +203,7 @@ def test_the_lock_names_its_holder(tmp_path):
 
 # -- a full disk -----------------------------------------------------------------------------
 
+
 def _disk_full(*_):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -192,13 +216,23 @@ def test_full_disk_when_allocating_the_images_is_a_clear_error(tmp_path, monkeyp
     with pytest.raises(DataError) as info:
         build_split(str(folder), files_of(root), identity(root), "train", log=quiet)
     message = str(info.value)
-    for needle in ("train: the cache", "disk is full", "No space left on device", str(folder),
-                   "needs about", "free", "--cache-dir", "run the same command again"):
+    for needle in (
+        "train: the cache",
+        "disk is full",
+        "No space left on device",
+        str(folder),
+        "needs about",
+        "free",
+        "--cache-dir",
+        "run the same command again",
+    ):
         assert needle in message
-    assert not (folder / "images.npy").exists()               # its space is given back
+    assert not (folder / "images.npy").exists()  # its space is given back
     monkeypatch.undo()
-    assert len(build_split(str(folder), files_of(root), identity(root), "train",
-                           log=quiet).dataset) == 6
+    assert (
+        len(build_split(str(folder), files_of(root), identity(root), "train", log=quiet).dataset)
+        == 6
+    )
 
 
 @pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="needs os.posix_fallocate")
@@ -212,6 +246,7 @@ def test_full_disk_during_the_hold_out_copy_is_a_clear_error(tmp_path, monkeypat
         if os.readlink(f"/proc/self/fd/{fd}").endswith(".partial"):
             _disk_full()
         real(fd, offset, length)
+
     monkeypatch.setattr(os, "posix_fallocate", full_for_copies)
     with pytest.raises(DataError, match="holding out validation images.*disk is full"):
         open_dataset(root, image_size=8, cache_dir=cache_dir, log=quiet)
@@ -221,19 +256,25 @@ def test_full_disk_during_the_hold_out_copy_is_a_clear_error(tmp_path, monkeypat
     logged = []
     train, val, _ = open_dataset(root, image_size=8, cache_dir=cache_dir, log=logged.append)
     assert len(train) + len(val) == 10
-    assert any("all: using the cache" in line for line in logged)   # nothing decoded twice
+    assert any("all: using the cache" in line for line in logged)  # nothing decoded twice
 
 
 def test_free_space_check_counts_the_hold_out_copy(tmp_path, monkeypatch):
     root = tmp_path / "photos"
     make_folder(root, n_per_class=5)
     once = cache_files.split_bytes(10, 8, with_stats=False)  # room for the decoded split only
-    monkeypatch.setattr(cache_files.shutil, "disk_usage",
-                        lambda path: types.SimpleNamespace(total=once, used=0, free=once))
-    with pytest.raises(DataError, match="all: the cache with its hold-out copy needs .* GiB "
-                                        r"but .* free \(.* needed, .* free\); free some space"):
+    monkeypatch.setattr(
+        cache_files.shutil,
+        "disk_usage",
+        lambda path: types.SimpleNamespace(total=once, used=0, free=once),
+    )
+    with pytest.raises(
+        DataError,
+        match="all: the cache with its hold-out copy needs .* GiB "
+        r"but .* free \(.* needed, .* free\); free some space",
+    ):
         open_dataset(root, image_size=8, cache_dir=tmp_path / "c", log=quiet)
-    assert not (tmp_path / "c" / "all" / "images.npy").exists()     # nothing decoded
+    assert not (tmp_path / "c" / "all" / "images.npy").exists()  # nothing decoded
 
 
 def test_a_stale_partial_copy_is_removed(tmp_path):
@@ -242,7 +283,7 @@ def test_a_stale_partial_copy_is_removed(tmp_path):
     open_dataset(root, image_size=8, val_fraction=0.2, cache_dir=tmp_path / "c", log=quiet)
     holdout = tmp_path / "c" / "holdout-seed0-val0.1"
     os.makedirs(holdout)
-    (holdout / "train_images.npy.partial").write_bytes(b"\0" * 1000)   # a killed copy
+    (holdout / "train_images.npy.partial").write_bytes(b"\0" * 1000)  # a killed copy
     open_dataset(root, image_size=8, val_fraction=0.1, cache_dir=tmp_path / "c", log=quiet)
     assert not (holdout / "train_images.npy.partial").exists()
 
@@ -273,8 +314,11 @@ def small_disk(tmp_path):
     os.makedirs(mount_point)
     if not LINUX or shutil.which("mount") is None:
         pytest.skip("needs Linux's mount command")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -283,17 +327,23 @@ def small_disk(tmp_path):
         subprocess.run(["umount", str(mount_point)], check=True)
 
 
-@pytest.mark.parametrize("mode, expected", [
-    ("honest", "all: the cache with its hold-out copy needs"),
-    ("lying", "holding out validation images: the copy of the two parts: the disk is full"),
-])
-def test_a_full_small_disk_gives_a_message_not_a_bus_error(tmp_path, small_disk, mode,
-                                                            expected):
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        ("honest", "all: the cache with its hold-out copy needs"),
+        ("lying", "holding out validation images: the copy of the two parts: the disk is full"),
+    ],
+)
+def test_a_full_small_disk_gives_a_message_not_a_bus_error(tmp_path, small_disk, mode, expected):
     root = tmp_path / "photos"
-    make_folder(root, n_per_class=200)     # 400 images of 3x64x64: 4.9 MB once, 9.8 MB twice
-    done = subprocess.run([sys.executable, "-c", PREPARE_ON_SMALL_DISK, str(root),
-                           str(small_disk / "c"), mode],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    make_folder(root, n_per_class=200)  # 400 images of 3x64x64: 4.9 MB once, 9.8 MB twice
+    done = subprocess.run(
+        [sys.executable, "-c", PREPARE_ON_SMALL_DISK, str(root), str(small_disk / "c"), mode],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, (done.returncode, done.stderr[-3000:])  # -7: SIGBUS
     assert expected in done.stdout and "--cache-dir" in done.stdout
     left = [name for _, _, names in os.walk(small_disk) for name in names]

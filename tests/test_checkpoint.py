@@ -1,4 +1,5 @@
 """Checkpoints: round trip, atomic writes, and clear errors for bad files."""
+
 import json
 import os
 
@@ -21,15 +22,17 @@ from minialexnet.training.checkpoint import (
 
 def _stats(size=35):
     rng = np.random.default_rng(0)
-    return DatasetStats(mean=rng.uniform(0, 255, (3, size, size)),
-                        pca_eigvals=np.array([30.0, 5.0, 1.0]),
-                        pca_eigvecs=np.linalg.qr(rng.standard_normal((3, 3)))[0])
+    return DatasetStats(
+        mean=rng.uniform(0, 255, (3, size, size)),
+        pca_eigvals=np.array([30.0, 5.0, 1.0]),
+        pca_eigvecs=np.linalg.qr(rng.standard_normal((3, 3)))[0],
+    )
 
 
 def _trained_tiny(seed=0):
     model = AlexNet(4, "tiny", rng=np.random.default_rng(seed))
     opt = SGD(model, lr=0.1)
-    for name, p, _ in model.named_parameters():      # non-zero momentum buffers
+    for name, p, _ in model.named_parameters():  # non-zero momentum buffers
         opt.velocity[name][...] = np.random.default_rng(1).standard_normal(p.shape)
     return model, opt
 
@@ -49,7 +52,7 @@ def test_round_trip_restores_everything(tmp_path):
         np.testing.assert_array_equal(ckpt.optim[name], opt.velocity[name])
     np.testing.assert_array_equal(ckpt.stats.mean, stats.mean)
     np.testing.assert_array_equal(ckpt.stats.pca_eigvecs, stats.pca_eigvecs)
-    with np.load(path, allow_pickle=False) as npz:         # the documented layout
+    with np.load(path, allow_pickle=False) as npz:  # the documented layout
         assert "param/conv1.W" in npz.files and "optim/fc8.b" in npz.files
         assert {"data/mean", "data/pca_eigvals", "data/pca_eigvecs", "meta"} <= set(npz.files)
 
@@ -68,8 +71,9 @@ class Boom(Exception):
 
 
 @pytest.mark.parametrize("error", [Boom, KeyboardInterrupt])
-def test_a_failed_write_leaves_the_old_checkpoint_and_no_temporary_file(tmp_path, monkeypatch,
-                                                                         error):
+def test_a_failed_write_leaves_the_old_checkpoint_and_no_temporary_file(
+    tmp_path, monkeypatch, error
+):
     model, _ = _trained_tiny()
     path = tmp_path / "checkpoint_last.npz"
     save_checkpoint(path, model, meta={"epoch": 1})
@@ -125,8 +129,9 @@ def test_foreign_architecture_is_refused_with_both_descriptions(tmp_path):
     save_checkpoint(tmp_path / "tiny.npz", tiny)
     ckpt = load_checkpoint(tmp_path / "tiny.npz")
     mini = AlexNet(4, "mini")
-    with pytest.raises(CheckpointError, match="different network: variant='tiny'.*"
-                                              "this run builds variant='mini'"):
+    with pytest.raises(
+        CheckpointError, match="different network: variant='tiny'.*this run builds variant='mini'"
+    ):
         restore_model(mini, ckpt, "tiny.npz")
     other_classes = AlexNet(5, "tiny")
     with pytest.raises(CheckpointError, match="num_classes=4.*num_classes=5"):
@@ -141,13 +146,19 @@ def test_meta_must_be_json(tmp_path):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
-@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)],
-                         ids=["umask-022", "umask-027", "umask-002"])
+@pytest.mark.parametrize(
+    "umask, expected",
+    [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)],
+    ids=["umask-022", "umask-027", "umask-002"],
+)
 def test_atomic_write_gives_the_permissions_of_a_new_file(tmp_path, umask, expected):
     """Not mkstemp's owner-only 0o600: a shared cache or run folder must stay readable."""
     target = tmp_path / "out.bin"
-    run_python(f"import os; os.umask({umask}); from minialexnet.atomic import atomic_write; "
-               f"atomic_write({str(target)!r}, lambda f: f.write(b'x'))", timeout=120)
+    run_python(
+        f"import os; os.umask({umask}); from minialexnet.atomic import atomic_write; "
+        f"atomic_write({str(target)!r}, lambda f: f.write(b'x'))",
+        timeout=120,
+    )
     assert target.read_bytes() == b"x"
     assert os.stat(target).st_mode & 0o777 == expected
 
@@ -158,8 +169,11 @@ def test_same_network_ignores_preprocessing_class_names_and_keys_older_files_lac
     built = AlexNet(3, "tiny", rng=np.random.default_rng(0)).config
     older = {k: v for k, v in built.items() if k not in ("preprocessing", "class_names")}
     assert same_network(older, built)
-    renamed = dict(built, class_names=["a", "b", "c"],
-                   preprocessing={"channels": "BGR", "mean": [1.0, 2.0, 3.0]})
+    renamed = dict(
+        built,
+        class_names=["a", "b", "c"],
+        preprocessing={"channels": "BGR", "mean": [1.0, 2.0, 3.0]},
+    )
     assert same_network(renamed, built)
     assert not same_network(dict(built, num_classes=4), built)
     assert not same_network(dict(built, variant="mini"), built)

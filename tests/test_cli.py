@@ -1,4 +1,5 @@
 """The four command lines share ``minialexnet.cli`` and never import one another."""
+
 from __future__ import annotations
 
 import ast
@@ -35,10 +36,12 @@ def test_a_command_line_module_names_no_other_one(command):
 @pytest.mark.parametrize("command", COMMANDS)
 def test_importing_a_command_line_loads_no_other_one(command):
     """Not even through another module: the command is imported alone, in a fresh process."""
-    loaded = run_python(f"import sys, minialexnet.{command}; "
-                        f"print(' '.join(sorted(sys.modules)))", timeout=120).split()
-    assert [m for m in loaded if m in {f"minialexnet.{c}" for c in COMMANDS}] == \
-        [f"minialexnet.{command}"]
+    loaded = run_python(
+        f"import sys, minialexnet.{command}; print(' '.join(sorted(sys.modules)))", timeout=120
+    ).split()
+    assert [m for m in loaded if m in {f"minialexnet.{c}" for c in COMMANDS}] == [
+        f"minialexnet.{command}"
+    ]
 
 
 def test_train_evaluate_runs_the_evaluate_command_s_function():
@@ -49,10 +52,13 @@ def test_train_evaluate_runs_the_evaluate_command_s_function():
     assert evaluate.evaluate_checkpoint is evaluate_checkpoint
 
 
-@pytest.mark.parametrize("text, message", [
-    ("0", "must be a positive integer, got 0"),
-    ("x", "expected a positive integer, got 'x'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("0", "must be a positive integer, got 0"),
+        ("x", "expected a positive integer, got 'x'"),
+    ],
+)
 def test_positive_int_rejects_with_a_message(text, message):
     import argparse
 
@@ -68,8 +74,9 @@ def test_every_option_has_help_text(command):
     import importlib
 
     parser = importlib.import_module(f"minialexnet.{command}").build_parser()
-    silent = [action.option_strings or [action.dest] for action in parser._actions
-              if not action.help]
+    silent = [
+        action.option_strings or [action.dest] for action in parser._actions if not action.help
+    ]
     assert not silent
 
 
@@ -84,7 +91,17 @@ def test_train_passes_cache_dir_and_val_labels_to_the_data(monkeypatch, tmp_path
 
     monkeypatch.setattr(cli.imagenet, "open_dataset", open_dataset)
     with pytest.raises(SystemExit):
-        train.main(["--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "c"),
-                    "--val-labels", str(tmp_path / "val.txt"), "--output", str(tmp_path / "r")])
+        train.main(
+            [
+                "--data-dir",
+                str(tmp_path),
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "--val-labels",
+                str(tmp_path / "val.txt"),
+                "--output",
+                str(tmp_path / "r"),
+            ]
+        )
     assert seen["cache_dir"] == str(tmp_path / "c")
     assert seen["val_labels"] == str(tmp_path / "val.txt")

@@ -1,4 +1,5 @@
 """Conv2D: hand-computed cases, groups, gradient checks, numba == numpy, AlexNet's geometry."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,8 +11,8 @@ from minialexnet.layers import Conv2D
 from minialexnet.shapes import conv_output_size
 
 BACKENDS = pytest.mark.parametrize("backend", ["numba", "numpy"])
-X3 = np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)   # [[1,2,3],[4,5,6],[7,8,9]]
-W22 = np.array([[[[1, 2], [3, 4]]]], dtype=np.float32)        # one 2x2 filter
+X3 = np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)  # [[1,2,3],[4,5,6],[7,8,9]]
+W22 = np.array([[[[1, 2], [3, 4]]]], dtype=np.float32)  # one 2x2 filter
 
 
 def make_conv(weights, bias, **kwargs):
@@ -34,8 +35,12 @@ def definition_conv(x, weights, bias, stride, padding, groups):
         g = fi // fg
         for a in range(oh):
             for b in range(ow):
-                window = xp[:, g * cg:(g + 1) * cg, a * stride:a * stride + kh,
-                            b * stride:b * stride + kw]
+                window = xp[
+                    :,
+                    g * cg : (g + 1) * cg,
+                    a * stride : a * stride + kh,
+                    b * stride : b * stride + kw,
+                ]
                 y[:, fi, a, b] = bias[fi] + np.einsum("ncij,cij->n", window, weights[fi])
     return y
 
@@ -99,20 +104,29 @@ def test_groups_2_equals_two_separate_convolutions(backend):
     halves = []
     for g in range(2):
         half = Conv2D(3, 2, 3, stride=1, padding=1, rng=rng)
-        half.params["W"] = grouped.params["W"][2 * g:2 * g + 2].copy()
-        half.params["b"] = grouped.params["b"][2 * g:2 * g + 2].copy()
+        half.params["W"] = grouped.params["W"][2 * g : 2 * g + 2].copy()
+        half.params["b"] = grouped.params["b"][2 * g : 2 * g + 2].copy()
         halves.append(half)
     dy = rng.standard_normal((2, 4, 7, 5)).astype(np.float32)
     with use_backend(backend):
         y = grouped.forward(x)
         dx = grouped.backward(dy)
         for g, half in enumerate(halves):
-            np.testing.assert_allclose(y[:, 2 * g:2 * g + 2],
-                                       half.forward(x[:, 3 * g:3 * g + 3]), rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(dx[:, 3 * g:3 * g + 3],
-                                       half.backward(dy[:, 2 * g:2 * g + 2]), rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(grouped.grads["W"][2 * g:2 * g + 2], half.grads["W"],
-                                       rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                y[:, 2 * g : 2 * g + 2],
+                half.forward(x[:, 3 * g : 3 * g + 3]),
+                rtol=1e-5,
+                atol=1e-6,
+            )
+            np.testing.assert_allclose(
+                dx[:, 3 * g : 3 * g + 3],
+                half.backward(dy[:, 2 * g : 2 * g + 2]),
+                rtol=1e-5,
+                atol=1e-6,
+            )
+            np.testing.assert_allclose(
+                grouped.grads["W"][2 * g : 2 * g + 2], half.grads["W"], rtol=1e-5, atol=1e-6
+            )
 
 
 def test_group_outputs_ignore_the_other_groups_channels():
@@ -120,7 +134,7 @@ def test_group_outputs_ignore_the_other_groups_channels():
     layer = Conv2D(4, 6, (3, 2), padding=1, groups=2, rng=rng)
     x = rng.standard_normal((2, 4, 5, 6)).astype(np.float32)
     changed = x.copy()
-    changed[:, 2:] = rng.standard_normal((2, 2, 5, 6))   # only group 1's channels
+    changed[:, 2:] = rng.standard_normal((2, 2, 5, 6))  # only group 1's channels
     y, y_changed = layer.forward(x), layer.forward(changed)
     np.testing.assert_array_equal(y[:, :3], y_changed[:, :3])
     assert not np.allclose(y[:, 3:], y_changed[:, 3:])
@@ -136,14 +150,23 @@ def conv_cases(draw, max_size=8):
     h = draw(st.integers(max(1, kh - 2 * padding), max_size))
     w = draw(st.integers(max(1, kw - 2 * padding), max_size).filter(lambda v: v != h))
     n = draw(st.integers(1, 3))
-    return dict(shape=(n, c, h, w), c=c, f=f, k=(kh, kw), stride=stride, padding=padding,
-                groups=groups, seed=draw(st.integers(0, 2**32 - 1)))
+    return dict(
+        shape=(n, c, h, w),
+        c=c,
+        f=f,
+        k=(kh, kw),
+        stride=stride,
+        padding=padding,
+        groups=groups,
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
 
 
 def build(case):
     rng = np.random.default_rng(case["seed"])
-    layer = Conv2D(case["c"], case["f"], case["k"], case["stride"], case["padding"],
-                   case["groups"], rng=rng)
+    layer = Conv2D(
+        case["c"], case["f"], case["k"], case["stride"], case["padding"], case["groups"], rng=rng
+    )
     layer.params["W"] = rng.standard_normal(layer.params["W"].shape).astype(np.float32)
     layer.params["b"] = rng.standard_normal(case["f"]).astype(np.float32)
     x = rng.standard_normal(case["shape"]).astype(np.float32)
@@ -154,8 +177,9 @@ def build(case):
 def test_forward_matches_the_definition(case):
     layer, x, _ = build(case)
     y = layer.forward(x)
-    expected = definition_conv(x, layer.params["W"], layer.params["b"], case["stride"],
-                               case["padding"], case["groups"])
+    expected = definition_conv(
+        x, layer.params["W"], layer.params["b"], case["stride"], case["padding"], case["groups"]
+    )
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -191,13 +215,16 @@ def test_numba_equals_numpy_forward_and_backward(case):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name, c, f, k, stride, padding, groups, size, out", [
-    ("conv1", 3, 4, 11, 4, 0, 1, 227, 55),
-    ("conv2", 4, 4, 5, 1, 2, 2, 27, 27),
-    ("conv3", 4, 6, 3, 1, 1, 1, 13, 13),
-    ("conv4", 6, 6, 3, 1, 1, 2, 13, 13),
-    ("conv5", 6, 4, 3, 1, 1, 2, 13, 13),
-])
+@pytest.mark.parametrize(
+    "name, c, f, k, stride, padding, groups, size, out",
+    [
+        ("conv1", 3, 4, 11, 4, 0, 1, 227, 55),
+        ("conv2", 4, 4, 5, 1, 2, 2, 27, 27),
+        ("conv3", 4, 6, 3, 1, 1, 1, 13, 13),
+        ("conv4", 6, 6, 3, 1, 1, 2, 13, 13),
+        ("conv5", 6, 4, 3, 1, 1, 2, 13, 13),
+    ],
+)
 def test_alexnet_geometry(name, c, f, k, stride, padding, groups, size, out):
     rng = np.random.default_rng(5)
     layer = Conv2D(c, f, k, stride, padding, groups, rng=rng)
@@ -211,11 +238,13 @@ def test_alexnet_geometry(name, c, f, k, stride, padding, groups, size, out):
 
 def test_paper_layer_sizes_params_and_macs():
     # docs/design.md §3: parameters and per-image multiply-accumulates of the paper's conv layers.
-    table = [((3, 96, 11, 4, 0, 1), (3, 227, 227), (96, 55, 55), 34_944, 105_415_200),
-             ((96, 256, 5, 1, 2, 2), (96, 27, 27), (256, 27, 27), 307_456, 223_948_800),
-             ((256, 384, 3, 1, 1, 1), (256, 13, 13), (384, 13, 13), 885_120, 149_520_384),
-             ((384, 384, 3, 1, 1, 2), (384, 13, 13), (384, 13, 13), 663_936, 112_140_288),
-             ((384, 256, 3, 1, 1, 2), (384, 13, 13), (256, 13, 13), 442_624, 74_760_192)]
+    table = [
+        ((3, 96, 11, 4, 0, 1), (3, 227, 227), (96, 55, 55), 34_944, 105_415_200),
+        ((96, 256, 5, 1, 2, 2), (96, 27, 27), (256, 27, 27), 307_456, 223_948_800),
+        ((256, 384, 3, 1, 1, 1), (256, 13, 13), (384, 13, 13), 885_120, 149_520_384),
+        ((384, 384, 3, 1, 1, 2), (384, 13, 13), (384, 13, 13), 663_936, 112_140_288),
+        ((384, 256, 3, 1, 1, 2), (384, 13, 13), (256, 13, 13), 442_624, 74_760_192),
+    ]
     for args, in_shape, out_shape, params, macs in table:
         layer = Conv2D(*args, rng=np.random.default_rng(0))
         assert layer.output_shape(in_shape) == out_shape
@@ -236,7 +265,7 @@ def test_backward_does_not_modify_dy_or_x_and_keeps_dtype(backend):
             dy = rng.standard_normal(y.shape).astype(dtype)
             dy_before = dy.copy()
             dx = layer.backward(dy)
-            dx_again = layer.backward(dy)            # same cache, same answer
+            dx_again = layer.backward(dy)  # same cache, same answer
         np.testing.assert_array_equal(x, x_before)
         np.testing.assert_array_equal(dy, dy_before)
         np.testing.assert_array_equal(dx, dx_again)
@@ -268,18 +297,18 @@ def test_default_init_matches_the_paper():
 def test_clear_errors():
     layer = Conv2D(3, 4, 3)
     with pytest.raises(ValueError, match="C=3"):
-        layer.forward(np.zeros((1, 2, 8, 8), np.float32))            # wrong channels
+        layer.forward(np.zeros((1, 2, 8, 8), np.float32))  # wrong channels
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        layer.forward(np.zeros((3, 8, 8), np.float32))               # missing batch axis
+        layer.forward(np.zeros((3, 8, 8), np.float32))  # missing batch axis
     with pytest.raises(TypeError, match="float32"):
-        layer.forward(np.zeros((1, 3, 8, 8), np.int64))             # integer pixels
+        layer.forward(np.zeros((1, 3, 8, 8), np.int64))  # integer pixels
     with pytest.raises(ValueError, match="does not fit"):
-        layer.forward(np.zeros((1, 3, 2, 8), np.float32))            # kernel > padded input
+        layer.forward(np.zeros((1, 3, 2, 8), np.float32))  # kernel > padded input
     with pytest.raises(RuntimeError, match="before forward"):
         Conv2D(3, 4, 3).backward(np.zeros((1, 4, 6, 6), np.float32))
     layer.forward(np.zeros((1, 3, 8, 8), np.float32))
     with pytest.raises(ValueError, match=r"\(1, 4, 6, 6\)"):
-        layer.backward(np.zeros((1, 4, 6, 5), np.float32))           # dy of the wrong shape
+        layer.backward(np.zeros((1, 4, 6, 5), np.float32))  # dy of the wrong shape
     with pytest.raises(ValueError, match="groups=2 must divide"):
         Conv2D(3, 4, 3, groups=2)
     with pytest.raises(ValueError, match="kernel_size"):
@@ -294,8 +323,11 @@ def test_chunked_batch_equals_the_whole_batch_at_once(case, images_per_chunk):
     # Chunks of 1-3 images (cols within chunk_bytes) against one chunk holding the batch:
     # y and dx up to float rounding, dW and db up to the order of the sums over the batch.
     layer, x, _ = build(case)
-    dy = np.random.default_rng(case["seed"]).standard_normal(
-        (x.shape[0], *layer.output_shape(x.shape[1:]))).astype(np.float32)
+    dy = (
+        np.random.default_rng(case["seed"])
+        .standard_normal((x.shape[0], *layer.output_shape(x.shape[1:])))
+        .astype(np.float32)
+    )
     results = []
     for chunk_images in (images_per_chunk, x.shape[0]):
         image_bytes = layer._rows_of_cols() * dy.shape[2] * dy.shape[3] * 4
@@ -314,7 +346,7 @@ def test_backward_keeps_only_x_between_the_passes():
     # Memory: no whole-batch im2col matrix survives forward; the scratch buffers stay
     # within one chunk (here chunk_bytes of one image's columns).
     layer = Conv2D(4, 6, 3, padding=1)
-    layer.chunk_bytes = 4 * 9 * 8 * 8 * 4                    # C*KH*KW x OH*OW floats
+    layer.chunk_bytes = 4 * 9 * 8 * 8 * 4  # C*KH*KW x OH*OW floats
     x = np.ones((5, 4, 8, 8), dtype=np.float32)
     layer.forward(x)
     assert layer._cache is x

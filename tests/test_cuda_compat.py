@@ -8,6 +8,7 @@
   ``np.empty`` (the step between the look-up and the store), first on the simulator's own method
   (to show the check would catch it), then on the fixed one.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -15,8 +16,9 @@ import importlib.util
 import pytest
 from helpers import run_python
 
-needs_numba_cuda = pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
-                                      reason="numba-cuda is not installed")
+needs_numba_cuda = pytest.mark.skipif(
+    importlib.util.find_spec("numba_cuda") is None, reason="numba-cuda is not installed"
+)
 
 
 def test_restore_row_stack_only_when_missing():
@@ -44,7 +46,8 @@ WITHOUT_ROW_STACK = (
     "    print('imported')\n"
     "except AttributeError as err:\n"
     "    print('failed:', err)\n"
-    "print('has row_stack', hasattr(np, 'row_stack'))\n")
+    "print('has row_stack', hasattr(np, 'row_stack'))\n"
+)
 
 
 @needs_numba_cuda
@@ -55,19 +58,23 @@ def test_numba_cuda_needs_row_stack_and_the_shim_restores_it():
     if "imported" in bare:
         pytest.skip("this numba-cuda no longer needs np.row_stack: the shim can go")
     assert "failed:" in bare and "row_stack" in bare
-    shimmed = run_python(WITHOUT_ROW_STACK.format(before="import minialexnet.gpu"),
-                         unset_env=("NUMBA_ENABLE_CUDASIM",))
+    shimmed = run_python(
+        WITHOUT_ROW_STACK.format(before="import minialexnet.gpu"),
+        unset_env=("NUMBA_ENABLE_CUDASIM",),
+    )
     assert "imported" in shimmed and "has row_stack True" in shimmed
 
 
 @needs_numba_cuda
 def test_a_kernel_runs_in_the_simulator_on_a_numpy_without_row_stack():
-    code = ("import numpy as np\n"
-            "del np.row_stack\n"
-            "from minialexnet.kernels.cuda.relu import relu_forward\n"
-            "from numba import cuda\n"
-            "x = cuda.to_device(np.array([-1.0, 2.0], dtype=np.float32))\n"
-            "print(relu_forward(x).copy_to_host().tolist())\n")
+    code = (
+        "import numpy as np\n"
+        "del np.row_stack\n"
+        "from minialexnet.kernels.cuda.relu import relu_forward\n"
+        "from numba import cuda\n"
+        "x = cuda.to_device(np.array([-1.0, 2.0], dtype=np.float32))\n"
+        "print(relu_forward(x).copy_to_host().tolist())\n"
+    )
     assert run_python(code, set_env={"NUMBA_ENABLE_CUDASIM": "1"}).strip() == "[0.0, 2.0]"
 
 
@@ -113,19 +120,21 @@ def test_every_thread_of_a_simulated_block_gets_the_same_shared_array():
 @needs_numba_cuda
 def test_the_fixed_simulator_keeps_one_array_per_source_line():
     """Two shared arrays on two lines stay two arrays (a GEMM's A and B slabs)."""
-    code = ("import numpy as np\n"
-            "from numba import cuda\n"
-            "import minialexnet.kernels.cuda._launch\n"
-            "@cuda.jit\n"
-            "def k(out):\n"
-            "    a = cuda.shared.array(2, np.float32)\n"
-            "    b = cuda.shared.array(2, np.float32)\n"
-            "    i = cuda.threadIdx.x\n"
-            "    a[i] = np.float32(1.0)\n"
-            "    b[i] = np.float32(10.0)\n"
-            "    cuda.syncthreads()\n"
-            "    out[i] = a[1 - i] + b[1 - i]\n"
-            "out = cuda.device_array(2, np.float32)\n"
-            "k[1, 2](out)\n"
-            "print(out.copy_to_host().tolist())\n")
+    code = (
+        "import numpy as np\n"
+        "from numba import cuda\n"
+        "import minialexnet.kernels.cuda._launch\n"
+        "@cuda.jit\n"
+        "def k(out):\n"
+        "    a = cuda.shared.array(2, np.float32)\n"
+        "    b = cuda.shared.array(2, np.float32)\n"
+        "    i = cuda.threadIdx.x\n"
+        "    a[i] = np.float32(1.0)\n"
+        "    b[i] = np.float32(10.0)\n"
+        "    cuda.syncthreads()\n"
+        "    out[i] = a[1 - i] + b[1 - i]\n"
+        "out = cuda.device_array(2, np.float32)\n"
+        "k[1, 2](out)\n"
+        "print(out.copy_to_host().tolist())\n"
+    )
     assert run_python(code, set_env={"NUMBA_ENABLE_CUDASIM": "1"}).strip() == "[11.0, 11.0]"

@@ -8,6 +8,7 @@ memory, at the addresses it was given -- and the result must be NumPy's ``op(a) 
 The real library is used only by the engines on a GPU (``benchmarks/gpu_check.py`` checks it
 there); under the simulator it is never chosen.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -25,8 +26,9 @@ FLOAT = ctypes.sizeof(ctypes.c_float)
 def column_major(address: int, rows: int, cols: int, ld: int) -> np.ndarray:
     """The column-major ``rows x cols`` float32 matrix at ``address`` with leading dimension
     ``ld`` (element (i, j) at ``address + 4 (i + j ld)``), as a writable NumPy view."""
-    flat = np.ctypeslib.as_array(ctypes.cast(address, ctypes.POINTER(ctypes.c_float)),
-                                 shape=(ld * (cols - 1) + rows,))
+    flat = np.ctypeslib.as_array(
+        ctypes.cast(address, ctypes.POINTER(ctypes.c_float)), shape=(ld * (cols - 1) + rows,)
+    )
     return np.lib.stride_tricks.as_strided(flat, (rows, cols), (FLOAT, FLOAT * ld))
 
 
@@ -34,8 +36,25 @@ def scalar(address: int) -> float:
     return float(ctypes.cast(address, ctypes.POINTER(ctypes.c_float))[0])
 
 
-def run_sgemm(transa, transb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c,
-              ldc, stride_c, batch) -> None:
+def run_sgemm(
+    transa,
+    transb,
+    m,
+    n,
+    k,
+    alpha,
+    a,
+    lda,
+    stride_a,
+    b,
+    ldb,
+    stride_b,
+    beta,
+    c,
+    ldc,
+    stride_c,
+    batch,
+) -> None:
     """``cublasSgemmStridedBatched`` by its definition: for every g,
     ``C_g = alpha op(A_g) op(B_g) + beta C_g`` with C_g m x n, op(A_g) m x k, op(B_g) k x n,
     column-major, A_g at ``a + 4 g stride_a`` (T: A_g stored k x m), likewise B and C; C is
@@ -91,8 +110,13 @@ class HostDeviceArray:
 
     @property
     def __cuda_array_interface__(self):
-        return {"data": (self.host.ctypes.data, False), "shape": self.shape,
-                "typestr": self.dtype.str, "strides": None, "version": 3}
+        return {
+            "data": (self.host.ctypes.data, False),
+            "shape": self.shape,
+            "typestr": self.dtype.str,
+            "strides": None,
+            "version": 3,
+        }
 
     def is_c_contiguous(self) -> bool:
         return self.host.flags.c_contiguous
@@ -100,8 +124,10 @@ class HostDeviceArray:
 
 def operands(a_shape, b_shape, seed):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal(a_shape).astype(np.float32),
-            rng.standard_normal(b_shape).astype(np.float32))
+    return (
+        rng.standard_normal(a_shape).astype(np.float32),
+        rng.standard_normal(b_shape).astype(np.float32),
+    )
 
 
 def op(x, transposed):
@@ -110,20 +136,24 @@ def op(x, transposed):
 
 # Each orientation the layers use (gpu/layers.py), and the fourth for completeness; 2-D
 # (fully connected) and batched (a grouped convolution's groups, §3.2); odd sizes.
-CASES = [((5, 7), (7, 3), False, False), ((7, 5), (7, 3), True, False),
-         ((5, 7), (3, 7), False, True), ((7, 5), (3, 7), True, True),
-         ((2, 4, 6), (2, 6, 9), False, False), ((2, 6, 4), (2, 6, 9), True, False),
-         ((2, 4, 6), (2, 9, 6), False, True)]
+CASES = [
+    ((5, 7), (7, 3), False, False),
+    ((7, 5), (7, 3), True, False),
+    ((5, 7), (3, 7), False, True),
+    ((7, 5), (3, 7), True, True),
+    ((2, 4, 6), (2, 6, 9), False, False),
+    ((2, 6, 4), (2, 6, 9), True, False),
+    ((2, 4, 6), (2, 9, 6), False, True),
+]
 
 
 @pytest.mark.parametrize("a_shape, b_shape, trans_a, trans_b", CASES)
-def test_the_column_major_call_computes_the_row_major_product(a_shape, b_shape, trans_a,
-                                                              trans_b):
+def test_the_column_major_call_computes_the_row_major_product(a_shape, b_shape, trans_a, trans_b):
     from minialexnet.kernels.cuda.cublas import CublasGemmPlan
 
     a, b = operands(a_shape, b_shape, seed=len(a_shape) + 2 * trans_a + trans_b)
     plan = CublasGemmPlan(a_shape, b_shape, trans_a, trans_b, library=FakeCublas())
-    c = np.full(plan.out_shape, np.nan, dtype=np.float32)          # beta = 0 must ignore it
+    c = np.full(plan.out_shape, np.nan, dtype=np.float32)  # beta = 0 must ignore it
     run_sgemm(*plan.arguments(a.ctypes.data, b.ctypes.data, c.ctypes.data))
     want = op(a, trans_a) @ op(b, trans_b)
     assert c.shape == want.shape
@@ -144,13 +174,22 @@ def test_one_handle_per_stream_bound_to_it_with_tf32_off():
         plan(HostDeviceArray(a), HostDeviceArray(b), HostDeviceArray(c), stream=stream)
     np.testing.assert_allclose(c, a @ b.T, rtol=1e-5, atol=1e-5)
     names = [call[0] for call in library.calls]
-    assert names == ["create", "set_math_mode", "set_stream", "sgemm_strided_batched",
-                     "sgemm_strided_batched"]
+    assert names == [
+        "create",
+        "set_math_mode",
+        "set_stream",
+        "sgemm_strided_batched",
+        "sgemm_strided_batched",
+    ]
     assert library.calls[1] == ("set_math_mode", 1234, FakeCublas.Math.DEFAULT_MATH)
     assert library.calls[2] == ("set_stream", 1234, 77)
-    plan(HostDeviceArray(a), HostDeviceArray(b), HostDeviceArray(c))     # default stream
+    plan(HostDeviceArray(a), HostDeviceArray(b), HostDeviceArray(c))  # default stream
     assert [call[0] for call in library.calls[5:]] == [
-        "create", "set_math_mode", "set_stream", "sgemm_strided_batched"]
+        "create",
+        "set_math_mode",
+        "set_stream",
+        "sgemm_strided_batched",
+    ]
     assert library.calls[7] == ("set_stream", 1234, 0)
     assert set(cublas._handles) == {(0, 77), (0, 0)}
     with pytest.raises(ValueError, match="shape"):
@@ -169,18 +208,18 @@ def test_choose_gemm(monkeypatch):
     from minialexnet.kernels.cuda import cublas
 
     monkeypatch.setattr(cublas, "SIMULATOR", False)
-    monkeypatch.setattr(cublas, "load_cublas", lambda: None)         # nvmath-python absent
+    monkeypatch.setattr(cublas, "load_cublas", lambda: None)  # nvmath-python absent
     assert cublas.choose_gemm("numba") == "numba"
     assert cublas.choose_gemm("auto") == "numba"
     with pytest.raises(RuntimeError, match=r"not installed .*minialexnet\[cuda12\].*--gemm numba"):
         cublas.choose_gemm("cublas")
     with pytest.raises(ValueError, match="gemm must be one of"):
         cublas.choose_gemm("cudnn")
-    monkeypatch.setattr(cublas, "is_available", lambda: False)        # installed, no GPU
+    monkeypatch.setattr(cublas, "is_available", lambda: False)  # installed, no GPU
     assert cublas.choose_gemm("auto", library=FakeCublas()) == "numba"
     with pytest.raises(RuntimeError, match="no usable NVIDIA GPU"):
         cublas.choose_gemm("cublas", library=FakeCublas())
-    monkeypatch.setattr(cublas, "is_available", lambda: True)         # installed, a GPU
+    monkeypatch.setattr(cublas, "is_available", lambda: True)  # installed, a GPU
     assert cublas.choose_gemm("auto", library=FakeCublas()) == "cublas"
     assert cublas.gemm_plan_class("cublas") is cublas.CublasGemmPlan
     assert cublas.gemm_plan_class("numba") is cublas.GemmPlan
@@ -189,24 +228,26 @@ def test_choose_gemm(monkeypatch):
 def test_the_simulator_never_chooses_cublas():
     """Even with a cuBLAS binding at hand, under the simulator 'auto' is the numba kernel and
     'cublas' is refused; the engines build numba plans."""
-    code = ("import numpy as np\n"
-            "from types import SimpleNamespace\n"
-            "from minialexnet.kernels.cuda import cublas\n"
-            "from minialexnet.gpu import CudaAlexNet\n"
-            "from minialexnet.model import AlexNet\n"
-            "fake = SimpleNamespace(get_version=lambda h: 1)\n"
-            "print(cublas.choose_gemm('auto', library=fake))\n"
-            "try:\n"
-            "    cublas.choose_gemm('cublas', library=fake)\n"
-            "except RuntimeError as err:\n"
-            "    print('refused:', err)\n"
-            "net = CudaAlexNet(AlexNet(4, 'tiny', rng=np.random.default_rng(0)), batch_size=1)\n"
-            "plans = net.layers['fc8'].gemm_plans(1)\n"
-            "print(net.gemm, sorted(type(p).__name__ for p in plans.values()))\n"
-            "try:\n"
-            "    CudaAlexNet(AlexNet(4, 'tiny', rng=np.random.default_rng(0)), gemm='cublas')\n"
-            "except RuntimeError as err:\n"
-            "    print('engine refused:', err)\n")
+    code = (
+        "import numpy as np\n"
+        "from types import SimpleNamespace\n"
+        "from minialexnet.kernels.cuda import cublas\n"
+        "from minialexnet.gpu import CudaAlexNet\n"
+        "from minialexnet.model import AlexNet\n"
+        "fake = SimpleNamespace(get_version=lambda h: 1)\n"
+        "print(cublas.choose_gemm('auto', library=fake))\n"
+        "try:\n"
+        "    cublas.choose_gemm('cublas', library=fake)\n"
+        "except RuntimeError as err:\n"
+        "    print('refused:', err)\n"
+        "net = CudaAlexNet(AlexNet(4, 'tiny', rng=np.random.default_rng(0)), batch_size=1)\n"
+        "plans = net.layers['fc8'].gemm_plans(1)\n"
+        "print(net.gemm, sorted(type(p).__name__ for p in plans.values()))\n"
+        "try:\n"
+        "    CudaAlexNet(AlexNet(4, 'tiny', rng=np.random.default_rng(0)), gemm='cublas')\n"
+        "except RuntimeError as err:\n"
+        "    print('engine refused:', err)\n"
+    )
     out = run_python(code, set_env={"NUMBA_ENABLE_CUDASIM": "1"}).splitlines()
     assert out[0] == "numba"
     assert out[1].startswith("refused:") and "simulator" in out[1]
@@ -221,8 +262,10 @@ def test_train_config_and_the_command_lines_take_gemm():
     assert TrainConfig(gemm="numba").gemm == "numba"
     with pytest.raises(ValueError, match="gemm must be one of"):
         TrainConfig(gemm="cudnn")
-    out = run_python("from minialexnet.train import build_parser\n"
-                     "print(build_parser().parse_args(['--gemm', 'numba']).gemm)\n"
-                     "from minialexnet.evaluate import build_parser as ev\n"
-                     "print(ev().parse_args(['x.npz', '--gemm', 'cublas']).gemm)\n")
+    out = run_python(
+        "from minialexnet.train import build_parser\n"
+        "print(build_parser().parse_args(['--gemm', 'numba']).gemm)\n"
+        "from minialexnet.evaluate import build_parser as ev\n"
+        "print(ev().parse_args(['x.npz', '--gemm', 'cublas']).gemm)\n"
+    )
     assert out.split() == ["numba", "cublas"]

@@ -11,6 +11,7 @@ of the same name is shadowed by the submodule once that has been imported. Three
 no GPU and run in the parent process: the package imports without CUDA, the dropout hash's
 statistics, and every kernel compiling for sm_90 in float32.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,11 @@ from helpers import REPO, run_python
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-HOST_TESTS = ("test_import_needs_no_cuda", "test_dropout_hash_statistics",
-              "test_every_kernel_compiles_for_sm90_in_float32")
+HOST_TESTS = (
+    "test_import_needs_no_cuda",
+    "test_dropout_hash_statistics",
+    "test_every_kernel_compiles_for_sm90_in_float32",
+)
 _gate = cuda_gate("test_under_cuda_simulator", host_tests=HOST_TESTS)
 
 # The simulator does uint64 arithmetic with NumPy scalars, which warn on the intended wrap.
@@ -40,8 +44,10 @@ def test_under_cuda_simulator():
 
 # -- helpers ----------------------------------------------------------------------------------
 
+
 def dev(a):
     from numba import cuda
+
     return cuda.to_device(np.ascontiguousarray(a))
 
 
@@ -78,7 +84,7 @@ def test_im2col_matches_numpy_reference(geometry):
     n, c, h, w, kh, kw, s, p = geometry
     x = rand(np.random.default_rng(1), n, c, h, w)
     want = reference(x, kh, kw, s, p)
-    out = dev(np.full(want.shape, np.nan, dtype=np.float32))      # a dirty reused buffer
+    out = dev(np.full(want.shape, np.nan, dtype=np.float32))  # a dirty reused buffer
     got = im2col(dev(x), kh, kw, s, p, out=out)
     assert got is out
     np.testing.assert_array_equal(host(got), want)
@@ -98,8 +104,16 @@ def test_col2im_matches_numpy_reference(geometry):
 
 
 @settings(max_examples=6)
-@given(n=st.integers(1, 2), c=st.integers(1, 2), h=st.integers(3, 6), w=st.integers(3, 6),
-       k=st.integers(1, 3), s=st.integers(1, 3), p=st.integers(0, 1), seed=st.integers(0, 99))
+@given(
+    n=st.integers(1, 2),
+    c=st.integers(1, 2),
+    h=st.integers(3, 6),
+    w=st.integers(3, 6),
+    k=st.integers(1, 3),
+    s=st.integers(1, 3),
+    p=st.integers(0, 1),
+    seed=st.integers(0, 99),
+)
 def test_col2im_is_the_adjoint_of_im2col(n, c, h, w, k, s, p, seed):
     """<im2col(x), cols> == <x, col2im(cols)> for random geometries: col2im is im2col^T."""
     from minialexnet.kernels.cuda.im2col import col2im, im2col
@@ -116,12 +130,16 @@ def test_col2im_is_the_adjoint_of_im2col(n, c, h, w, k, s, p, seed):
 
 # -- local response normalization ---------------------------------------------------------------
 
-@pytest.mark.parametrize("size,alpha,beta,k,groups,channels,scale", [
-    (5, 1e-4, 0.75, 2.0, 2, 8, 60.0),     # the paper's constants, LRN in two halves (§3.2)
-    (5, 1e-4, 0.75, 2.0, 1, 7, 60.0),     # odd channel count, window clipped at both edges
-    (3, 1.0, 0.5, 0.5, 1, 4, 1.0),        # strong normalization: every term matters
-    (1, 0.3, 1.0, 1.0, 2, 4, 1.0),        # a window of one channel
-])
+
+@pytest.mark.parametrize(
+    "size,alpha,beta,k,groups,channels,scale",
+    [
+        (5, 1e-4, 0.75, 2.0, 2, 8, 60.0),  # the paper's constants, LRN in two halves (§3.2)
+        (5, 1e-4, 0.75, 2.0, 1, 7, 60.0),  # odd channel count, window clipped at both edges
+        (3, 1.0, 0.5, 0.5, 1, 4, 1.0),  # strong normalization: every term matters
+        (1, 0.3, 1.0, 1.0, 2, 4, 1.0),  # a window of one channel
+    ],
+)
 def test_lrn_matches_numpy_reference(size, alpha, beta, k, groups, channels, scale):
     from minialexnet.kernels import cuda as kc
     from minialexnet.kernels.numpy import lrn as ref
@@ -134,8 +152,12 @@ def test_lrn_matches_numpy_reference(size, alpha, beta, k, groups, channels, sca
     assert_close(host(s), want_s, rtol=2e-6)
     assert_close(host(y), want_y, rtol=2e-6)
     dx = kc.lrn_backward(dev(x), y, s, dev(dy), size, alpha, beta, groups)
-    assert_close(host(dx), ref.lrn_backward(x, want_y, want_s, dy, size, alpha, beta, groups),
-                 rtol=1e-5, atol=1e-6)
+    assert_close(
+        host(dx),
+        ref.lrn_backward(x, want_y, want_s, dy, size, alpha, beta, groups),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_lrn_rejects_bad_arguments():
@@ -150,11 +172,15 @@ def test_lrn_rejects_bad_arguments():
 
 # -- max pooling ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape,kernel,stride", [
-    ((1, 2, 7, 7), 3, 2),        # overlapping windows, the paper's 3/2 (§3.4)
-    ((2, 1, 6, 5), 2, 2),        # non-overlapping, uneven width (the last column is dropped)
-    ((1, 1, 5, 5), 3, 1),        # heavy overlap: an input can win up to 9 windows
-])
+
+@pytest.mark.parametrize(
+    "shape,kernel,stride",
+    [
+        ((1, 2, 7, 7), 3, 2),  # overlapping windows, the paper's 3/2 (§3.4)
+        ((2, 1, 6, 5), 2, 2),  # non-overlapping, uneven width (the last column is dropped)
+        ((1, 1, 5, 5), 3, 1),  # heavy overlap: an input can win up to 9 windows
+    ],
+)
 def test_maxpool_matches_numpy_reference_with_ties(shape, kernel, stride):
     """Values from {0, 1, 2}: most windows hold ties, which go to the first maximum."""
     from minialexnet.kernels import cuda as kc
@@ -172,11 +198,14 @@ def test_maxpool_matches_numpy_reference_with_ties(shape, kernel, stride):
     assert_close(host(dx), ref.maxpool_backward(dy, want_arg, shape))
 
 
-@pytest.mark.parametrize("shape,kernel,stride,padding", [
-    ((1, 2, 6, 6), 3, 2, (0, 0, 1, 1)),   # Caffe's ceil mode, BVLC AlexNet's pool5
-    ((1, 1, 5, 4), 3, 2, (1, 2, 1, 0)),   # asymmetric on both axes
-    ((1, 1, 4, 4), 3, 1, (2, 2, 2, 2)),   # windows mostly padding
-])
+@pytest.mark.parametrize(
+    "shape,kernel,stride,padding",
+    [
+        ((1, 2, 6, 6), 3, 2, (0, 0, 1, 1)),  # Caffe's ceil mode, BVLC AlexNet's pool5
+        ((1, 1, 5, 4), 3, 2, (1, 2, 1, 0)),  # asymmetric on both axes
+        ((1, 1, 4, 4), 3, 1, (2, 2, 2, 2)),  # windows mostly padding
+    ],
+)
 def test_padded_maxpool_matches_numpy_reference(shape, kernel, stride, padding):
     """Padded positions never win (as if -inf); values all negative, with ties."""
     from minialexnet.kernels import cuda as kc
@@ -206,29 +235,36 @@ def test_maxpool_propagates_nan():
 
 # -- GEMM ---------------------------------------------------------------------------------------
 
+
 def _operands(rng, batch, m, n, k, trans_a, trans_b):
     lead = () if batch is None else (batch,)
     a = rand(rng, *lead, *((k, m) if trans_a else (m, k)))
     b = rand(rng, *lead, *((n, k) if trans_b else (k, n)))
+
     def op(t, x):
-        return (np.swapaxes(x, -1, -2) if t else x)
+        return np.swapaxes(x, -1, -2) if t else x
+
     return a, b, np.matmul(op(trans_a, a), op(trans_b, b))
 
 
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
-@pytest.mark.parametrize("tile_name,m,n,k,split", [
-    ("TILE_32", 37, 29, 19, 1),      # 2x1 blocks with ragged edges, K not a multiple of 8
-    ("TILE_32", 5, 3, 27, 3),        # thin output, K split into 3 slices
-    ("TILE_64", 33, 70, 9, 1),
-    ("TILE_128", 130, 20, 9, 2),     # M one past a tile, split K
-])
+@pytest.mark.parametrize(
+    "tile_name,m,n,k,split",
+    [
+        ("TILE_32", 37, 29, 19, 1),  # 2x1 blocks with ragged edges, K not a multiple of 8
+        ("TILE_32", 5, 3, 27, 3),  # thin output, K split into 3 slices
+        ("TILE_64", 33, 70, 9, 1),
+        ("TILE_128", 130, 20, 9, 2),  # M one past a tile, split K
+    ],
+)
 def test_gemm_all_transposes_against_numpy(trans_a, trans_b, tile_name, m, n, k, split):
     from minialexnet.kernels.cuda import gemm as g
 
     a, b, want = _operands(np.random.default_rng(5), None, m, n, k, trans_a, trans_b)
-    got = g.gemm(dev(a), dev(b), trans_a=trans_a, trans_b=trans_b,
-                 tile=getattr(g, tile_name), split_k=split)
+    got = g.gemm(
+        dev(a), dev(b), trans_a=trans_a, trans_b=trans_b, tile=getattr(g, tile_name), split_k=split
+    )
     assert_close(host(got), want, rtol=1e-5, atol=1e-5)
 
 
@@ -240,7 +276,7 @@ def test_gemm_batched_like_a_grouped_convolution(trans_a, trans_b):
     a, b, want = _operands(np.random.default_rng(6), 2, 6, 22, 12, trans_a, trans_b)
     plan = g.GemmPlan(a.shape, b.shape, trans_a, trans_b, split_k=2)
     c = dev(np.full(want.shape, np.nan, dtype=np.float32))
-    for _ in range(2):                              # a plan (and its workspace) is reusable
+    for _ in range(2):  # a plan (and its workspace) is reusable
         plan(dev(a), dev(b), c)
         assert_close(host(c), want, rtol=1e-5, atol=1e-5)
 
@@ -248,9 +284,9 @@ def test_gemm_batched_like_a_grouped_convolution(trans_a, trans_b):
 def test_gemm_plan_chooses_tiles_and_split():
     from minialexnet.kernels.cuda import gemm as g
 
-    assert g.choose_tile(96, 128 * 3025) == g.TILE_128        # conv1 forward at batch 128
-    assert g.choose_tile(384, 128 * 169) == g.TILE_128        # conv3 forward
-    assert g.choose_tile(128, 1000) == g.TILE_128             # fc8 forward
+    assert g.choose_tile(96, 128 * 3025) == g.TILE_128  # conv1 forward at batch 128
+    assert g.choose_tile(384, 128 * 169) == g.TILE_128  # conv3 forward
+    assert g.choose_tile(128, 1000) == g.TILE_128  # fc8 forward
     assert g.choose_tile(20, 24) == g.TILE_32
     plan = g.GemmPlan((4, 9216), (4096, 9216), trans_b=True)
     assert plan.out_shape == (4, 4096) and plan.flops == 2 * 4 * 4096 * 9216
@@ -265,7 +301,7 @@ def test_gemm_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="same size"):
         g.GemmPlan((2, 3, 4), (3, 4, 6))
     with pytest.raises(ValueError, match="split_k"):
-        g.GemmPlan((3, 8), (8, 5), split_k=2)                 # only one step of 8 along K
+        g.GemmPlan((3, 8), (8, 5), split_k=2)  # only one step of 8 along K
     with pytest.raises(TypeError, match="device array"):
         g.gemm(np.ones((2, 2), np.float32), dev(np.ones((2, 2), np.float32)))
     with pytest.raises(TypeError, match="float32"):
@@ -274,10 +310,11 @@ def test_gemm_rejects_mismatched_shapes():
 
 # -- layout, bias, activations -------------------------------------------------------------------
 
+
 def test_layout_round_trip():
     from minialexnet.kernels import cuda as kc
 
-    y_cm = rand(np.random.default_rng(7), 3, 2 * 5)          # (F, N*P), N = 2, P = 5
+    y_cm = rand(np.random.default_rng(7), 3, 2 * 5)  # (F, N*P), N = 2, P = 5
     image_major = host(kc.to_image_major(dev(y_cm), 2))
     np.testing.assert_array_equal(image_major, y_cm.reshape(3, 2, 5).transpose(1, 0, 2))
     back = host(kc.to_channel_major(dev(image_major)))
@@ -314,16 +351,19 @@ def test_relu_and_tanh_match_the_layers():
     rng = np.random.default_rng(9)
     x, dy = rand(rng, 2, 3, 4), rand(rng, 2, 3, 4)
     x[0, 0, 0], x[0, 0, 1] = np.nan, 0.0
-    for layer, forward, backward, rtol in ((ReLU(), kc.relu_forward, kc.relu_backward, 0),
-                                           (Tanh(), kc.tanh_forward, kc.tanh_backward, 1e-6)):
+    for layer, forward, backward, rtol in (
+        (ReLU(), kc.relu_forward, kc.relu_backward, 0),
+        (Tanh(), kc.tanh_forward, kc.tanh_backward, 1e-6),
+    ):
         want_y = layer.forward(x)
         want_dx = layer.backward(dy)
         y = forward(dev(x))
-        assert_close(host(y), want_y, rtol=rtol, atol=rtol)        # NaN == NaN here
+        assert_close(host(y), want_y, rtol=rtol, atol=rtol)  # NaN == NaN here
         assert_close(host(backward(y, dev(dy))), want_dx, rtol=rtol, atol=rtol)
 
 
 # -- dropout ------------------------------------------------------------------------------------
+
 
 def test_dropout_kernel_matches_its_numpy_reference():
     from minialexnet.kernels import cuda as kc
@@ -333,9 +373,9 @@ def test_dropout_kernel_matches_its_numpy_reference():
     keep = kc.keep_mask(12345, 2, x.shape, 0.5)
     y = host(kc.dropout_forward(dev(x), 0.5, 12345, 2))
     np.testing.assert_array_equal(y, np.where(keep, x * np.float32(2.0), np.float32(0.0)))
-    dx = host(kc.dropout_backward(dev(dy), 0.5, 12345, 2))          # the same coins again
+    dx = host(kc.dropout_backward(dev(dy), 0.5, 12345, 2))  # the same coins again
     np.testing.assert_array_equal(dx, np.where(keep, dy * np.float32(2.0), np.float32(0.0)))
-    other = host(kc.dropout_forward(dev(x), 0.5, 12345, 3))         # another layer's mask
+    other = host(kc.dropout_forward(dev(x), 0.5, 12345, 3))  # another layer's mask
     assert (other != 0).tolist() != keep.tolist()
     np.testing.assert_array_equal(host(kc.dropout_forward(dev(x), 0.0, 1, 1)), x)
 
@@ -360,16 +400,17 @@ def test_dropout_hash_statistics():
 
 # -- softmax cross-entropy ------------------------------------------------------------------------
 
+
 def test_softmax_cross_entropy_matches_the_layer_and_metrics():
     from minialexnet.kernels import cuda as kc
     from minialexnet.layers import SoftmaxCrossEntropy
     from minialexnet.metrics import topk_correct
 
     rng = np.random.default_rng(11)
-    logits = rand(rng, 5, 40, scale=3.0)       # 40 classes > the 32-thread reduction block
-    logits[0] *= 1e4                           # huge logits: exp would overflow unshifted
+    logits = rand(rng, 5, 40, scale=3.0)  # 40 classes > the 32-thread reduction block
+    logits[0] *= 1e4  # huge logits: exp would overflow unshifted
     labels = rng.integers(0, 40, size=5)
-    labels[1] = int(np.argmax(logits[1]))      # at least one top-1 hit
+    labels[1] = int(np.argmax(logits[1]))  # at least one top-1 hit
     layer = SoftmaxCrossEntropy()
     want_loss = layer.forward(logits, labels)
     totals, log_z, _ = kc.softmax_cross_entropy_forward(dev(logits), dev(labels))
@@ -385,7 +426,7 @@ def test_softmax_top_k_counts_ties_for_the_label():
     from minialexnet.kernels import cuda as kc
 
     logits = np.zeros((2, 6), dtype=np.float32)
-    logits[1, :5] = 1.0                         # label 5 is below five others: not top-5
+    logits[1, :5] = 1.0  # label 5 is below five others: not top-5
     totals, _, _ = kc.softmax_cross_entropy_forward(dev(logits), dev(np.array([3, 5])))
     loss_sum, top1, top5 = host(totals)
     assert (top1, top5) == (1, 1)
@@ -393,6 +434,7 @@ def test_softmax_top_k_counts_ties_for_the_label():
 
 
 # -- SGD ------------------------------------------------------------------------------------------
+
 
 class _TwoParameters:
     def __init__(self, rng):
@@ -417,8 +459,14 @@ def test_sgd_update_matches_optim_sgd():
         for name in model.grads:
             model.grads[name][...] = rand(rng, *model.grads[name].shape)
             w, v = device[name]
-            kc.sgd_update(w, dev(model.grads[name]), v, optimizer.lr, optimizer.momentum,
-                          optimizer.weight_decay)
+            kc.sgd_update(
+                w,
+                dev(model.grads[name]),
+                v,
+                optimizer.lr,
+                optimizer.momentum,
+                optimizer.weight_decay,
+            )
         optimizer.step()
     for name, (w, v) in device.items():
         assert_close(host(w), model.params[name], rtol=1e-6, atol=1e-7)
@@ -426,6 +474,7 @@ def test_sgd_update_matches_optim_sgd():
 
 
 # -- host-side tests (no CUDA needed; run in the parent process) ----------------------------------
+
 
 def test_import_needs_no_cuda():
     """Importing the CUDA package and model never initialises CUDA; without a GPU the
@@ -439,7 +488,8 @@ def test_import_needs_no_cuda():
         "    try:\n"
         "        cm.CudaAlexNet(AlexNet(5, 'tiny', np.random.default_rng(0)))\n"
         "    except RuntimeError as err:\n"
-        "        print('refused:', err)\n")
+        "        print('refused:', err)\n"
+    )
     stdout = run_python(code, unset_env=("NUMBA_ENABLE_CUDASIM",))
     if "available False" in stdout:
         assert "refused:" in stdout and "NVIDIA GPU" in stdout
@@ -449,8 +499,14 @@ def test_every_kernel_compiles_for_sm90_in_float32():
     """The simulator does not type kernels: compile each one with NVVM for an H100 and check
     the PTX has no float64 instruction (a stray Python float literal would add some)."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    done = subprocess.run([sys.executable, os.path.join(REPO, "tests", "cuda_ptx.py")],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tests", "cuda_ptx.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     if done.returncode == 3:
         pytest.skip(done.stderr.strip() or "no CUDA toolkit (NVVM) to compile with")
     assert done.returncode == 0, done.stderr[-4000:]
@@ -461,8 +517,10 @@ def test_every_kernel_compiles_for_sm90_in_float32():
     doubles = {name: r["f64"] for name, r in report.items() if r["f64"]}
     assert not doubles, doubles
     # im2col / col2im index in 32 bits (kernels/cuda/im2col.py): no 64-bit division is left.
-    assert report["im2col"]["div64"] == [] and report["col2im"]["div64"] == [], \
-        (report["im2col"]["div64"], report["col2im"]["div64"])
+    assert report["im2col"]["div64"] == [] and report["col2im"]["div64"] == [], (
+        report["im2col"]["div64"],
+        report["col2im"]["div64"],
+    )
 
 
 drop_device_tests(globals(), keep=("test_under_cuda_simulator", *HOST_TESTS))

@@ -6,6 +6,7 @@ the CPU model, float32 rounding apart. The CPU's dropout layers are handed the G
 step. Without a GPU this runs under the CUDA simulator in a child process (``cuda_sim.py``)
 on the "tiny" variant (31x31 inputs, a few channels) with batches of one to three.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,6 +21,7 @@ HOST_TESTS = ("test_without_a_gpu_the_network_refuses_clearly",)
 _gate = cuda_gate("test_under_cuda_simulator", host_tests=HOST_TESTS)
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 
+
 def test_under_cuda_simulator():
     run_in_simulator(__file__)
 
@@ -32,7 +34,8 @@ def tiny_model(seed: int = 1, **options):
 def images(n: int, seed: int = 0, size: int = 31) -> np.ndarray:
     # Mean-subtracted pixels are tens of units (§2): large enough for LRN to matter.
     return (np.random.default_rng(seed).standard_normal((n, 3, size, size)) * 30).astype(
-        np.float32)
+        np.float32
+    )
 
 
 class ReplayCoins:
@@ -45,6 +48,7 @@ class ReplayCoins:
 
     def random(self, shape):
         from minialexnet.kernels.cuda.dropout import keep_mask
+
         return keep_mask(self.seed, self.sequence, shape, self.p).astype(np.float64)
 
 
@@ -63,7 +67,7 @@ def one_step():
     reference = copy.deepcopy(model)
     x, labels = images(2), np.array([4, 1])
     gpu = CudaAlexNet(model, SGD(model, lr=0.05), batch_size=2)
-    seed = int(copy.deepcopy(model.rng).integers(2 ** 63))    # what train_step will draw
+    seed = int(copy.deepcopy(model.rng).integers(2**63))  # what train_step will draw
     result = gpu.train_step(x, labels)
 
     for position, layer in enumerate(reference.layers.values()):
@@ -76,9 +80,17 @@ def one_step():
     gradients = {name: g.copy() for name, _, g in reference.named_parameters()}
     reference_opt = SGD(reference, lr=0.05)
     reference_opt.step()
-    return SimpleNamespace(gpu=gpu, model=model, result=result, reference=reference,
-                           reference_opt=reference_opt, loss=loss, logits=logits,
-                           labels=labels, gradients=gradients)
+    return SimpleNamespace(
+        gpu=gpu,
+        model=model,
+        result=result,
+        reference=reference,
+        reference_opt=reference_opt,
+        loss=loss,
+        logits=logits,
+        labels=labels,
+        gradients=gradients,
+    )
 
 
 def test_training_step_loss_and_counts_match_cpu(one_step):
@@ -93,7 +105,7 @@ def test_training_step_loss_and_counts_match_cpu(one_step):
 
 def test_training_step_gradients_match_cpu(one_step):
     got = one_step.gpu.gradients()
-    assert list(got) == list(one_step.gradients)              # same names, same order
+    assert list(got) == list(one_step.gradients)  # same names, same order
     for name, want in one_step.gradients.items():
         scale = float(np.abs(want).max())
         assert scale > 0, f"{name}: the reference gradient is zero; the test would be blind"
@@ -112,8 +124,13 @@ def test_training_step_updates_match_cpu_sgd(one_step):
     for name, want, _ in one_step.reference.named_parameters():
         np.testing.assert_array_equal(one_step.model.state_dict()[name], params[name])
         want = one_step.reference_opt.velocity[name]
-        assert_close(one_step.gpu.optimizer.velocity[name], want, rtol=1e-4,
-                     atol=1e-5 * float(np.abs(want).max()) + 1e-9, what=name)
+        assert_close(
+            one_step.gpu.optimizer.velocity[name],
+            want,
+            rtol=1e-4,
+            atol=1e-5 * float(np.abs(want).max()) + 1e-9,
+            what=name,
+        )
 
 
 def test_forward_matches_cpu_in_pieces_larger_than_capacity():
@@ -132,8 +149,7 @@ def test_tanh_variant_without_lrn_and_with_plain_pooling():
     """The ablations of §3.1 (tanh), §3.3 (no LRN) and §3.4 (2x2 pools) build and agree."""
     from minialexnet.gpu import CudaAlexNet
 
-    model = tiny_model(seed=4, activation="tanh", lrn=False, overlapping_pool=False,
-                       dropout=0.0)
+    model = tiny_model(seed=4, activation="tanh", lrn=False, overlapping_pool=False, dropout=0.0)
     x = images(1, seed=5)
     gpu = CudaAlexNet(model, batch_size=1)
     assert "norm1" not in gpu.layers and "drop6" not in gpu.layers
@@ -151,10 +167,11 @@ def test_evaluate_batch_smaller_than_the_buffers():
     x, labels = images(1, seed=7), np.array([5])
     loss_sum, top1, top5 = CudaAlexNet(model, batch_size=2).evaluate_batch(x, labels)
     logits = model.forward(x, train=False)
-    assert loss_sum == pytest.approx(SoftmaxCrossEntropy().forward(logits, labels),
-                                         rel=1e-5)
-    assert (top1, top5) == (topk_correct(logits, labels, 1).sum(),
-                            topk_correct(logits, labels, 5).sum())
+    assert loss_sum == pytest.approx(SoftmaxCrossEntropy().forward(logits, labels), rel=1e-5)
+    assert (top1, top5) == (
+        topk_correct(logits, labels, 1).sum(),
+        topk_correct(logits, labels, 5).sum(),
+    )
 
 
 def test_is_an_engine_and_forward_backward_then_apply_update_is_train_step():
@@ -214,11 +231,10 @@ def test_uploads_go_through_two_pinned_buffers_in_turn():
     head = LossHead(3, 5, 4)
     staging = head._image_staging
     for n in (3, 1, 2):
-        x = rng.standard_normal((n, 3, 5, 5))                 # float64: cast on the way
+        x = rng.standard_normal((n, 3, 5, 5))  # float64: cast on the way
         labels = list(rng.integers(0, 4, size=n))
-        x_dev, labels_dev = head.upload(x[:, :, :, ::-1], labels)   # not contiguous
-        np.testing.assert_array_equal(x_dev.copy_to_host(),
-                                      x[:, :, :, ::-1].astype(np.float32))
+        x_dev, labels_dev = head.upload(x[:, :, :, ::-1], labels)  # not contiguous
+        np.testing.assert_array_equal(x_dev.copy_to_host(), x[:, :, :, ::-1].astype(np.float32))
         np.testing.assert_array_equal(labels_dev.copy_to_host(), np.array(labels))
         assert x_dev.dtype == np.float32 and labels_dev.dtype == np.int64
     first, second = staging._buffers
@@ -258,17 +274,19 @@ def test_bad_input_is_refused_clearly():
 
 def test_without_a_gpu_the_network_refuses_clearly():
     """Host test (a subprocess with neither GPU nor simulator)."""
-    code = ("import numpy as np\n"
-            "from minialexnet.model import AlexNet\n"
-            "from minialexnet.kernels.cuda import is_available\n"
-            "from minialexnet.gpu import CudaAlexNet\n"
-            "if is_available():\n"
-            "    print('has a GPU')\n"
-            "else:\n"
-            "    try:\n"
-            "        CudaAlexNet(AlexNet(6, 'tiny', np.random.default_rng(0)))\n"
-            "    except RuntimeError as err:\n"
-            "        print(err)\n")
+    code = (
+        "import numpy as np\n"
+        "from minialexnet.model import AlexNet\n"
+        "from minialexnet.kernels.cuda import is_available\n"
+        "from minialexnet.gpu import CudaAlexNet\n"
+        "if is_available():\n"
+        "    print('has a GPU')\n"
+        "else:\n"
+        "    try:\n"
+        "        CudaAlexNet(AlexNet(6, 'tiny', np.random.default_rng(0)))\n"
+        "    except RuntimeError as err:\n"
+        "        print(err)\n"
+    )
     stdout = run_python(code, unset_env=("NUMBA_ENABLE_CUDASIM",))
     if "has a GPU" in stdout:
         pytest.skip("this machine has a GPU")

@@ -7,6 +7,7 @@ float32 rounding apart. Without a GPU this runs under the CUDA simulator in a ch
 (``cuda_sim.py``) on the "tiny" variant with batches of two; the simulator has one device,
 so "cuda:0,cuda:1" (two GPUs, peer copies) is only checked for its error message here.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,12 +18,14 @@ import pytest
 from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
 from helpers import engine_members, healthy_alexnet, run_python
 
-HOST_TESTS = ("test_importing_the_split_loads_no_cuda_and_no_gpu_is_refused_clearly",
-              "test_parse_devices_builds_gpu_devices_in_a_fresh_interpreter")
+HOST_TESTS = (
+    "test_importing_the_split_loads_no_cuda_and_no_gpu_is_refused_clearly",
+    "test_parse_devices_builds_gpu_devices_in_a_fresh_interpreter",
+)
 _gate = cuda_gate("test_under_cuda_simulator", host_tests=HOST_TESTS)
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 
-NUM_CLASSES = 5          # fc8 splits 3 + 2: uneven widths through the GPU gather of the logits
+NUM_CLASSES = 5  # fc8 splits 3 + 2: uneven widths through the GPU gather of the logits
 
 
 def test_under_cuda_simulator():
@@ -39,8 +42,7 @@ def healthy_tiny(seed: int):
 
 def images(n: int, seed: int) -> np.ndarray:
     # Mean-subtracted pixels are tens of units (§2): large enough for LRN to matter.
-    return (np.random.default_rng(seed).standard_normal((n, 3, 31, 31)) * 30).astype(
-        np.float32)
+    return (np.random.default_rng(seed).standard_normal((n, 3, 31, 31)) * 30).astype(np.float32)
 
 
 def assert_close(got, want, what: str, rtol: float = 1e-4) -> None:
@@ -68,21 +70,23 @@ class ReplayCoins:
 
 # -- the collectives, by hand -----------------------------------------------------------------
 
+
 def test_gather_and_reduce_by_hand():
     from numba import cuda
 
     from minialexnet.gpu import CUDADevice
 
     dev = CUDADevice(0)
-    a = cuda.to_device(np.array([[1.0, 2.0, 3.0]], dtype=np.float32))    # tower 0: 3 channels
-    b = cuda.to_device(np.array([[10.0, 20.0]], dtype=np.float32))       # tower 1: 2
+    a = cuda.to_device(np.array([[1.0, 2.0, 3.0]], dtype=np.float32))  # tower 0: 3 channels
+    b = cuda.to_device(np.array([[10.0, 20.0]], dtype=np.float32))  # tower 1: 2
     gathered = dev.run(lambda: dev.concatenate([a, b]))
     np.testing.assert_array_equal(gathered.copy_to_host(), [[1, 2, 3, 10, 20]])
     # Another stage's gather gets its own buffer: the first stays valid for its backward.
     c = cuda.to_device(np.array([[-1.0]], dtype=np.float32))
     d = cuda.to_device(np.array([[7.0, 8.0, 9.0]], dtype=np.float32))
-    np.testing.assert_array_equal(dev.run(lambda: dev.concatenate([c, d])).copy_to_host(),
-                                  [[-1, 7, 8, 9]])
+    np.testing.assert_array_equal(
+        dev.run(lambda: dev.concatenate([c, d])).copy_to_host(), [[-1, 7, 8, 9]]
+    )
     np.testing.assert_array_equal(gathered.copy_to_host(), [[1, 2, 3, 10, 20]])
     # Backward: this tower owns columns 3:5; the towers' gradients add in tower order, and a
     # host array (the CPU protocol's dlogits) is copied up first.
@@ -90,7 +94,7 @@ def test_gather_and_reduce_by_hand():
     g1 = np.array([[0.5, 0.5, 0.5, -4.0, 0.25]], dtype=np.float32)
     total = dev.run(lambda: dev.sum_slices([g0, g1], 3, 5))
     np.testing.assert_array_equal(total.copy_to_host(), [[0.0, 5.25]])
-    np.testing.assert_array_equal(g0.copy_to_host(), [[1, 2, 3, 4, 5]])   # inputs untouched
+    np.testing.assert_array_equal(g0.copy_to_host(), [[1, 2, 3, 4, 5]])  # inputs untouched
     # Maps (N, C, H, W): the same along the channel axis.
     rng = np.random.default_rng(0)
     m0, m1 = (rng.standard_normal((2, c, 3, 2)).astype(np.float32) for c in (2, 3))
@@ -120,6 +124,7 @@ def test_two_gpus_where_there_is_one_is_refused_clearly():
 
 # -- equivalence with the single-device grouped CPU model -------------------------------------
 
+
 @pytest.fixture(scope="module")
 def both_passes():
     """Forward (no dropout) and backward of a random upstream gradient through the CPU
@@ -128,15 +133,20 @@ def both_passes():
     from minialexnet.gpu import CudaTwoTowerAlexNet
 
     single = healthy_tiny(0)
-    split = CudaTwoTowerAlexNet(single, batch_size=1, devices="cuda:0,cuda:0",
-                                mode="sequential")
+    split = CudaTwoTowerAlexNet(single, batch_size=1, devices="cuda:0,cuda:0", mode="sequential")
     x = images(1, seed=1)
     logits = single.forward(x)
     dlogits = np.random.default_rng(2).standard_normal(logits.shape).astype(np.float32)
     dx = single.backward(dlogits)
-    return SimpleNamespace(single=single, split=split, logits=logits, dx=dx,
-                           logits2=split.forward(x), dx2=split.backward(dlogits),
-                           gradients=split.gradients())
+    return SimpleNamespace(
+        single=single,
+        split=split,
+        logits=logits,
+        dx=dx,
+        logits2=split.forward(x),
+        dx2=split.backward(dlogits),
+        gradients=split.gradients(),
+    )
 
 
 def test_logits_and_dx_match_the_grouped_cpu_model(both_passes):
@@ -148,7 +158,7 @@ def test_logits_and_dx_match_the_grouped_cpu_model(both_passes):
 def test_every_merged_gradient_matches(both_passes):
     got = both_passes.gradients
     want = {name: g for name, _, g in both_passes.single.named_parameters()}
-    assert list(got) == list(want)                       # same names, same order
+    assert list(got) == list(want)  # same names, same order
     for name, g in want.items():
         assert_close(got[name], g, name)
 
@@ -184,8 +194,8 @@ def test_the_towers_hold_halves_on_the_gpu(both_passes):
 
     split = both_passes.split
     shapes = {name: tuple(p.shape) for name, p, _ in split.named_parameters()}
-    assert shapes["tower0.conv2.W"] == (4, 2, 5, 5)      # own tower's 2 maps of conv1
-    assert shapes["tower1.conv3.W"] == (4, 8, 3, 3)      # both towers' 8 maps
+    assert shapes["tower0.conv2.W"] == (4, 2, 5, 5)  # own tower's 2 maps of conv1
+    assert shapes["tower1.conv3.W"] == (4, 8, 3, 3)  # both towers' 8 maps
     assert shapes["tower0.fc8.W"] == (3, 8) and shapes["tower1.fc8.W"] == (2, 8)
     assert all(is_device_array(p) for _, p, _ in split.named_parameters())
     state = split.state_dict()
@@ -204,12 +214,12 @@ def test_evaluate_batch_in_pieces_larger_than_the_buffers(both_passes):
     x, labels = images(2, seed=7), np.array([3, 0])
     loss_sum, top1, top5 = both_passes.split.evaluate_batch(x, labels)
     logits = both_passes.single.forward(x)
-    assert loss_sum == pytest.approx(2 * SoftmaxCrossEntropy().forward(logits, labels),
-                                     rel=1e-5)
+    assert loss_sum == pytest.approx(2 * SoftmaxCrossEntropy().forward(logits, labels), rel=1e-5)
     assert (top1, top5) == (topk_correct(logits, labels, 1).sum(), 2)
 
 
 # -- one training step on the devices ------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def one_step():
@@ -224,7 +234,7 @@ def one_step():
     reference = copy.deepcopy(model)
     optimizer = SGD(model, lr=0.05, momentum=0.9, weight_decay=0.0005)
     rng = np.random.default_rng(4)
-    for v in optimizer.velocity.values():             # as if after earlier steps
+    for v in optimizer.velocity.values():  # as if after earlier steps
         v[...] = 0.01 * rng.standard_normal(v.shape)
     reference_opt = SGD(reference, lr=0.05, momentum=0.9, weight_decay=0.0005)
     reference_opt.load_state_dict(optimizer.state_dict())
@@ -232,15 +242,22 @@ def one_step():
     # The dropout generator: its masks keep 9 and 11 of fc6's and fc7's 16 units. (With 8
     # units a layer, some generators cut every live path, leaving conv1's gradient zero: the
     # comparison would be blind, and assert_close says so.)
-    gpu = CudaTwoTowerAlexNet(model, optimizer, batch_size=2, devices="cuda:0,cuda:0",
-                              rng=np.random.default_rng(2))
+    gpu = CudaTwoTowerAlexNet(
+        model, optimizer, batch_size=2, devices="cuda:0,cuda:0", rng=np.random.default_rng(2)
+    )
     x, labels = images(2, seed=5), np.array([4, 1])
     result = gpu.train_step(x, labels)
 
     for name in ("drop6", "drop7"):
-        keep = [keep_mask(tower.layers[name].seed, tower.layers[name].sequence,
-                          (2, tower.layers[name].in_shape[0]), tower.layers[name].p)
-                for tower in gpu.towers]
+        keep = [
+            keep_mask(
+                tower.layers[name].seed,
+                tower.layers[name].sequence,
+                (2, tower.layers[name].in_shape[0]),
+                tower.layers[name].p,
+            )
+            for tower in gpu.towers
+        ]
         reference.layers[name].rng = ReplayCoins(np.concatenate(keep, axis=1))
     loss_fn = SoftmaxCrossEntropy()
     logits = reference.forward(x, train=True)
@@ -248,9 +265,18 @@ def one_step():
     reference.backward(loss_fn.backward())
     gradients = {name: g.copy() for name, _, g in reference.named_parameters()}
     reference_opt.step()
-    return SimpleNamespace(gpu=gpu, model=model, optimizer=optimizer, result=result,
-                           reference=reference, reference_opt=reference_opt, loss=loss,
-                           logits=logits, labels=labels, gradients=gradients)
+    return SimpleNamespace(
+        gpu=gpu,
+        model=model,
+        optimizer=optimizer,
+        result=result,
+        reference=reference,
+        reference_opt=reference_opt,
+        loss=loss,
+        logits=logits,
+        labels=labels,
+        gradients=gradients,
+    )
 
 
 def test_training_step_loss_and_counts_match_cpu(one_step):
@@ -260,7 +286,7 @@ def test_training_step_loss_and_counts_match_cpu(one_step):
     assert r.updated and r.batch == 2
     assert r.loss == pytest.approx(one_step.loss, rel=1e-5)
     assert r.top1_correct == topk_correct(one_step.logits, one_step.labels, 1).sum()
-    assert r.top5_correct == 2                             # 5 classes: always in the top 5
+    assert r.top5_correct == 2  # 5 classes: always in the top 5
 
 
 def test_training_step_gradients_match_cpu(one_step):
@@ -301,9 +327,16 @@ def test_is_an_engine_and_forward_backward_then_apply_update_is_train_step():
     from minialexnet.optim import SGD
 
     model, twin = healthy_tiny(7), healthy_tiny(7)
-    engines = [CudaTwoTowerAlexNet(m, SGD(m, lr=0.05, momentum=0.9), batch_size=1,
-                                   devices="cuda:0,cuda:0", rng=np.random.default_rng(8))
-               for m in (model, twin)]
+    engines = [
+        CudaTwoTowerAlexNet(
+            m,
+            SGD(m, lr=0.05, momentum=0.9),
+            batch_size=1,
+            devices="cuda:0,cuda:0",
+            rng=np.random.default_rng(8),
+        )
+        for m in (model, twin)
+    ]
     whole, halves = engines
     missing = [name for name in engine_members() if not hasattr(whole, name)]
     assert not missing, f"CudaTwoTowerAlexNet lacks {missing} of the engine protocol"
@@ -311,10 +344,11 @@ def test_is_an_engine_and_forward_backward_then_apply_update_is_train_step():
     want = whole.train_step(x, labels)
     got = halves.forward_backward(x, labels)
     assert isinstance(got, StepResult) and got.updated
-    gradients = [halves.split_net.device_of(name).to_host(g)
-                 for (name, _, _), g in zip(halves.named_parameters(),
-                                            halves.gradient_arrays())]
-    assert len(gradients) == 2 * len(list(twin.named_parameters()))   # a piece per tower
+    gradients = [
+        halves.split_net.device_of(name).to_host(g)
+        for (name, _, _), g in zip(halves.named_parameters(), halves.gradient_arrays())
+    ]
+    assert len(gradients) == 2 * len(list(twin.named_parameters()))  # a piece per tower
     assert any(np.abs(g).max() > 0 for g in gradients)
     halves.apply_update()
     assert got == want
@@ -333,30 +367,33 @@ def test_is_an_engine_and_forward_backward_then_apply_update_is_train_step():
     # The reloaded towers compute the initial network's function: the check that once found
     # logits 10% off here (a simulator race, kernels/cuda/_compat.py), against the CPU.
     assert_close(before, healthy_tiny(7).forward(x), "logits after load_from_host")
-    halves.close()                    # frees threads and buffers; the next call rebuilds them
+    halves.close()  # frees threads and buffers; the next call rebuilds them
     with halves:
         np.testing.assert_array_equal(halves.forward(x), before)
 
 
 # -- without the simulator ------------------------------------------------------------------------
 
+
 def test_importing_the_split_loads_no_cuda_and_no_gpu_is_refused_clearly():
     """Host test (a subprocess with neither GPU nor simulator): ``minialexnet.parallel``
     loads no CUDA, and building ``CudaTwoTowerAlexNet`` without a GPU says what to do."""
-    code = ("import sys\n"
-            "import numpy as np\n"
-            "import minialexnet.parallel as parallel\n"
-            "print('cuda loaded:', 'numba.cuda' in sys.modules)\n"
-            "from minialexnet.gpu import CudaTwoTowerAlexNet\n"
-            "from minialexnet.kernels.cuda import is_available\n"
-            "from minialexnet.model import AlexNet\n"
-            "if is_available():\n"
-            "    print('has a GPU')\n"
-            "else:\n"
-            "    try:\n"
-            "        CudaTwoTowerAlexNet(AlexNet(6, 'tiny', np.random.default_rng(0)))\n"
-            "    except RuntimeError as err:\n"
-            "        print(err)\n")
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "import minialexnet.parallel as parallel\n"
+        "print('cuda loaded:', 'numba.cuda' in sys.modules)\n"
+        "from minialexnet.gpu import CudaTwoTowerAlexNet\n"
+        "from minialexnet.kernels.cuda import is_available\n"
+        "from minialexnet.model import AlexNet\n"
+        "if is_available():\n"
+        "    print('has a GPU')\n"
+        "else:\n"
+        "    try:\n"
+        "        CudaTwoTowerAlexNet(AlexNet(6, 'tiny', np.random.default_rng(0)))\n"
+        "    except RuntimeError as err:\n"
+        "        print(err)\n"
+    )
     stdout = run_python(code, unset_env=("NUMBA_ENABLE_CUDASIM",))
     assert "cuda loaded: False" in stdout
     if "has a GPU" in stdout:
@@ -368,20 +405,24 @@ def test_importing_the_split_loads_no_cuda_and_no_gpu_is_refused_clearly():
 def test_parse_devices_builds_gpu_devices_in_a_fresh_interpreter():
     """Host test: "cuda:i" names work with nothing imported first (no registration at import
     time), under the simulator; without GPU or simulator the error says what to do."""
-    code = ("from minialexnet.parallel import parse_devices\n"
-            "devices = parse_devices('cuda:0')\n"
-            "print(type(devices[0]).__module__, type(devices[0]).__name__, devices[0])\n")
+    code = (
+        "from minialexnet.parallel import parse_devices\n"
+        "devices = parse_devices('cuda:0')\n"
+        "print(type(devices[0]).__module__, type(devices[0]).__name__, devices[0])\n"
+    )
     stdout = run_python(code, set_env={"NUMBA_ENABLE_CUDASIM": "1"})
     assert stdout.split() == ["minialexnet.gpu.devices", "CUDADevice", "cuda:0"]
-    code = ("from minialexnet.kernels.cuda import is_available\n"
-            "from minialexnet.parallel import parse_devices\n"
-            "if is_available():\n"
-            "    print('has a GPU')\n"
-            "else:\n"
-            "    try:\n"
-            "        parse_devices('cuda:0,cuda:0')\n"
-            "    except ValueError as err:\n"
-            "        print(err)\n")
+    code = (
+        "from minialexnet.kernels.cuda import is_available\n"
+        "from minialexnet.parallel import parse_devices\n"
+        "if is_available():\n"
+        "    print('has a GPU')\n"
+        "else:\n"
+        "    try:\n"
+        "        parse_devices('cuda:0,cuda:0')\n"
+        "    except ValueError as err:\n"
+        "        print(err)\n"
+    )
     stdout = run_python(code, unset_env=("NUMBA_ENABLE_CUDASIM",))
     if "has a GPU" not in stdout:
         assert "the device 'cuda:0' needs an NVIDIA GPU" in stdout

@@ -1,4 +1,5 @@
 """loss_warning: the early warnings of issue 16, on hand-made loss histories."""
+
 import math
 
 import pytest
@@ -9,7 +10,7 @@ LN100 = math.log(100)
 
 
 def test_a_loss_that_falls_from_chance_gets_no_warning():
-    history = [LN100 - 0.005 * i for i in range(400)]           # 4.61 -> 2.6
+    history = [LN100 - 0.005 * i for i in range(400)]  # 4.61 -> 2.6
     assert loss_warning(400, history, 100) is None
 
 
@@ -32,13 +33,13 @@ def test_slightly_above_chance_is_not_far_above():
 def test_stuck_at_chance_is_reported_only_after_min_steps():
     # Issue 16's run after epoch 4: ~4.7, flat, with batch noise.
     history = [4.7 + 0.05 * math.sin(i) for i in range(MIN_STEPS + 50)]
-    assert loss_warning(MIN_STEPS - 1, history[:MIN_STEPS - 1], 100) is None
+    assert loss_warning(MIN_STEPS - 1, history[: MIN_STEPS - 1], 100) is None
     warning = loss_warning(len(history), history, 100)
     assert warning is not None and "still at chance" in warning
 
 
 def test_a_loss_below_chance_that_has_stopped_moving_is_reported():
-    history = [1.5 + 0.01 * math.cos(i) for i in range(500)]    # 10 classes: chance 2.30
+    history = [1.5 + 0.01 * math.cos(i) for i in range(500)]  # 10 classes: chance 2.30
     warning = loss_warning(500, history, 10)
     assert warning is not None and "has not moved" in warning
 
@@ -48,8 +49,10 @@ def test_a_diverged_loss_is_reported():
     assert warning is not None and "diverged" in warning
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"num_classes": 1}, "num_classes"), ({"step": -1}, "step"), ({"window": 0}, "window")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"num_classes": 1}, "num_classes"), ({"step": -1}, "step"), ({"window": 0}, "window")],
+)
 def test_bad_arguments_are_clear_errors(kwargs, message):
     args = {"step": 10, "loss_history": [2.0], "num_classes": 10, **kwargs}
     with pytest.raises(ValueError, match=message):

@@ -4,6 +4,7 @@ The tests without MPI run everywhere. The tests that start ``mpiexec`` (2 and 3 
 ``tests/distributed_worker.py``) use the ``mpiexec`` installed beside this Python (the ``mpich``
 wheel of the ``test`` extra) and skip only where ``mpi4py`` is not installed.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -40,23 +41,30 @@ from minialexnet.model import AlexNet
 from minialexnet.optim import SGD
 
 WORKER = os.path.join(REPO, "tests", "distributed_worker.py")
-MPI_TIMEOUT_S = 300          # generous: three processes share two busy cores
+MPI_TIMEOUT_S = 300  # generous: three processes share two busy cores
 RELATIVE_TOLERANCE = 1e-5
 _LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "MV2_", "MPI_LOCAL", "HYDRA_", "SLURM_")
 
 
 # -- launch: the environment of an MPI launcher ------------------------------------------------
 
-@pytest.mark.parametrize("environ, size, local", [
-    ({}, 1, None),
-    ({"PMI_SIZE": "4", "PMI_RANK": "2", "MPI_LOCALRANKID": "1"}, 4, 1),     # MPICH hydra
-    ({"PMI_SIZE": "1", "PMI_RANK": "0"}, 1, None),                          # mpiexec -n 1
-    ({"OMPI_COMM_WORLD_SIZE": "3", "OMPI_COMM_WORLD_LOCAL_RANK": "2"}, 3, 2),  # Open MPI
-    ({"SLURM_NTASKS": "8", "SLURM_LOCALID": "3"}, 1, 3),                    # sbatch, no srun
-    ({"SLURM_NTASKS": "8", "SLURM_STEP_ID": "0", "PMIX_RANK": "5",
-      "SLURM_LOCALID": "1"}, 8, 1),                                         # srun --mpi=pmix
-    ({"PMIX_RANK": "0"}, 2, None),                                          # size unknown
-])
+
+@pytest.mark.parametrize(
+    "environ, size, local",
+    [
+        ({}, 1, None),
+        ({"PMI_SIZE": "4", "PMI_RANK": "2", "MPI_LOCALRANKID": "1"}, 4, 1),  # MPICH hydra
+        ({"PMI_SIZE": "1", "PMI_RANK": "0"}, 1, None),  # mpiexec -n 1
+        ({"OMPI_COMM_WORLD_SIZE": "3", "OMPI_COMM_WORLD_LOCAL_RANK": "2"}, 3, 2),  # Open MPI
+        ({"SLURM_NTASKS": "8", "SLURM_LOCALID": "3"}, 1, 3),  # sbatch, no srun
+        (
+            {"SLURM_NTASKS": "8", "SLURM_STEP_ID": "0", "PMIX_RANK": "5", "SLURM_LOCALID": "1"},
+            8,
+            1,
+        ),  # srun --mpi=pmix
+        ({"PMIX_RANK": "0"}, 2, None),  # size unknown
+    ],
+)
 def test_launch_reads_the_launchers_environment(environ, size, local):
     assert launched_world_size(environ) == size
     assert launched_by_mpi(environ) == (size > 1)
@@ -68,15 +76,20 @@ def test_a_single_process_never_imports_mpi4py():
         "import sys\n"
         "from minialexnet.distributed import init_context, DataParallelEngine\n"
         "print(type(init_context()).__name__, 'mpi4py' in sys.modules)\n",
-        unset_env=[k for k in os.environ if k.startswith(_LAUNCHER_PREFIXES)])
+        unset_env=[k for k in os.environ if k.startswith(_LAUNCHER_PREFIXES)],
+    )
     assert out.split() == ["SingleProcess", "False"]
 
 
 # -- shards -----------------------------------------------------------------------------------
 
+
 def test_shards_by_hand():
-    assert [tuple(shard_of(128, 3, r)) for r in range(3)] == [(0, 43, 128), (43, 86, 128),
-                                                             (86, 128, 128)]
+    assert [tuple(shard_of(128, 3, r)) for r in range(3)] == [
+        (0, 43, 128),
+        (43, 86, 128),
+        (86, 128, 128),
+    ]
     assert [shard_of(10, 4, r).size for r in range(4)] == [3, 3, 2, 2]
     assert shard_of(7, 1, 0) == Shard(0, 7, 7) and shard_of(7, 1, 0).weight == 1.0
     assert shard_of(15, 2, 1).weight == 7 / 15
@@ -99,8 +112,8 @@ def test_shards_cover_the_batch_evenly_and_weights_sum_to_one(batch, size):
 def test_shard_errors_are_clear():
     with pytest.raises(ValueError, match=r"rank 3 is not in 0\.\.2"):
         shard_of(10, 3, 3)
-    check_batches(70, 15, 3)                         # last batch 10 >= 3
-    check_batches(64, 16, 4)                         # no smaller last batch
+    check_batches(70, 15, 3)  # last batch 10 >= 3
+    check_batches(64, 16, 4)  # no smaller last batch
     with pytest.raises(ValueError, match="leave a batch of 1 images, fewer than the 2"):
         check_batches(61, 15, 2)
     with pytest.raises(ValueError, match="leave a batch of 2 images, fewer than the 3"):
@@ -108,6 +121,7 @@ def test_shard_errors_are_clear():
 
 
 # -- dropout: the global batch's mask, one shard's rows ---------------------------------------
+
 
 def test_dropout_shard_takes_its_rows_of_the_global_mask():
     x = np.random.default_rng(1).standard_normal((7, 5, 3)).astype(np.float32)
@@ -147,10 +161,11 @@ def test_sharded_dropout_sets_and_clears_every_dropout_layer():
 
 # -- the Allreduce buffer and the engine, in one process --------------------------------------
 
+
 def test_gradient_allreduce_packs_weighs_and_unpacks():
     rng = np.random.default_rng(0)
     grads = [rng.standard_normal(s).astype(np.float32) for s in ((3, 4), (5,), (2, 2, 2))]
-    grads.append(rng.standard_normal((4, 3)).astype(np.float32).T)   # not C-contiguous
+    grads.append(rng.standard_normal((4, 3)).astype(np.float32).T)  # not C-contiguous
     expected = [g * np.float32(0.25) for g in grads]
     allreduce = GradientAllreduce(grads, SingleProcess())
     assert allreduce.nbytes == 4 * (12 + 5 + 8 + 12)
@@ -177,9 +192,10 @@ def test_data_parallel_engine_of_one_process_is_the_local_engine():
         labels = rng.integers(0, 10, 6)
         got, expected = wrapped.train_step(x, labels), plain.train_step(x, labels)
         assert got._replace(loss=0) == expected._replace(loss=0)
-        assert got.loss == pytest.approx(expected.loss, rel=1e-6)   # a float32 slot
-    for (name, a, _), (_, b, _) in zip(plain.model.named_parameters(),
-                                       wrapped.model.named_parameters()):
+        assert got.loss == pytest.approx(expected.loss, rel=1e-6)  # a float32 slot
+    for (name, a, _), (_, b, _) in zip(
+        plain.model.named_parameters(), wrapped.model.named_parameters()
+    ):
         np.testing.assert_array_equal(a, b, err_msg=name)
     assert wrapped.last_shard == Shard(0, 6, 6)
     wrapped.check_replicas()
@@ -210,6 +226,7 @@ def test_an_engine_with_its_own_dropout_masks_is_refused():
 
 # -- one voice, no hangs, cache (single process) ----------------------------------------------
 
+
 def test_main_only_logs_on_rank_0_only():
     lines = []
 
@@ -238,6 +255,7 @@ def test_prepared_once_in_one_process_opens_once():
 
 # -- GPU buffers, under the CUDA simulator ----------------------------------------------------
 
+
 def test_device_gradients_under_the_cuda_simulator():
     """Host staging (non-CUDA-aware MPI) and the device buffer with its weighting kernel
     (CUDA-aware MPI), with simulated device arrays; what a real MPI does with a device
@@ -258,18 +276,22 @@ def test_device_gradients_under_the_cuda_simulator():
         "    ok = all(np.array_equal(g.copy_to_host(), h * np.float32(0.5))\n"
         "             for g, h in zip(grads, host))\n"
         "    print(a.device_buffer is not None, ok, stats.tolist())\n",
-        set_env={"NUMBA_ENABLE_CUDASIM": "1"})
+        set_env={"NUMBA_ENABLE_CUDASIM": "1"},
+    )
     assert out.splitlines() == ["False True [1.0, 2.0, 3.0]", "True True [1.0, 2.0, 3.0]"]
 
 
 # -- MPI: 2 and 3 processes under mpiexec -----------------------------------------------------
 
+
 def _mpiexec() -> str:
     pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install -e '.[mpi]')")
     path = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    assert os.path.exists(path), (f"mpi4py is installed but there is no mpiexec beside "
-                                  f"{sys.executable}: install the mpich wheel "
-                                  f"(pip install -e '.[test]')")
+    assert os.path.exists(path), (
+        f"mpi4py is installed but there is no mpiexec beside "
+        f"{sys.executable}: install the mpich wheel "
+        f"(pip install -e '.[test]')"
+    )
     return path
 
 
@@ -281,8 +303,15 @@ def _run(processes: int | None, *args: str, timeout: float = MPI_TIMEOUT_S):
         command = [_mpiexec(), "-n", str(processes), *command]
     env = {k: v for k, v in os.environ.items() if not k.startswith(_LAUNCHER_PREFIXES)}
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    child = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -314,8 +343,9 @@ def test_n_processes_train_the_same_network_as_one(processes, one_process_epoch,
     worst = 0.0
     for name in one.files:
         if name not in ("losses", "counts"):
-            worst = max(worst, float(np.abs(many[name] - one[name]).max()
-                                     / np.abs(one[name]).max()))
+            worst = max(
+                worst, float(np.abs(many[name] - one[name]).max() / np.abs(one[name]).max())
+            )
     print(f"{processes} processes: worst relative parameter difference {worst:.2e}")
     assert worst <= RELATIVE_TOLERANCE
 
@@ -329,9 +359,11 @@ def test_fit_under_mpiexec_trains_as_one_process_and_only_rank_0_speaks_and_writ
     code, out_two, err = _run(2, "fit", str(two))
     assert code == 0, err[-3000:]
     assert "rank 0: epoch 2/2:" in out_two and "rank 1:" not in out_two
-    epoch_lines = [[line.split("|")[1] for line in out.splitlines() if ": epoch " in line
-                    and "/2:" in line] for out in (out_one, out_two)]
-    assert epoch_lines[0] == epoch_lines[1]           # the same validation errors, per epoch
+    epoch_lines = [
+        [line.split("|")[1] for line in out.splitlines() if ": epoch " in line and "/2:" in line]
+        for out in (out_one, out_two)
+    ]
+    assert epoch_lines[0] == epoch_lines[1]  # the same validation errors, per epoch
     assert sorted(os.listdir(two)) == sorted(os.listdir(one))
     a, b = np.load(one / "params.npz"), np.load(two / "params.npz")
     for name in a.files:
@@ -339,7 +371,7 @@ def test_fit_under_mpiexec_trains_as_one_process_and_only_rank_0_speaks_and_writ
 
 
 def test_a_failing_rank_stops_every_rank_with_its_message():
-    code, _, err = _run(2, "fail")          # a hang would end in the timeout
+    code, _, err = _run(2, "fail")  # a hang would end in the timeout
     assert code != 0
     assert "[rank 1/2]" in err and "rank 1 fails on purpose at step 3" in err
 
@@ -348,17 +380,20 @@ def test_a_non_finite_loss_on_one_rank_skips_the_update_on_all(tmp_path):
     out = str(tmp_path / "nonfinite.npz")
     code, stdout, err = _run(2, "nonfinite", out)
     assert code == 0, err[-3000:]
-    assert sorted(stdout.splitlines()) == ["rank 0: step 2 unchanged=True",
-                                              "rank 1: step 2 unchanged=True"]
-    np.testing.assert_array_equal(np.load(out)["updated"],
-                                  [True, True, False, True, True, True, True])
+    assert sorted(stdout.splitlines()) == [
+        "rank 0: step 2 unchanged=True",
+        "rank 1: step 2 unchanged=True",
+    ]
+    np.testing.assert_array_equal(
+        np.load(out)["updated"], [True, True, False, True, True, True, True]
+    )
 
 
 def test_validation_split_among_three_processes_counts_as_one():
     code, stdout, err = _run(3, "validate")
     assert code == 0, err[-3000:]
     lines = [line for line in stdout.splitlines() if "split" in line]
-    assert [line.split(":")[0] for line in lines] == ["center", "ten"]   # rank 0 only
+    assert [line.split(":")[0] for line in lines] == ["center", "ten"]  # rank 0 only
     for line in lines:
         split, whole = line.split("split ")[1].split(" whole ")
         assert split == whole
@@ -382,5 +417,6 @@ def test_mpi_singleton_init_under_plain_python():
         "context.allreduce_sum(buffer)\n"
         "context.barrier()\n"
         "print(context.size, context.rank, context.local_rank, buffer.tolist())\n",
-        unset_env=[k for k in os.environ if k.startswith(_LAUNCHER_PREFIXES)])
+        unset_env=[k for k in os.environ if k.startswith(_LAUNCHER_PREFIXES)],
+    )
     assert out.split() == ["1", "0", "0", "[0.0,", "1.0,", "2.0]"]

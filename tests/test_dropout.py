@@ -1,4 +1,5 @@
 """Inverted dropout (§4.2)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,7 +42,7 @@ def test_mask_statistics(p):
     kept = np.mean(y != 0)
     # 65,536 Bernoulli draws: the standard error of the kept fraction is below 0.002.
     assert abs(kept - (1 - p)) < 0.02
-    assert abs(y.mean() - 1.0) < 0.1          # E[y] = x: the point of inverted dropout
+    assert abs(y.mean() - 1.0) < 0.1  # E[y] = x: the point of inverted dropout
     # A fresh mask on every call.
     assert not np.array_equal(layer.forward(x, train=True) != 0, y != 0)
 
@@ -60,8 +61,11 @@ def test_same_seed_same_mask_in_float32_and_float64():
     np.testing.assert_array_equal(y64 != 0, y32 != 0)
 
 
-@given(st.lists(st.integers(1, 6), min_size=2, max_size=4).map(tuple),
-       st.floats(0.0, 0.9), st.integers(0, 2**32 - 1))
+@given(
+    st.lists(st.integers(1, 6), min_size=2, max_size=4).map(tuple),
+    st.floats(0.0, 0.9),
+    st.integers(0, 2**32 - 1),
+)
 def test_gradient_matches_finite_differences_in_training_mode(shape, p, seed):
     # check_layer replays the layer's generator, so every evaluation sees the same mask.
     rng = np.random.default_rng(seed)
@@ -75,7 +79,7 @@ def test_gradient_matches_finite_differences_in_training_mode(shape, p, seed):
 def test_dtype_preserved_and_inputs_untouched(train, dtype):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 16)).astype(dtype)
-    dy = rng.standard_normal(x.shape)                  # float64 upstream on purpose
+    dy = rng.standard_normal(x.shape)  # float64 upstream on purpose
     x_before, dy_before = x.copy(), dy.copy()
     layer = Dropout(0.5, rng=rng)
     y = layer.forward(x, train=train)

@@ -5,6 +5,7 @@ preprocessing a network carries, features, and clear errors for bad files.
 The last test fine-tunes a network pretrained on the built-in shapes on the 100 real ILSVRC
 images in ``<project>/../shared/data/imagenet100-samples``; it skips when they are absent.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,12 @@ from minialexnet.training.checkpoint import load_checkpoint
 
 onnx = pytest.importorskip("onnx")
 
-SAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                       "imagenet100-samples")
-needs_samples = pytest.mark.skipif(not os.path.isdir(SAMPLES),
-                                   reason="../shared/data/imagenet100-samples not present")
+SAMPLES = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "data", "imagenet100-samples"
+)
+needs_samples = pytest.mark.skipif(
+    not os.path.isdir(SAMPLES), reason="../shared/data/imagenet100-samples not present"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -45,9 +48,15 @@ def shapes_checkpoint(tmp_path_factory):
     train_set = make_synthetic("train", num_classes=3, n_per_class=8, seed=1)
     val_set = make_synthetic("val", num_classes=3, n_per_class=2, seed=1)
     model = AlexNet(3, "mini", rng=np.random.default_rng(0), class_names=train_set.class_names)
-    fit(model, train_set, val_set, TrainConfig(epochs=1, batch_size=8, lr=0.003,
-                                               schedule=None), output=str(out), log=lambda _: 0,
-        meta={"data": "synthetic", "dataset": {"kind": "synthetic", "seed": 1}})
+    fit(
+        model,
+        train_set,
+        val_set,
+        TrainConfig(epochs=1, batch_size=8, lr=0.003, schedule=None),
+        output=str(out),
+        log=lambda _: 0,
+        meta={"data": "synthetic", "dataset": {"kind": "synthetic", "seed": 1}},
+    )
     return str(out / "checkpoint_last.npz")
 
 
@@ -69,44 +78,65 @@ def _params(path):
 
 # -- the batch loader applies a network's preprocessing ------------------------------------
 
+
 def test_loader_gives_bvlc_networks_bgr_minus_the_mean_pixel_without_statistics():
     images = np.random.default_rng(0).integers(0, 256, (3, 3, 12, 12), dtype=np.uint8)
     dataset = ImageDataset(images, np.zeros(3, dtype=np.int64), ["x"])
-    (x, _), = BatchLoader(dataset, 3, 10, None, train=False, preprocessing=BVLC_PREPROCESSING)
+    ((x, _),) = BatchLoader(dataset, 3, 10, None, train=False, preprocessing=BVLC_PREPROCESSING)
     np.testing.assert_array_equal(x, preprocess(images[:, :, 1:11, 1:11], BVLC_PREPROCESSING))
-    (ten, _), = BatchLoader(dataset, 3, 10, None, train=False, crops="ten",
-                            preprocessing=BVLC_PREPROCESSING)
-    np.testing.assert_array_equal(ten[:, 0], preprocess(images[:, :, :10, :10],
-                                                        BVLC_PREPROCESSING))
-    assert x[0, 0, 0, 0] == np.float32(images[0, 2, 1, 1]) - np.float32(104)   # B first
+    ((ten, _),) = BatchLoader(
+        dataset, 3, 10, None, train=False, crops="ten", preprocessing=BVLC_PREPROCESSING
+    )
+    np.testing.assert_array_equal(
+        ten[:, 0], preprocess(images[:, :, :10, :10], BVLC_PREPROCESSING)
+    )
+    assert x[0, 0, 0, 0] == np.float32(images[0, 2, 1, 1]) - np.float32(104)  # B first
 
 
 def test_loader_default_is_the_paper_mean_image_path():
     images = np.random.default_rng(1).integers(0, 256, (2, 3, 12, 12), dtype=np.uint8)
     dataset = ImageDataset(images, np.zeros(2, dtype=np.int64), ["x"])
     stats = compute_stats(dataset)
-    (x, _), = BatchLoader(dataset, 2, 10, stats, train=False)
+    ((x, _),) = BatchLoader(dataset, 2, 10, stats, train=False)
     np.testing.assert_array_equal(
-        x, preprocess(images[:, :, 1:11, 1:11], {"channels": "RGB", "mean": "image"},
-                      stats.mean[:, 1:11, 1:11]))
+        x,
+        preprocess(
+            images[:, :, 1:11, 1:11],
+            {"channels": "RGB", "mean": "image"},
+            stats.mean[:, 1:11, 1:11],
+        ),
+    )
 
 
 def test_training_bgr_batches_are_the_rgb_batches_reversed_minus_the_pixel():
     images = np.random.default_rng(2).integers(0, 256, (4, 3, 12, 12), dtype=np.uint8)
     dataset = ImageDataset(images, np.arange(4) % 2, ["a", "b"])
     stats = compute_stats(dataset)
-    pixel_image = np.broadcast_to(np.array([123, 117, 104], dtype=np.float32)[:, None, None],
-                                  stats.mean.shape)      # BVLC's mean pixel, in RGB order
+    pixel_image = np.broadcast_to(
+        np.array([123, 117, 104], dtype=np.float32)[:, None, None], stats.mean.shape
+    )  # BVLC's mean pixel, in RGB order
     pixel_stats = DatasetStats(pixel_image, stats.pca_eigvals, stats.pca_eigvecs)
-    rgb = next(iter(BatchLoader(dataset, 4, 10, pixel_stats, train=True,
-                                rng=np.random.default_rng(5))))[0]
-    bgr = next(iter(BatchLoader(dataset, 4, 10, stats, train=True,
-                                rng=np.random.default_rng(5),
-                                preprocessing=BVLC_PREPROCESSING)))[0]
-    np.testing.assert_array_equal(bgr, rgb[:, ::-1])   # same crops, flips and colour noise
+    rgb = next(
+        iter(BatchLoader(dataset, 4, 10, pixel_stats, train=True, rng=np.random.default_rng(5)))
+    )[0]
+    bgr = next(
+        iter(
+            BatchLoader(
+                dataset,
+                4,
+                10,
+                stats,
+                train=True,
+                rng=np.random.default_rng(5),
+                preprocessing=BVLC_PREPROCESSING,
+            )
+        )
+    )[0]
+    np.testing.assert_array_equal(bgr, rgb[:, ::-1])  # same crops, flips and colour noise
 
 
 # -- trained networks carry their class names ------------------------------------------------
+
 
 def test_a_trained_checkpoint_carries_the_data_class_names(shapes_checkpoint):
     meta = load_checkpoint(shapes_checkpoint).meta
@@ -116,17 +146,36 @@ def test_a_trained_checkpoint_carries_the_data_class_names(shapes_checkpoint):
 
 # -- train --pretrained ----------------------------------------------------------------------
 
-def test_fine_tune_from_a_checkpoint_with_frozen_features(shapes_checkpoint, photos, tmp_path,
-                                                          capsys):
+
+def test_fine_tune_from_a_checkpoint_with_frozen_features(
+    shapes_checkpoint, photos, tmp_path, capsys
+):
     run = tmp_path / "run"
-    assert train.main(["--pretrained", shapes_checkpoint, "--data-dir", photos, "--epochs",
-                       "1", "--freeze", "fc7", "--output", str(run), "--print-freq", "1"]) == 0
+    assert (
+        train.main(
+            [
+                "--pretrained",
+                shapes_checkpoint,
+                "--data-dir",
+                photos,
+                "--epochs",
+                "1",
+                "--freeze",
+                "fc7",
+                "--output",
+                str(run),
+                "--print-freq",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "frozen: conv1, conv2, conv3, conv4, conv5, fc6, fc7" in capsys.readouterr().out
     tuned = load_checkpoint(run / "checkpoint_last.npz")
     before = _params(shapes_checkpoint)
     for name, value in tuned.params.items():
         if name.startswith("fc8."):
-            assert value.shape[0] == 5                   # a new fc8 for the five classes
+            assert value.shape[0] == 5  # a new fc8 for the five classes
         else:
             assert value.tobytes() == before[name].tobytes(), name
     assert tuned.meta["model"]["class_names"] == sorted(NEW_SHAPE_NAMES)
@@ -134,12 +183,17 @@ def test_fine_tune_from_a_checkpoint_with_frozen_features(shapes_checkpoint, pho
     np.testing.assert_array_equal(tuned.stats.mean, load_checkpoint(shapes_checkpoint).stats.mean)
 
 
-def test_a_fine_tuning_run_resumes_with_its_layers_still_frozen(shapes_checkpoint, photos,
-                                                                 tmp_path):
+def test_a_fine_tuning_run_resumes_with_its_layers_still_frozen(
+    shapes_checkpoint, photos, tmp_path
+):
     run = tmp_path / "run"
     common = ["--data-dir", photos, "--output", str(run)]
-    assert train.main(["--pretrained", shapes_checkpoint, "--freeze", "conv5", "--epochs", "1"]
-                      + common) == 0
+    assert (
+        train.main(
+            ["--pretrained", shapes_checkpoint, "--freeze", "conv5", "--epochs", "1"] + common
+        )
+        == 0
+    )
     last = str(run / "checkpoint_last.npz")
     assert train.main(["--resume", last, "--epochs", "2"] + common) == 0
     tuned, before = load_checkpoint(last), _params(shapes_checkpoint)
@@ -148,26 +202,46 @@ def test_a_fine_tuning_run_resumes_with_its_layers_still_frozen(shapes_checkpoin
     assert evaluate.main([last, "--crops", "center"]) == 0
 
 
-def test_fine_tune_from_onnx_trains_every_layer_without_freeze(shapes_checkpoint, photos,
-                                                               tmp_path):
+def test_fine_tune_from_onnx_trains_every_layer_without_freeze(
+    shapes_checkpoint, photos, tmp_path
+):
     model_file = str(tmp_path / "shapes.onnx")
     assert export.main([shapes_checkpoint, "-o", model_file]) == 0
     run = tmp_path / "run"
-    assert train.main(["--pretrained", model_file, "--data-dir", photos, "--epochs", "1",
-                       "--output", str(run), "--lr", "0.01"]) == 0
+    assert (
+        train.main(
+            [
+                "--pretrained",
+                model_file,
+                "--data-dir",
+                photos,
+                "--epochs",
+                "1",
+                "--output",
+                str(run),
+                "--lr",
+                "0.01",
+            ]
+        )
+        == 0
+    )
     tuned, before = _params(run / "checkpoint_last.npz"), _params(shapes_checkpoint)
     assert not np.array_equal(tuned["conv1.W"], before["conv1.W"])
     assert tuned["fc8.W"].shape == (5, before["fc8.W"].shape[1])
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--freeze", "fc7"], "--freeze goes with --pretrained"),
-    (["--pretrained", "{ckpt}", "--freeze", "fc8"], "fc8, the classifier, always learns"),
-    (["--pretrained", "{missing}"], "does not exist"),
-    (["--pretrained", "{ckpt}", "--arch", "mini"], "--arch does not go with --pretrained"),
-])
-def test_fine_tuning_mistakes_are_usage_errors(argv, message, shapes_checkpoint, photos,
-                                               tmp_path, capsys):
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--freeze", "fc7"], "--freeze goes with --pretrained"),
+        (["--pretrained", "{ckpt}", "--freeze", "fc8"], "fc8, the classifier, always learns"),
+        (["--pretrained", "{missing}"], "does not exist"),
+        (["--pretrained", "{ckpt}", "--arch", "mini"], "--arch does not go with --pretrained"),
+    ],
+)
+def test_fine_tuning_mistakes_are_usage_errors(
+    argv, message, shapes_checkpoint, photos, tmp_path, capsys
+):
     argv = [a.format(ckpt=shapes_checkpoint, missing=str(tmp_path / "no.onnx")) for a in argv]
     with pytest.raises(SystemExit) as exit_info:
         train.main(argv + ["--data-dir", photos, "--output", str(tmp_path / "run")])
@@ -177,8 +251,10 @@ def test_fine_tuning_mistakes_are_usage_errors(argv, message, shapes_checkpoint,
 
 # -- export, evaluate and predict with both checkpoint forms and ONNX -----------------------
 
-def test_export_round_trip_keeps_weights_preprocessing_and_class_names(shapes_checkpoint,
-                                                                       tmp_path):
+
+def test_export_round_trip_keeps_weights_preprocessing_and_class_names(
+    shapes_checkpoint, tmp_path
+):
     path = str(tmp_path / "m.onnx")
     assert export.main([shapes_checkpoint, "-o", path]) == 0
     loaded, before = load_onnx(path), _params(shapes_checkpoint)
@@ -198,11 +274,11 @@ def test_evaluate_takes_the_checkpoint_positionally_or_as_an_option(shapes_check
     assert "two network files" in capsys.readouterr().err
 
 
-def test_predict_takes_the_checkpoint_positionally_or_as_an_option(shapes_checkpoint, photos,
-                                                                   capsys):
+def test_predict_takes_the_checkpoint_positionally_or_as_an_option(
+    shapes_checkpoint, photos, capsys
+):
     outputs = []
-    for argv in ([shapes_checkpoint, photos + "/tee"], ["-c", shapes_checkpoint,
-                                                        photos + "/tee"]):
+    for argv in ([shapes_checkpoint, photos + "/tee"], ["-c", shapes_checkpoint, photos + "/tee"]):
         assert predict.main(argv + ["--json", "-k", "2"]) == 0
         outputs.append(json.loads(capsys.readouterr().out))
     assert outputs[0] == outputs[1] and len(outputs[0]) == 4
@@ -212,8 +288,13 @@ def test_predict_takes_the_checkpoint_positionally_or_as_an_option(shapes_checkp
 
 def _bvlc_style_mini(tmp_path, class_names):
     """A mini network that, like BVLC's, takes BGR minus a mean pixel, as an ONNX file."""
-    model = AlexNet(len(class_names), "mini", rng=np.random.default_rng(3),
-                    preprocessing=BVLC_PREPROCESSING, class_names=class_names)
+    model = AlexNet(
+        len(class_names),
+        "mini",
+        rng=np.random.default_rng(3),
+        preprocessing=BVLC_PREPROCESSING,
+        class_names=class_names,
+    )
     path = str(tmp_path / "bgr.onnx")
     save_onnx(model, path)
     return model, path
@@ -224,7 +305,7 @@ def test_predict_with_onnx_uses_the_file_preprocessing(photos, tmp_path, capsys)
     image = os.path.join(photos, "hexagon", min(os.listdir(photos + "/hexagon")))
     assert predict.main([path, image, "--json", "-k", "5"]) == 0
     top = json.loads(capsys.readouterr().out)[0]["top"]
-    decoded = decode_image(image, 64)[None, :, 2:61, 2:61]         # S = 64, centre 59 crop
+    decoded = decode_image(image, 64)[None, :, 2:61, 2:61]  # S = 64, centre 59 crop
     expected = softmax(model.forward(preprocess(decoded, BVLC_PREPROCESSING)))[0]
     for entry in top:
         k = sorted(NEW_SHAPE_NAMES).index(entry["class"])
@@ -233,14 +314,17 @@ def test_predict_with_onnx_uses_the_file_preprocessing(photos, tmp_path, capsys)
 
 def test_evaluate_an_onnx_file_on_a_folder(photos, tmp_path, capsys):
     _, path = _bvlc_style_mini(tmp_path, sorted(NEW_SHAPE_NAMES))
-    assert evaluate.main(["--checkpoint", path, "--data-dir", photos, "--crops", "center",
-                          "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["center"]["images"] == 5   # one per class held out
+    assert (
+        evaluate.main(["--checkpoint", path, "--data-dir", photos, "--crops", "center", "--json"])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["center"]["images"] == 5  # one per class held out
     assert evaluate.main([path]) == 2
     assert "pass --data-dir" in capsys.readouterr().err
 
 
 # -- features --------------------------------------------------------------------------------
+
 
 def test_extract_features_of_a_folder(shapes_checkpoint, photos, tmp_path, capsys):
     feats, names = features.extract_features(shapes_checkpoint, photos + "/tee", layer="fc7")
@@ -258,6 +342,7 @@ def test_extract_features_of_a_folder(shapes_checkpoint, photos, tmp_path, capsy
 
 # -- bad files -------------------------------------------------------------------------------
 
+
 def test_bad_model_files_give_clear_errors(shapes_checkpoint, tmp_path, capsys):
     not_onnx = tmp_path / "notes.onnx"
     not_onnx.write_text("this is not a network\n")
@@ -268,18 +353,18 @@ def test_bad_model_files_give_clear_errors(shapes_checkpoint, tmp_path, capsys):
     cut_npz = tmp_path / "cut.npz"
     with open(shapes_checkpoint, "rb") as f:
         cut_npz.write_bytes(f.read()[:3000])
-    for path, message in ((not_onnx, "not a readable ONNX model"),
-                          (truncated, "not a readable ONNX model"),
-                          (cut_npz, "corrupt, truncated or not an .npz")):
+    for path, message in (
+        (not_onnx, "not a readable ONNX model"),
+        (truncated, "not a readable ONNX model"),
+        (cut_npz, "corrupt, truncated or not an .npz"),
+    ):
         for tool in (evaluate.main, export.main):
-            argv = [str(path)] + (["-o", str(tmp_path / "x.onnx")] if tool is export.main
-                                  else [])
+            argv = [str(path)] + (["-o", str(tmp_path / "x.onnx")] if tool is export.main else [])
             assert tool(argv) == 2
             assert message in capsys.readouterr().err
 
 
-def test_wrong_input_shape_in_an_onnx_file_is_a_clear_error(shapes_checkpoint, tmp_path,
-                                                            capsys):
+def test_wrong_input_shape_in_an_onnx_file_is_a_clear_error(shapes_checkpoint, tmp_path, capsys):
     good = tmp_path / "good.onnx"
     assert export.main([shapes_checkpoint, "-o", str(good)]) == 0
     proto = onnx.load(str(good))
@@ -290,14 +375,16 @@ def test_wrong_input_shape_in_an_onnx_file_is_a_clear_error(shapes_checkpoint, t
     assert "reads float images (N, 3, S, S)" in capsys.readouterr().err
 
 
-def test_a_three_class_network_on_a_five_class_folder_is_a_clear_error(shapes_checkpoint,
-                                                                       photos, capsys):
+def test_a_three_class_network_on_a_five_class_folder_is_a_clear_error(
+    shapes_checkpoint, photos, capsys
+):
     assert evaluate.main([shapes_checkpoint, "--data-dir", photos]) == 2
     err = capsys.readouterr().err
     assert "3 classes, the data has 5" in err and "other classes than this data" in err
 
 
 # -- real photographs ------------------------------------------------------------------------
+
 
 @needs_samples
 def test_fine_tune_shapes_network_on_the_real_ilsvrc_samples(shapes_checkpoint, tmp_path):
@@ -308,9 +395,27 @@ def test_fine_tune_shapes_network_on_the_real_ilsvrc_samples(shapes_checkpoint, 
             for name in os.listdir(os.path.join(SAMPLES, wnid)):
                 os.symlink(os.path.join(SAMPLES, wnid, name), root / split / wnid / name)
     run = tmp_path / "run"
-    assert train.main(["--pretrained", shapes_checkpoint, "--data-dir", str(root), "--subset",
-                       "imagenet-100", "--freeze", "conv5", "--epochs", "1", "-b", "50",
-                       "--output", str(run)]) == 0
+    assert (
+        train.main(
+            [
+                "--pretrained",
+                shapes_checkpoint,
+                "--data-dir",
+                str(root),
+                "--subset",
+                "imagenet-100",
+                "--freeze",
+                "conv5",
+                "--epochs",
+                "1",
+                "-b",
+                "50",
+                "--output",
+                str(run),
+            ]
+        )
+        == 0
+    )
     tuned = load_checkpoint(run / "checkpoint_last.npz")
     assert len(tuned.meta["model"]["class_names"]) == 100
     before = _params(shapes_checkpoint)

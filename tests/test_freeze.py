@@ -1,4 +1,5 @@
 """Freezing layers for fine-tuning: no weight gradients, bit-identical frozen parameters."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -80,14 +81,16 @@ def test_backward_stops_at_the_lowest_trainable_layer(monkeypatch):
     called = []
     for name in ("conv5", "relu5", "pool5", "flatten", "fc6"):
         layer = model.layers[name]
-        monkeypatch.setattr(layer, "backward",
-                            lambda dy, _f=layer.backward, _n=name: called.append(_n) or _f(dy))
+        monkeypatch.setattr(
+            layer, "backward", lambda dy, _f=layer.backward, _n=name: called.append(_n) or _f(dy)
+        )
     engine = CPUEngine(model, SGD(model, lr=0.01))
     engine.forward_backward(*_batch(model))
-    assert called == ["fc6"]                   # pool5 and below never ran backward
+    assert called == ["fc6"]  # pool5 and below never ran backward
     assert all(model.layers[n].grads == {} for n in model.frozen_layers)
-    assert all(g is not None for n, _, g in model.named_parameters()
-               if n not in model.frozen_parameters())
+    assert all(
+        g is not None for n, _, g in model.named_parameters() if n not in model.frozen_parameters()
+    )
 
 
 @pytest.mark.parametrize("upto", ["conv5", "fc7", "conv2"])
@@ -103,7 +106,7 @@ def test_frozen_parameters_stay_bit_identical_and_the_others_learn(upto):
     for name in before:
         if name in frozen:
             assert after[name].tobytes() == before[name].tobytes(), name
-            assert not engine.optimizer.velocity[name].any(), name   # no momentum, no decay
+            assert not engine.optimizer.velocity[name].any(), name  # no momentum, no decay
         else:
             assert not np.array_equal(after[name], before[name]), name
     assert len(engine.gradient_arrays()) == len(before) - len(frozen)
@@ -115,7 +118,7 @@ def test_trainable_gradients_are_those_of_the_unfrozen_network():
     x, y = _batch(full)
     grads = []
     for model in (full, part):
-        model.rng = np.random.default_rng(7)                 # the same dropout masks
+        model.rng = np.random.default_rng(7)  # the same dropout masks
         for layer in model.layers.values():
             if hasattr(layer, "rng"):
                 layer.rng = model.rng

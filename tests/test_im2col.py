@@ -1,4 +1,5 @@
 """im2col / col2im: hand-computed cases, the layout contract, adjointness, numba == numpy."""
+
 import importlib
 
 import numpy as np
@@ -14,7 +15,7 @@ REFERENCE = importlib.import_module("minialexnet.kernels.numpy.im2col")
 NUMBA = importlib.import_module("minialexnet.kernels.cpu.im2col")
 BACKENDS = pytest.mark.parametrize("kern", [REFERENCE, NUMBA], ids=["numpy", "numba"])
 
-X3 = np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)   # [[1,2,3],[4,5,6],[7,8,9]]
+X3 = np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)  # [[1,2,3],[4,5,6],[7,8,9]]
 
 
 def definition_im2col(x, kh, kw, stride, padding):
@@ -30,8 +31,9 @@ def definition_im2col(x, kh, kw, stride, padding):
                         for b in range(ow):
                             hh, ww = a * stride + i - padding, b * stride + j - padding
                             if 0 <= hh < h and 0 <= ww < w:
-                                cols[(ci * kh + i) * kw + j, ni * oh * ow + a * ow + b] = \
-                                    x[ni, ci, hh, ww]
+                                cols[(ci * kh + i) * kw + j, ni * oh * ow + a * ow + b] = x[
+                                    ni, ci, hh, ww
+                                ]
     return cols
 
 
@@ -40,10 +42,7 @@ def definition_im2col(x, kh, kw, stride, padding):
 def test_im2col_2x2_kernel_on_3x3_by_hand(kern):
     cols = kern.im2col(X3, 2, 2, 1, 0)
     # rows: kernel offsets (0,0), (0,1), (1,0), (1,1); columns: windows (0,0), (0,1), (1,0), (1,1)
-    expected = np.array([[1, 2, 4, 5],
-                         [2, 3, 5, 6],
-                         [4, 5, 7, 8],
-                         [5, 6, 8, 9]], dtype=np.float32)
+    expected = np.array([[1, 2, 4, 5], [2, 3, 5, 6], [4, 5, 7, 8], [5, 6, 8, 9]], dtype=np.float32)
     np.testing.assert_array_equal(cols, expected)
     assert cols.dtype == np.float32
 
@@ -53,10 +52,7 @@ def test_im2col_stride2_padding1_by_hand(kern):
     # Padded 5x5 image; the four 2x2 windows start at padded (0,0), (0,2), (2,0), (2,2):
     # [[0,0],[0,1]], [[0,0],[2,3]], [[0,4],[0,7]], [[5,6],[8,9]].
     cols = kern.im2col(X3, 2, 2, 2, 1)
-    expected = np.array([[0, 0, 0, 5],
-                         [0, 0, 4, 6],
-                         [0, 2, 0, 8],
-                         [1, 3, 7, 9]], dtype=np.float32)
+    expected = np.array([[0, 0, 0, 5], [0, 0, 4, 6], [0, 2, 0, 8], [1, 3, 7, 9]], dtype=np.float32)
     np.testing.assert_array_equal(cols, expected)
 
 
@@ -66,9 +62,9 @@ def test_col2im_sums_overlapping_windows_by_hand(kern):
     # (oh + i, ow + j) == (h, w), e.g. dx[1, 1] = 3 + 6 + 9 + 12 = 30.
     cols = np.arange(16, dtype=np.float32).reshape(4, 4)
     dx = kern.col2im(cols, (1, 1, 3, 3), 2, 2, 1, 0)
-    expected = np.array([[0, 5, 5],
-                         [10, 30, 20],
-                         [10, 25, 15]], dtype=np.float32).reshape(1, 1, 3, 3)
+    expected = np.array([[0, 5, 5], [10, 30, 20], [10, 25, 15]], dtype=np.float32).reshape(
+        1, 1, 3, 3
+    )
     np.testing.assert_array_equal(dx, expected)
 
 
@@ -80,9 +76,9 @@ def test_col2im_drops_padding_by_hand(kern):
     dx = kern.col2im(cols, (1, 1, 3, 3), 2, 2, 2, 1)
     # pixel (h, w) sits at padded (h+1, w+1): window (oh, ow) = ((h+1)//2, (w+1)//2),
     # offset (i, j) = ((h+1)%2, (w+1)%2), entry cols[2i + j, 2oh + ow] = 4*(2i+j) + 2oh + ow + 1
-    expected = np.array([[13, 10, 14],
-                         [7, 4, 8],
-                         [15, 12, 16]], dtype=np.float64).reshape(1, 1, 3, 3)
+    expected = np.array([[13, 10, 14], [7, 4, 8], [15, 12, 16]], dtype=np.float64).reshape(
+        1, 1, 3, 3
+    )
     np.testing.assert_array_equal(dx, expected)
 
 
@@ -132,7 +128,7 @@ def test_col2im_is_the_adjoint_of_im2col(geometry, dtype, seed):
         dx = kern.col2im(c, shape, kh, kw, stride, padding)
         assert dx.dtype == dtype and dx.shape == shape
         lhs, rhs = np.vdot(cols.astype(np.float64), c), np.vdot(x.astype(np.float64), dx)
-        scale = np.vdot(np.abs(cols), np.abs(c))        # size of the sum's terms
+        scale = np.vdot(np.abs(cols), np.abs(c))  # size of the sum's terms
         tol = 1e-6 if dtype == np.float32 else 1e-12
         assert abs(lhs - rhs) <= tol * scale + 1e-30
 
@@ -151,11 +147,14 @@ def test_numba_col2im_equals_numpy(geometry, dtype, seed):
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * 10)
 
 
-@pytest.mark.parametrize("shape, k, stride, padding, out_hw", [
-    ((2, 3, 227, 227), 11, 4, 0, 55),    # conv1
-    ((2, 4, 27, 27), 5, 1, 2, 27),       # conv2
-    ((2, 4, 13, 13), 3, 1, 1, 13),       # conv3-5
-])
+@pytest.mark.parametrize(
+    "shape, k, stride, padding, out_hw",
+    [
+        ((2, 3, 227, 227), 11, 4, 0, 55),  # conv1
+        ((2, 4, 27, 27), 5, 1, 2, 27),  # conv2
+        ((2, 4, 13, 13), 3, 1, 1, 13),  # conv3-5
+    ],
+)
 def test_alexnet_geometry_numba_equals_numpy(shape, k, stride, padding, out_hw):
     rng = np.random.default_rng(7)
     x = rng.standard_normal(shape).astype(np.float32)
@@ -163,9 +162,12 @@ def test_alexnet_geometry_numba_equals_numpy(shape, k, stride, padding, out_hw):
     assert cols.shape == (shape[1] * k * k, shape[0] * out_hw * out_hw)
     np.testing.assert_array_equal(cols, REFERENCE.im2col(x, k, k, stride, padding))
     c = rng.standard_normal(cols.shape).astype(np.float32)
-    np.testing.assert_allclose(NUMBA.col2im(c, shape, k, k, stride, padding),
-                               REFERENCE.col2im(c, shape, k, k, stride, padding),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        NUMBA.col2im(c, shape, k, k, stride, padding),
+        REFERENCE.col2im(c, shape, k, k, stride, padding),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 # ------------------------------------------------------------- buffers, inputs, errors
@@ -195,15 +197,16 @@ def test_inputs_are_not_modified(kern):
 @BACKENDS
 def test_non_contiguous_input(kern):
     x = np.random.default_rng(4).standard_normal((3, 4, 6, 5)).astype(np.float32)
-    view = x[:, ::2]                         # (3, 2, 6, 5), not contiguous
-    np.testing.assert_array_equal(kern.im2col(view, 2, 3, 1, 0),
-                                  definition_im2col(np.ascontiguousarray(view), 2, 3, 1, 0))
+    view = x[:, ::2]  # (3, 2, 6, 5), not contiguous
+    np.testing.assert_array_equal(
+        kern.im2col(view, 2, 3, 1, 0), definition_im2col(np.ascontiguousarray(view), 2, 3, 1, 0)
+    )
 
 
 @BACKENDS
 def test_clear_errors(kern):
     with pytest.raises(ValueError, match="does not fit"):
-        kern.im2col(X3, 4, 4, 1, 0)                 # kernel larger than the 3x3 image
+        kern.im2col(X3, 4, 4, 1, 0)  # kernel larger than the 3x3 image
     with pytest.raises(ValueError, match=r"C\*KH\*KW, N\*OH\*OW"):
         kern.col2im(np.zeros((4, 5), np.float32), (1, 1, 3, 3), 2, 2, 1, 0)
     with pytest.raises(ValueError, match="out must be"):

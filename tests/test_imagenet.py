@@ -3,6 +3,7 @@
 Every dataset here is a few tiny images generated in ``tmp_path``; the caches go to
 ``tmp_path`` too (never to the user's home).
 """
+
 import hashlib
 import os
 
@@ -14,7 +15,7 @@ from minialexnet.data import imagenet, subsets
 from minialexnet.data.folders import DataError, inspect_layout, read_val_labels
 from minialexnet.data.imagenet import find_imagenet_root, open_dataset, stratified_holdout
 
-WNIDS = ["n01440764", "n01443537", "n01484850"]        # tench, goldfish, great white shark
+WNIDS = ["n01440764", "n01443537", "n01484850"]  # tench, goldfish, great white shark
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 
@@ -75,12 +76,14 @@ def quiet(*_):
 
 # -- the ImageNet layout ---------------------------------------------------------------------
 
+
 def test_imagenet_layout_with_val_class_folders(tmp_path):
     root = tmp_path / "imagenet"
     make_tree(root, {WNIDS[2]: 3, WNIDS[0]: 2, WNIDS[1]: 4}, {w: 2 for w in WNIDS})
-    train, val, stats = open_dataset(root, image_size=8, cache_dir=tmp_path / "c", workers=1,
-                                     log=quiet)
-    assert train.class_names == sorted(WNIDS)          # indices follow the sorted wnids
+    train, val, stats = open_dataset(
+        root, image_size=8, cache_dir=tmp_path / "c", workers=1, log=quiet
+    )
+    assert train.class_names == sorted(WNIDS)  # indices follow the sorted wnids
     assert train.labels.tolist() == [0, 0, 1, 1, 1, 1, 2, 2, 2]
     assert val.labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert train.images.shape == (9, 3, 8, 8) and train.images.dtype == np.uint8
@@ -90,8 +93,9 @@ def test_imagenet_layout_with_val_class_folders(tmp_path):
     assert abs(int(train.images[-1, 0].mean()) - 100) <= 3
     assert stats.mean.shape == (3, 8, 8)
     # The mean image is the training images' mean (not the val images').
-    np.testing.assert_allclose(stats.mean, np.asarray(train.images, np.float64).mean(axis=0),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        stats.mean, np.asarray(train.images, np.float64).mean(axis=0), atol=1e-4
+    )
 
 
 def test_any_folder_of_class_folders_holds_out_validation(tmp_path):
@@ -99,10 +103,17 @@ def test_any_folder_of_class_folders_holds_out_validation(tmp_path):
     for cls, n in (("cats", 10), ("dogs", 5), ("the bird", 1)):
         for i in range(n):
             write_image(photos / cls / f"IMG_{i:04d}.jpg", (20 * i, 100, 50))
-    write_image(photos / ".thumbnails" / "x.jpg")             # hidden: never a class
+    write_image(photos / ".thumbnails" / "x.jpg")  # hidden: never a class
     (photos / "cats" / "notes.txt").write_text("not an image")  # ignored
-    train, val, stats = open_dataset(photos, image_size=8, val_fraction=0.2, seed=3,
-                                     cache_dir=tmp_path / "c", workers=1, log=quiet)
+    train, val, stats = open_dataset(
+        photos,
+        image_size=8,
+        val_fraction=0.2,
+        seed=3,
+        cache_dir=tmp_path / "c",
+        workers=1,
+        log=quiet,
+    )
     assert train.class_names == ["cats", "dogs", "the bird"]
     # cats: round(0.2*10) = 2 held out; dogs: round(1.0) = 1; a single bird stays in train.
     assert np.bincount(val.labels, minlength=3).tolist() == [2, 1, 0]
@@ -111,6 +122,7 @@ def test_any_folder_of_class_folders_holds_out_validation(tmp_path):
 
 
 # -- layout mistakes -------------------------------------------------------------------------
+
 
 def _flat_train(root):
     write_image(root / "train" / "a.JPEG")
@@ -173,26 +185,34 @@ def _a_file(root):
     return write_image(root / "a.jpg")
 
 
-@pytest.mark.parametrize("build, expected", [
-    (_flat_train, "holds 1 image(s) directly"),
-    (_tars, "extract them first"),
-    (_train_is_root, "points at the train/ folder itself"),
-    (_val_is_root, "points at the val/ folder itself"),
-    (_empty_class, f"{WNIDS[1]} has no images"),
-    (_class_of_text_files, "endings not read as images: .heic"),
-    (_flat_val_without_labels, "pass --val-labels"),
-    (_empty_val, "validation folder"),
-    (_val_only, "no train/ folder"),
-    (_kaggle, "Kaggle"),
-    (_loose_images, "no class folders"),
-    (_missing, "does not exist"),
-    (_a_file, "is a file"),
-])
+@pytest.mark.parametrize(
+    "build, expected",
+    [
+        (_flat_train, "holds 1 image(s) directly"),
+        (_tars, "extract them first"),
+        (_train_is_root, "points at the train/ folder itself"),
+        (_val_is_root, "points at the val/ folder itself"),
+        (_empty_class, f"{WNIDS[1]} has no images"),
+        (_class_of_text_files, "endings not read as images: .heic"),
+        (_flat_val_without_labels, "pass --val-labels"),
+        (_empty_val, "validation folder"),
+        (_val_only, "no train/ folder"),
+        (_kaggle, "Kaggle"),
+        (_loose_images, "no class folders"),
+        (_missing, "does not exist"),
+        (_a_file, "is a file"),
+    ],
+)
 def test_layout_mistakes_give_clear_errors(tmp_path, build, expected):
     root = tmp_path / "data"
     data_dir = build(root) or root
-    with pytest.raises(DataError, match=expected.replace("(", r"\(").replace(")", r"\)")
-                       .replace(".", r"\.").replace("?", r"\?")):
+    with pytest.raises(
+        DataError,
+        match=expected.replace("(", r"\(")
+        .replace(")", r"\)")
+        .replace(".", r"\.")
+        .replace("?", r"\?"),
+    ):
         open_dataset(data_dir, image_size=8, cache_dir=tmp_path / "c", workers=1, log=quiet)
 
 
@@ -201,8 +221,8 @@ def test_layout_error_message_is_actionable(tmp_path):
     with pytest.raises(DataError) as info:
         open_dataset(tmp_path / "data", image_size=8, cache_dir=tmp_path / "c", log=quiet)
     message = str(info.value)
-    assert str(tmp_path / "data" / "train" / WNIDS[1]) in message   # where
-    assert "add images or delete" in message                         # what to do
+    assert str(tmp_path / "data" / "train" / WNIDS[1]) in message  # where
+    assert "add images or delete" in message  # what to do
 
 
 def test_val_classes_must_match_train(tmp_path):
@@ -214,14 +234,15 @@ def test_val_classes_must_match_train(tmp_path):
 
 # -- subsets ---------------------------------------------------------------------------------
 
+
 def test_shipped_lists():
     in100 = subsets.resolve_subset("imagenet-100")
     in1k = subsets.resolve_subset("imagenet-1k")
     assert len(in100) == 100 and in100 == sorted(in100)
     assert len(in1k) == 1000 and in1k == subsets.imagenet1000()
     assert set(in100) <= set(in1k)
-    assert in1k[0] == "n01440764" and in1k[999] == "n15075141"   # tench ... toilet tissue
-    assert subsets.resolve_subset("ImageNet100") == in100        # spelling variants
+    assert in1k[0] == "n01440764" and in1k[999] == "n15075141"  # tench ... toilet tissue
+    assert subsets.resolve_subset("ImageNet100") == in100  # spelling variants
     assert subsets.display_name("n01440764") == "tench (n01440764)"
     assert subsets.display_name("n02012849") != subsets.display_name("n03126707")  # 2 cranes
     assert subsets.display_name("my cat") == "my cat"
@@ -240,8 +261,9 @@ def test_subset_file_selects_sorted_classes(tmp_path):
     make_tree(root, {w: 2 for w in WNIDS}, {w: 1 for w in WNIDS})
     wnids_txt = tmp_path / "wnids.txt"
     wnids_txt.write_text(f"# my two classes\n{WNIDS[2]} shark\n\n{WNIDS[0]}\n")
-    train, val, _ = open_dataset(root, subset=wnids_txt, image_size=8,
-                                 cache_dir=tmp_path / "c", log=quiet)
+    train, val, _ = open_dataset(
+        root, subset=wnids_txt, image_size=8, cache_dir=tmp_path / "c", log=quiet
+    )
     assert train.class_names == [WNIDS[0], WNIDS[2]]
     assert train.labels.tolist() == [0, 0, 1, 1] and val.labels.tolist() == [0, 1]
 
@@ -250,23 +272,27 @@ def test_subset_missing_wnid_is_named(tmp_path):
     root = tmp_path / "data"
     in100 = subsets.resolve_subset("imagenet-100")
     make_tree(root, {w: 1 for w in WNIDS + in100[:3]}, {w: 1 for w in WNIDS})
-    with pytest.raises(DataError, match=f"97 of its 100 classes have no folder.*: {in100[3]}, "
-                                        f"{in100[4]}") as info:
-        open_dataset(root, subset="imagenet-100", image_size=8, cache_dir=tmp_path / "c",
-                     log=quiet)
+    with pytest.raises(
+        DataError, match=f"97 of its 100 classes have no folder.*: {in100[3]}, {in100[4]}"
+    ) as info:
+        open_dataset(
+            root, subset="imagenet-100", image_size=8, cache_dir=tmp_path / "c", log=quiet
+        )
     assert "and 87 more" in str(info.value)
     wnids_txt = tmp_path / "wnids.txt"
     wnids_txt.write_text(f"{WNIDS[0]}\nn09999999\n")
     with pytest.raises(DataError, match="n09999999"):
-        open_dataset(root, subset=wnids_txt, image_size=8, cache_dir=tmp_path / "c2",
-                     log=quiet)
+        open_dataset(root, subset=wnids_txt, image_size=8, cache_dir=tmp_path / "c2", log=quiet)
 
 
-@pytest.mark.parametrize("subset, expected", [
-    ("imagenet-7", "neither a known subset"),
-    ("{dup}", "listed twice"),
-    ("{empty}", "lists no classes"),
-])
+@pytest.mark.parametrize(
+    "subset, expected",
+    [
+        ("imagenet-7", "neither a known subset"),
+        ("{dup}", "listed twice"),
+        ("{empty}", "lists no classes"),
+    ],
+)
 def test_bad_subsets(tmp_path, subset, expected):
     (tmp_path / "dup.txt").write_text("n01440764\nn01440764\n")
     (tmp_path / "empty.txt").write_text("# nothing\n")
@@ -276,6 +302,7 @@ def test_bad_subsets(tmp_path, subset, expected):
 
 
 # -- a flat val/ and its labels file ---------------------------------------------------------
+
 
 def _flat(tmp_path, classes=WNIDS):
     root = tmp_path / "data"
@@ -287,12 +314,14 @@ def test_flat_val_with_filename_wnid_file(tmp_path):
     root, flat = _flat(tmp_path)
     labels = tmp_path / "my labels.txt"
     labels.write_text("".join(f"{name} {cls}\n" for name, cls in reversed(flat)))
-    _, val, _ = open_dataset(root, image_size=8, cache_dir=tmp_path / "c", log=quiet,
-                             val_labels=labels)
+    _, val, _ = open_dataset(
+        root, image_size=8, cache_dir=tmp_path / "c", log=quiet, val_labels=labels
+    )
     assert val.labels.tolist() == [0, 0, 1, 1, 2, 2]
     # Each val image keeps its colour: class k was written with red 40k+20.
-    np.testing.assert_allclose(val.images[:, 0].mean(axis=(1, 2)),
-                               [20, 20, 60, 60, 100, 100], atol=3)
+    np.testing.assert_allclose(
+        val.images[:, 0].mean(axis=(1, 2)), [20, 20, 60, 60, 100, 100], atol=3
+    )
 
 
 def test_flat_val_labels_found_in_root_and_subset_drops_other_classes(tmp_path):
@@ -303,8 +332,9 @@ def test_flat_val_labels_found_in_root_and_subset_drops_other_classes(tmp_path):
     wnids_txt = tmp_path / "two.txt"
     wnids_txt.write_text(f"{WNIDS[1]}\n{WNIDS[2]}\n")
     logged = []
-    _, val, _ = open_dataset(root, subset=wnids_txt, image_size=8, cache_dir=tmp_path / "c",
-                             log=logged.append)
+    _, val, _ = open_dataset(
+        root, subset=wnids_txt, image_size=8, cache_dir=tmp_path / "c", log=logged.append
+    )
     assert val.class_names == WNIDS[1:] and val.labels.tolist() == [0, 0, 1, 1]
     assert any("2 of other classes left out" in line for line in logged)
 
@@ -313,10 +343,12 @@ def test_labels_file_formats(tmp_path):
     names = ["ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000002.JPEG"]
     own = ["cat", "dog"]
     kaggle = tmp_path / "LOC_val_solution.csv"
-    kaggle.write_text("ImageId,PredictionString\nILSVRC2012_val_00000002,n01443537 1 2 3 4 "
-                      "n01443537 5 6 7 8\nILSVRC2012_val_00000001,n01440764 1 2 3 4\n")
+    kaggle.write_text(
+        "ImageId,PredictionString\nILSVRC2012_val_00000002,n01443537 1 2 3 4 "
+        "n01443537 5 6 7 8\nILSVRC2012_val_00000001,n01440764 1 2 3 4\n"
+    )
     assert read_val_labels(str(kaggle), names, own) == ["n01440764", "n01443537"]
-    indices = tmp_path / "idx.txt"                  # integers index the given class list
+    indices = tmp_path / "idx.txt"  # integers index the given class list
     indices.write_text("val/ILSVRC2012_val_00000001.JPEG 1\nILSVRC2012_val_00000002 0\n")
     assert read_val_labels(str(indices), names, own) == ["dog", "cat"]
     devkit = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
@@ -327,13 +359,16 @@ def test_labels_file_formats(tmp_path):
         read_val_labels(str(devkit), names + ["x.JPEG"], own)
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("ILSVRC2012_val_00000001.JPEG n01440764\n", "1 val image\\(s\\) have no label"),
-    ("only-a-name.JPEG\n", "expected 'filename class'"),
-    ("a.JPEG\tb\tc\n", "expected 'filename class'"),
-    ("ILSVRC2012_val_00000001.JPEG 7\nILSVRC2012_val_00000002.JPEG 0\n", "out of range"),
-    ("", "is empty"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("ILSVRC2012_val_00000001.JPEG n01440764\n", "1 val image\\(s\\) have no label"),
+        ("only-a-name.JPEG\n", "expected 'filename class'"),
+        ("a.JPEG\tb\tc\n", "expected 'filename class'"),
+        ("ILSVRC2012_val_00000001.JPEG 7\nILSVRC2012_val_00000002.JPEG 0\n", "out of range"),
+        ("", "is empty"),
+    ],
+)
 def test_bad_labels_files(tmp_path, content, expected):
     labels = tmp_path / "labels.txt"
     labels.write_text(content)
@@ -356,6 +391,7 @@ def test_explicit_labels_file_must_exist(tmp_path):
 
 
 # -- the stratified hold-out -----------------------------------------------------------------
+
 
 def test_stratified_holdout_counts_and_determinism():
     labels = np.repeat(np.arange(4), [10, 3, 2, 1])
@@ -396,7 +432,7 @@ def test_holdout_split_is_reproducible_through_open_dataset(tmp_path):
     assert np.array_equal(np.asarray(val1.images), np.asarray(val2.images))
     assert len(val3) == len(val1) == 6
     reds = [sorted(np.asarray(v.images)[:, 0, 0, 0].tolist()) for v in (val1, val3)]
-    assert reds[0] != reds[1]          # another seed holds out other images (here it does)
+    assert reds[0] != reds[1]  # another seed holds out other images (here it does)
 
 
 def test_too_few_images_to_hold_out(tmp_path):
@@ -409,17 +445,25 @@ def test_too_few_images_to_hold_out(tmp_path):
 
 # -- finding ImageNet ------------------------------------------------------------------------
 
+
 def test_imagenet_not_found_explains_where_it_looked(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)                     # no data/imagenet here
+    monkeypatch.chdir(tmp_path)  # no data/imagenet here
     for var in imagenet.ENV_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(imagenet, "DEFAULT_LOCATIONS", (str(tmp_path / "nowhere"),))
     with pytest.raises(DataError) as info:
         open_dataset(None, subset="imagenet-100", log=quiet)
     message = str(info.value)
-    for needle in (str(tmp_path / "data" / "imagenet"), "data/README.md",
-                   "$MINIALEXNET_DATA (not set)", str(tmp_path / "nowhere"), "--data-dir",
-                   "MINIALEXNET_DATA=", "cannot be downloaded automatically", "image-net.org"):
+    for needle in (
+        str(tmp_path / "data" / "imagenet"),
+        "data/README.md",
+        "$MINIALEXNET_DATA (not set)",
+        str(tmp_path / "nowhere"),
+        "--data-dir",
+        "MINIALEXNET_DATA=",
+        "cannot be downloaded automatically",
+        "image-net.org",
+    ):
         assert needle in message
     assert isinstance(info.value, ValueError)
     with pytest.raises(DataError, match="no data folder given"):
@@ -429,7 +473,7 @@ def test_imagenet_not_found_explains_where_it_looked(tmp_path, monkeypatch):
 def test_imagenet_found_through_environment(tmp_path, monkeypatch):
     root = tmp_path / "in"
     make_tree(root, {WNIDS[0]: 1}, {WNIDS[0]: 1})
-    monkeypatch.chdir(tmp_path)                     # no data/imagenet here
+    monkeypatch.chdir(tmp_path)  # no data/imagenet here
     monkeypatch.delenv("MINIALEXNET_DATA", raising=False)
     monkeypatch.setenv("IMAGENET_ROOT", str(root))
     assert find_imagenet_root() == str(root)
@@ -445,19 +489,24 @@ def test_data_imagenet_in_the_current_folder_is_looked_at_first(tmp_path, monkey
     clone = tmp_path / "clone"
     os.makedirs(clone / "data")
     monkeypatch.chdir(clone)
-    assert find_imagenet_root() == str(elsewhere)             # data/ without imagenet/train
-    make_tree(clone / "data" / "imagenet", {WNIDS[0]: 2, WNIDS[1]: 1},
-              {WNIDS[0]: 1, WNIDS[1]: 1})
-    assert find_imagenet_root() == str(clone / "data" / "imagenet")   # before the variable
-    (tmp_path / "two.txt").write_text(WNIDS[0] + "\n" + WNIDS[1] + "\n")   # a subset
+    assert find_imagenet_root() == str(elsewhere)  # data/ without imagenet/train
+    make_tree(clone / "data" / "imagenet", {WNIDS[0]: 2, WNIDS[1]: 1}, {WNIDS[0]: 1, WNIDS[1]: 1})
+    assert find_imagenet_root() == str(clone / "data" / "imagenet")  # before the variable
+    (tmp_path / "two.txt").write_text(WNIDS[0] + "\n" + WNIDS[1] + "\n")  # a subset
     logged = []
-    train, val, _ = open_dataset(None, subset=tmp_path / "two.txt", image_size=8,
-                                 cache_dir=tmp_path / "c", log=logged.append)
+    train, val, _ = open_dataset(
+        None,
+        subset=tmp_path / "two.txt",
+        image_size=8,
+        cache_dir=tmp_path / "c",
+        log=logged.append,
+    )
     assert (len(train), len(val)) == (3, 2)
     assert f"found ImageNet at {clone / 'data' / 'imagenet'}" in logged
 
 
 # -- the user's data is never modified -------------------------------------------------------
+
 
 def test_data_folder_is_never_modified(tmp_path):
     root = tmp_path / "data"
@@ -467,10 +516,10 @@ def test_data_folder_is_never_modified(tmp_path):
     before = tree_digest(root)
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
         open_dataset(root, image_size=8, workers=1, log=quiet)
-    open_dataset(root, image_size=8, workers=1, log=quiet)                  # reuse
+    open_dataset(root, image_size=8, workers=1, log=quiet)  # reuse
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
         open_dataset(root, image_size=8, workers=2, log=quiet, cache_dir=tmp_path / "explicit")
-    assert tree_digest(root) == before                      # same files, bytes and mtimes
+    assert tree_digest(root) == before  # same files, bytes and mtimes
     assert sorted(os.listdir(root)) == ["train", "val"]
     # The default cache went to $MINIALEXNET_CACHE, outside the data folder.
     assert os.listdir(tmp_path / "default-cache")
@@ -482,7 +531,7 @@ def test_prepared_cache_can_stand_in_for_the_data(tmp_path):
     train, val, stats = open_dataset(root, image_size=8, cache_dir=tmp_path / "c", log=quiet)
     moved = tmp_path / "copied-cache"
     os.rename(tmp_path / "c", moved)
-    os.rename(root, tmp_path / "gone")                       # the images are not needed
+    os.rename(root, tmp_path / "gone")  # the images are not needed
     train2, val2, stats2 = open_dataset(moved, image_size=8, log=quiet)
     assert np.array_equal(np.asarray(train.images), np.asarray(train2.images))
     assert np.array_equal(val.labels, val2.labels)
@@ -497,16 +546,22 @@ def test_a_cache_inside_the_data_folder_is_not_taken_for_a_class(tmp_path):
         for i in range(3):
             write_image(photos / cls / f"{i}.jpg", (60 * i, 0, 0))
     for _ in range(2):
-        train, _, _ = open_dataset(photos, image_size=8, val_fraction=0.34,
-                                   cache_dir=photos / "cache", log=quiet)
+        train, _, _ = open_dataset(
+            photos, image_size=8, val_fraction=0.34, cache_dir=photos / "cache", log=quiet
+        )
         assert train.class_names == ["a", "b"]
 
 
 def test_dataset_record_for_checkpoints(tmp_path):
     assert imagenet.dataset_record() == {"kind": "synthetic"}
     assert imagenet.dataset_record("~/in", "ImageNet100", 0.2, 3) == {
-        "kind": "folder", "data_dir": os.path.expanduser("~/in"), "subset": "imagenet-100",
-        "val_fraction": 0.2, "seed": 3, "val_labels": None}
+        "kind": "folder",
+        "data_dir": os.path.expanduser("~/in"),
+        "subset": "imagenet-100",
+        "val_fraction": 0.2,
+        "seed": 3,
+        "val_labels": None,
+    }
     (tmp_path / "w.txt").write_text("n01440764\n")
     record = imagenet.dataset_record(None, tmp_path / "w.txt")
     assert record["subset"] == str(tmp_path / "w.txt") and record["data_dir"] is None

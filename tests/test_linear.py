@@ -1,4 +1,5 @@
 """Linear and Flatten: hand-computed cases, gradient checks, shapes, dtypes and errors."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -24,9 +25,9 @@ def test_linear_by_hand():
     np.testing.assert_array_equal(y, [[7.5, 6], [8.5, -1]])
     dy = np.array([[1, -2], [3, 0.5]], dtype=np.float32)
     dx = layer.backward(dy)
-    np.testing.assert_array_equal(dx, [[1, 4, -5], [3, 5.5, 11]])              # dy W
+    np.testing.assert_array_equal(dx, [[1, 4, -5], [3, 5.5, 11]])  # dy W
     np.testing.assert_array_equal(layer.grads["W"], [[-2, 9, 5], [-2.5, 1.5, -3.5]])  # dy^T x
-    np.testing.assert_array_equal(layer.grads["b"], [4, -1.5])                 # sum over batch
+    np.testing.assert_array_equal(layer.grads["b"], [4, -1.5])  # sum over batch
     assert y.dtype == dx.dtype == np.float32
 
 
@@ -57,8 +58,13 @@ def test_linear_gradients_match_finite_differences(n, d_in, d_out, seed):
 
 
 @settings(max_examples=10)
-@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 5),
-       st.integers(0, 2**32 - 1))
+@given(
+    st.integers(1, 3),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.integers(1, 5),
+    st.integers(0, 2**32 - 1),
+)
 def test_flatten_then_linear_gradients(n, c, h, w, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w))
@@ -73,12 +79,12 @@ def test_fc6_shape_params_and_macs_and_a_sampled_gradient_check():
     rng = np.random.default_rng(1)
     fc6 = Linear(9216, 4096, rng=rng)
     assert fc6.output_shape((9216,)) == (4096,)
-    assert sum(p.size for p in fc6.params.values()) == 37_752_832          # docs/design.md §3
+    assert sum(p.size for p in fc6.params.values()) == 37_752_832  # docs/design.md §3
     assert fc6.macs((9216,)) == 9216 * 4096
     assert fc6.params["W"].shape == (4096, 9216) and fc6.params["W"].dtype == np.float32
-    assert abs(fc6.params["W"].std() - 0.01) < 1e-4                        # N(0, 0.01^2), §5
+    assert abs(fc6.params["W"].std() - 0.01) < 1e-4  # N(0, 0.01^2), §5
     np.testing.assert_array_equal(fc6.params["b"], 0)
-    small = Linear(9216, 8, rng=rng)                 # fc6's fan-in, few outputs: fast
+    small = Linear(9216, 8, rng=rng)  # fc6's fan-in, few outputs: fast
     errors = check_layer(small, rng.standard_normal((2, 9216)), rng=rng, max_entries=30)
     assert max(errors.values()) < 1e-6, errors
 
@@ -101,9 +107,9 @@ def test_backward_does_not_modify_inputs_and_keeps_dtype():
 def test_linear_clear_errors():
     layer = Linear(12, 3)
     with pytest.raises(ValueError, match="Flatten"):
-        layer.forward(np.zeros((2, 3, 2, 2), np.float32))      # maps, not vectors
+        layer.forward(np.zeros((2, 3, 2, 2), np.float32))  # maps, not vectors
     with pytest.raises(ValueError, match="expects 12 features.*Linear\\(10, 3\\)"):
-        layer.forward(np.zeros((2, 10), np.float32))           # wrong feature count
+        layer.forward(np.zeros((2, 10), np.float32))  # wrong feature count
     with pytest.raises(TypeError, match="float32"):
         layer.forward(np.zeros((2, 12), np.int32))
     with pytest.raises(RuntimeError, match="before forward"):

@@ -4,6 +4,7 @@ The hand cases use alpha = 1 and k = 1, so that every term of every window chang
 a window that is one channel too wide or too narrow, a sum divided by ``size`` (the
 Caffe/PyTorch convention) or a window that leaks across groups all give different numbers.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,6 +30,7 @@ def column(*values, dtype=np.float64):
 # Hand-computed cases
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_three_channels_by_hand(backend):
     # a = (1, 2, 3), size 3 (window i-1..i+1), alpha = beta = k = 1:
@@ -46,7 +48,7 @@ def test_paper_beta_and_wide_window_by_hand(backend):
     # size 5 covers all three channels from each of them: base 1 + 14 = 15 everywhere.
     with use_backend(backend):
         y = LocalResponseNorm(size=5, alpha=1.0, beta=0.75, k=1.0).forward(column(1, 2, 3))
-    np.testing.assert_allclose(y.ravel(), np.array([1, 2, 3]) / 15 ** 0.75, rtol=1e-12)
+    np.testing.assert_allclose(y.ravel(), np.array([1, 2, 3]) / 15**0.75, rtol=1e-12)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -56,7 +58,8 @@ def test_groups_keep_windows_inside_each_half_by_hand(backend):
     # (with groups=1, channel 1 would see 1 + 1 + 4 + 9 = 15 instead).
     with use_backend(backend):
         y = LocalResponseNorm(size=3, alpha=1.0, beta=1.0, k=1.0, groups=2).forward(
-            column(1, 2, 3, 4))
+            column(1, 2, 3, 4)
+        )
     np.testing.assert_allclose(y.ravel(), [1 / 6, 2 / 6, 3 / 26, 4 / 26], rtol=1e-12)
 
 
@@ -69,9 +72,11 @@ def test_backward_by_hand(backend):
     y = np.array([1 / 6, 2 / 15, 3 / 14])
     dy = np.array([1.0, -2.0, 0.5])
     t = dy * y / s
-    expected = [1 / 6 - 2 * 1 * (t[0] + t[1]),
-                -2 / 15 - 2 * 2 * (t[0] + t[1] + t[2]),
-                0.5 / 14 - 2 * 3 * (t[1] + t[2])]
+    expected = [
+        1 / 6 - 2 * 1 * (t[0] + t[1]),
+        -2 / 15 - 2 * 2 * (t[0] + t[1] + t[2]),
+        0.5 / 14 - 2 * 3 * (t[1] + t[2]),
+    ]
     with use_backend(backend):
         layer = LocalResponseNorm(size=3, alpha=1.0, beta=1.0, k=1.0)
         layer.forward(column(1, 2, 3))
@@ -96,17 +101,25 @@ def test_size_one_normalizes_each_channel_by_itself():
 # Properties over random shapes and loud constants
 # --------------------------------------------------------------------------------------------
 
+
 @st.composite
 def lrn_cases(draw, max_group_channels=7, max_side=6):
     """A layer with loud constants and an input of random (odd, non-square) shape."""
     groups = draw(st.sampled_from([1, 2]))
     channels = groups * draw(st.integers(1, max_group_channels))
-    shape = (draw(st.integers(1, 3)), channels,
-             draw(st.integers(1, max_side)), draw(st.integers(1, max_side)))
-    layer = LocalResponseNorm(size=draw(st.sampled_from([1, 3, 5, 7])),
-                              alpha=draw(st.floats(1e-4, 1.0)),
-                              beta=draw(st.floats(0.5, 1.0)),
-                              k=draw(st.floats(0.5, 3.0)), groups=groups)
+    shape = (
+        draw(st.integers(1, 3)),
+        channels,
+        draw(st.integers(1, max_side)),
+        draw(st.integers(1, max_side)),
+    )
+    layer = LocalResponseNorm(
+        size=draw(st.sampled_from([1, 3, 5, 7])),
+        alpha=draw(st.floats(1e-4, 1.0)),
+        beta=draw(st.floats(0.5, 1.0)),
+        k=draw(st.floats(0.5, 3.0)),
+        groups=groups,
+    )
     seed = draw(st.integers(0, 2**32 - 1))
     return layer, shape, seed
 
@@ -169,8 +182,8 @@ def test_alexnet_geometry(channels, side):
         np.testing.assert_allclose(got, ref, rtol=2e-5, atol=1e-6)
     # The halves really are separate: changing group 1's input leaves group 0's output alone.
     x2 = x.copy()
-    x2[:, channels // 2:] *= 3
-    np.testing.assert_array_equal(layer.forward(x2)[:, :channels // 2], y[:, :channels // 2])
+    x2[:, channels // 2 :] *= 3
+    np.testing.assert_array_equal(layer.forward(x2)[:, : channels // 2], y[:, : channels // 2])
     errors = check_layer(layer, x[:1].astype(np.float64), rng=rng, max_entries=40)
     assert errors["x"] < 1e-6, errors
 
@@ -197,12 +210,13 @@ def test_matches_torch_with_alpha_times_size():
 # The layer protocol: dtypes, no mutation, errors
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dtype_preserved_and_inputs_untouched(backend, dtype):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 6, 3, 4)).astype(dtype)
-    dy = rng.standard_normal(x.shape)                  # float64 upstream on purpose
+    dy = rng.standard_normal(x.shape)  # float64 upstream on purpose
     x_before, dy_before = x.copy(), dy.copy()
     with use_backend(backend):
         layer = LocalResponseNorm(groups=2)
@@ -214,11 +228,18 @@ def test_dtype_preserved_and_inputs_untouched(backend, dtype):
     assert layer.output_shape((6, 3, 4)) == (6, 3, 4) and layer.macs((6, 3, 4)) == 0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(size=4), "odd"), (dict(size=0), "size"), (dict(size=2.5), "size"),
-    (dict(alpha=-1.0), "alpha"), (dict(k=0.0), "k"), (dict(beta=float("nan")), "beta"),
-    (dict(groups=0), "groups"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(size=4), "odd"),
+        (dict(size=0), "size"),
+        (dict(size=2.5), "size"),
+        (dict(alpha=-1.0), "alpha"),
+        (dict(k=0.0), "k"),
+        (dict(beta=float("nan")), "beta"),
+        (dict(groups=0), "groups"),
+    ],
+)
 def test_bad_constructor_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LocalResponseNorm(**kwargs)

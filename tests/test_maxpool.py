@@ -1,4 +1,5 @@
 """Overlapping max pooling (§3.4): hand-computed cases, ties, then properties."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,11 +29,13 @@ def image(rows, dtype=np.float64):
 
 # 3x3 windows every 2 pixels on a 5x5 image: 2x2 outputs, windows overlap in row and
 # column 2. The 10 at (1, 2) sits in the shared column and wins both top windows.
-FIVE_BY_FIVE = [[1, 9, 2, 0, 3],
-                [4, 0, 10, 8, 1],
-                [7, 2, 6, 1, 0],
-                [0, 3, 1, 2, 9],
-                [5, 1, 0, 4, 2]]
+FIVE_BY_FIVE = [
+    [1, 9, 2, 0, 3],
+    [4, 0, 10, 8, 1],
+    [7, 2, 6, 1, 0],
+    [0, 3, 1, 2, 9],
+    [5, 1, 0, 4, 2],
+]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -45,7 +48,7 @@ def test_overlapping_3x3_stride_2_on_5x5_by_hand(backend):
         np.testing.assert_array_equal(y[0, 0], [[10, 10], [7, 9]])
         dx = layer.backward(np.array([[[[1.0, -2.0], [3.0, 0.5]]]]))
     expected = np.zeros((5, 5))
-    expected[1, 2] = 1.0 - 2.0      # the shared winner collects both windows' gradients
+    expected[1, 2] = 1.0 - 2.0  # the shared winner collects both windows' gradients
     expected[2, 0] = 3.0
     expected[3, 4] = 0.5
     np.testing.assert_array_equal(dx[0, 0], expected)
@@ -62,9 +65,7 @@ def test_argmax_holds_flat_indices_in_the_plane(backend):
 def test_ties_go_to_the_first_maximum_in_row_major_order(backend):
     # Three 7s: (0, 2) comes first row by row; (1, 0) would be first column by column
     # (or for a max taken down the columns first), (2, 2) would be the last one.
-    x = image([[0, 0, 7],
-               [7, 0, 0],
-               [0, 0, 7]])
+    x = image([[0, 0, 7], [7, 0, 0], [0, 0, 7]])
     with use_backend(backend):
         layer = MaxPool2D(3, 2)
         layer.forward(x)
@@ -89,9 +90,7 @@ def test_all_zero_region_after_relu_routes_to_each_windows_top_left(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_propagates_and_the_first_nan_wins(backend):
     nan = np.nan
-    x = image([[1, nan, 3, 4, 5, 6, 7],
-               [1, nan, 3, nan, 5, 6, 7],
-               [1, 2, 3, 4, 5, 6, 8]])
+    x = image([[1, nan, 3, 4, 5, 6, 7], [1, nan, 3, nan, 5, 6, 7], [1, 2, 3, 4, 5, 6, 8]])
     y, argmax = KERNELS[backend].maxpool_forward(x, 3, 2)
     assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 0, 0, 1]) and y[0, 0, 0, 2] == 8
     np.testing.assert_array_equal(argmax[0, 0], [[1, 1 * 7 + 3, 2 * 7 + 6]])
@@ -114,10 +113,10 @@ def test_symmetric_padding_1_on_5x5_by_hand(backend):
     np.testing.assert_array_equal(y[0, 0], [[9, 10, 8], [7, 10, 9], [5, 4, 9]])
     expected = np.zeros((5, 5))
     expected[0, 1] = 1
-    expected[1, 2] = 2 + 5          # wins windows (0, 1) and (1, 1)
+    expected[1, 2] = 2 + 5  # wins windows (0, 1) and (1, 1)
     expected[1, 3] = 3
     expected[2, 0] = 4
-    expected[3, 4] = 6 + 9          # wins windows (1, 2) and (2, 2)
+    expected[3, 4] = 6 + 9  # wins windows (1, 2) and (2, 2)
     expected[4, 0] = 7
     expected[4, 3] = 8
     np.testing.assert_array_equal(dx[0, 0], expected)
@@ -156,6 +155,7 @@ def test_padding_never_wins_even_against_minus_infinity(backend):
 # Properties
 # --------------------------------------------------------------------------------------------
 
+
 def brute_force(x, kernel_size, stride, padding=(0, 0, 0, 0)):
     """Definition by enumeration: np.argmax of each flattened window (first max, row-major),
     the window clipped to the image (padded positions are never a maximum)."""
@@ -171,7 +171,7 @@ def brute_force(x, kernel_size, stride, padding=(0, 0, 0, 0)):
                 for ow in range(out_w):
                     r0, c0 = oh * stride - top, ow * stride - left
                     r1, c1 = max(r0, 0), max(c0, 0)
-                    window = x[i, ch, r1:r0 + kernel_size, c1:c0 + kernel_size]
+                    window = x[i, ch, r1 : r0 + kernel_size, c1 : c0 + kernel_size]
                     r, s = divmod(int(np.argmax(window)), window.shape[1])
                     y[i, ch, oh, ow] = window[r, s]
                     argmax[i, ch, oh, ow] = (r1 + r) * w + c1 + s
@@ -183,10 +183,13 @@ def pool_cases(draw, padded=True):
     kernel_size = draw(st.integers(1, 4))
     stride = draw(st.integers(1, 3))
     pad = st.integers(0, kernel_size - 1) if padded else st.just(0)
-    padding = tuple(draw(pad) for _ in range(4))       # (top, left, bottom, right)
-    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 5)),
-             draw(st.integers(max(1, kernel_size - padding[0] - padding[2]), 11)),
-             draw(st.integers(max(1, kernel_size - padding[1] - padding[3]), 11)))
+    padding = tuple(draw(pad) for _ in range(4))  # (top, left, bottom, right)
+    shape = (
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 5)),
+        draw(st.integers(max(1, kernel_size - padding[0] - padding[2]), 11)),
+        draw(st.integers(max(1, kernel_size - padding[1] - padding[3]), 11)),
+    )
     return kernel_size, stride, padding, shape, draw(st.integers(0, 2**32 - 1))
 
 
@@ -194,7 +197,7 @@ def pool_cases(draw, padded=True):
 def test_both_kernels_match_the_brute_force_definition(case, with_ties):
     kernel_size, stride, padding, shape, seed = case
     rng = np.random.default_rng(seed)
-    if with_ties:        # few distinct values: many ties, resolved as in np.argmax
+    if with_ties:  # few distinct values: many ties, resolved as in np.argmax
         x = rng.integers(0, 3, size=shape).astype(np.float32)
     else:
         x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float32)
@@ -237,15 +240,19 @@ def test_padded_gradient_matches_finite_differences(backend, case):
     rng = np.random.default_rng(seed)
     x = distinct_values(rng, shape)
     with use_backend(backend):
-        errors = check_layer(MaxPool2D(kernel_size, stride, padding), x, rng=rng,
-                             max_entries=60)
+        errors = check_layer(MaxPool2D(kernel_size, stride, padding), x, rng=rng, max_entries=60)
     assert errors["x"] < 1e-6, errors
 
 
-@pytest.mark.parametrize("channels, side, out, padding", [
-    (96, 55, 27, 0), (256, 27, 13, 0), (256, 13, 6, 0),
-    (256, 12, 6, (0, 0, 1, 1)),     # BVLC AlexNet's pool5 on 224x224 inputs (Caffe ceil mode)
-])
+@pytest.mark.parametrize(
+    "channels, side, out, padding",
+    [
+        (96, 55, 27, 0),
+        (256, 27, 13, 0),
+        (256, 13, 6, 0),
+        (256, 12, 6, (0, 0, 1, 1)),  # BVLC AlexNet's pool5 on 224x224 inputs (Caffe ceil mode)
+    ],
+)
 def test_alexnet_geometry(channels, side, out, padding):
     rng = np.random.default_rng(side)
     x = rng.standard_normal((2, channels, side, side)).astype(np.float32)
@@ -265,8 +272,11 @@ def test_alexnet_geometry(channels, side, out, padding):
 def test_matches_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(3)
-    for kernel_size, stride, shape in [(3, 2, (2, 3, 9, 7)), (2, 2, (1, 2, 6, 8)),
-                                       (3, 1, (1, 1, 5, 4))]:
+    for kernel_size, stride, shape in [
+        (3, 2, (2, 3, 9, 7)),
+        (2, 2, (1, 2, 6, 8)),
+        (3, 1, (1, 1, 5, 4)),
+    ]:
         x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float64)
         layer = MaxPool2D(kernel_size, stride)
         y = layer.forward(x)
@@ -284,6 +294,7 @@ def test_matches_torch():
 # The layer protocol: dtypes, no mutation, errors
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dtype_preserved_and_inputs_untouched(backend, dtype):
@@ -293,7 +304,7 @@ def test_dtype_preserved_and_inputs_untouched(backend, dtype):
     with use_backend(backend):
         layer = MaxPool2D()
         y = layer.forward(x)
-        dy = rng.standard_normal(y.shape)              # float64 upstream on purpose
+        dy = rng.standard_normal(y.shape)  # float64 upstream on purpose
         dy_before = dy.copy()
         dx = layer.backward(dy)
     assert y.shape == (2, 3, 3, 4) and y.dtype == dtype and dx.dtype == dtype

@@ -1,4 +1,5 @@
 """AlexNet as a spec: shapes per layer, the paper's exact totals, init, gradients, state."""
+
 import numpy as np
 import pytest
 
@@ -17,30 +18,56 @@ from minialexnet.model import VARIANTS, AlexNet
 # (layer, output shape of one 227x227 image, parameters): docs/design.md §3, the paper's Figure 2.
 PAPER_TRACE = [
     ("input", (3, 227, 227), 0),
-    ("conv1", (96, 55, 55), 34_944), ("relu1", (96, 55, 55), 0),
-    ("norm1", (96, 55, 55), 0), ("pool1", (96, 27, 27), 0),
-    ("conv2", (256, 27, 27), 307_456), ("relu2", (256, 27, 27), 0),
-    ("norm2", (256, 27, 27), 0), ("pool2", (256, 13, 13), 0),
-    ("conv3", (384, 13, 13), 885_120), ("relu3", (384, 13, 13), 0),
-    ("conv4", (384, 13, 13), 663_936), ("relu4", (384, 13, 13), 0),
-    ("conv5", (256, 13, 13), 442_624), ("relu5", (256, 13, 13), 0),
-    ("pool5", (256, 6, 6), 0), ("flatten", (9216,), 0),
-    ("fc6", (4096,), 37_752_832), ("relu6", (4096,), 0), ("drop6", (4096,), 0),
-    ("fc7", (4096,), 16_781_312), ("relu7", (4096,), 0), ("drop7", (4096,), 0),
+    ("conv1", (96, 55, 55), 34_944),
+    ("relu1", (96, 55, 55), 0),
+    ("norm1", (96, 55, 55), 0),
+    ("pool1", (96, 27, 27), 0),
+    ("conv2", (256, 27, 27), 307_456),
+    ("relu2", (256, 27, 27), 0),
+    ("norm2", (256, 27, 27), 0),
+    ("pool2", (256, 13, 13), 0),
+    ("conv3", (384, 13, 13), 885_120),
+    ("relu3", (384, 13, 13), 0),
+    ("conv4", (384, 13, 13), 663_936),
+    ("relu4", (384, 13, 13), 0),
+    ("conv5", (256, 13, 13), 442_624),
+    ("relu5", (256, 13, 13), 0),
+    ("pool5", (256, 6, 6), 0),
+    ("flatten", (9216,), 0),
+    ("fc6", (4096,), 37_752_832),
+    ("relu6", (4096,), 0),
+    ("drop6", (4096,), 0),
+    ("fc7", (4096,), 16_781_312),
+    ("relu7", (4096,), 0),
+    ("drop7", (4096,), 0),
     ("fc8", (1000,), 4_097_000),
 ]
 
 MINI_TRACE = [
     ("input", (3, 59, 59)),
-    ("conv1", (32, 27, 27)), ("relu1", (32, 27, 27)), ("norm1", (32, 27, 27)),
+    ("conv1", (32, 27, 27)),
+    ("relu1", (32, 27, 27)),
+    ("norm1", (32, 27, 27)),
     ("pool1", (32, 13, 13)),
-    ("conv2", (64, 13, 13)), ("relu2", (64, 13, 13)), ("norm2", (64, 13, 13)),
+    ("conv2", (64, 13, 13)),
+    ("relu2", (64, 13, 13)),
+    ("norm2", (64, 13, 13)),
     ("pool2", (64, 6, 6)),
-    ("conv3", (96, 6, 6)), ("relu3", (96, 6, 6)),
-    ("conv4", (96, 6, 6)), ("relu4", (96, 6, 6)),
-    ("conv5", (64, 6, 6)), ("relu5", (64, 6, 6)), ("pool5", (64, 2, 2)),
-    ("flatten", (256,)), ("fc6", (256,)), ("relu6", (256,)), ("drop6", (256,)),
-    ("fc7", (256,)), ("relu7", (256,)), ("drop7", (256,)), ("fc8", (10,)),
+    ("conv3", (96, 6, 6)),
+    ("relu3", (96, 6, 6)),
+    ("conv4", (96, 6, 6)),
+    ("relu4", (96, 6, 6)),
+    ("conv5", (64, 6, 6)),
+    ("relu5", (64, 6, 6)),
+    ("pool5", (64, 2, 2)),
+    ("flatten", (256,)),
+    ("fc6", (256,)),
+    ("relu6", (256,)),
+    ("drop6", (256,)),
+    ("fc7", (256,)),
+    ("relu7", (256,)),
+    ("drop7", (256,)),
+    ("fc8", (10,)),
 ]
 
 
@@ -87,7 +114,7 @@ def test_paper_initialization(paper):
         assert p.dtype == np.float32
         if kind == "b":
             np.testing.assert_array_equal(p, 1.0 if layer in ones else 0.0)
-        elif p.size > 100_000:   # enough samples for a tight check of the spread
+        elif p.size > 100_000:  # enough samples for a tight check of the spread
             assert abs(p.std() - 0.01) < 2e-4 and abs(p.mean()) < 2e-4, name
 
 
@@ -109,7 +136,7 @@ def test_bvlc_init_keeps_mini_weights_and_lowers_its_biases():
     paper_init = AlexNet(10, "mini", rng=np.random.default_rng(0))
     bvlc = AlexNet(10, "mini", rng=np.random.default_rng(0), init="bvlc")
     for (name, p, _), (_, q, _) in zip(paper_init.named_parameters(), bvlc.named_parameters()):
-        if name.endswith(".W"):          # mini's fc6/fc7 use 0.03, not the paper's 0.01
+        if name.endswith(".W"):  # mini's fc6/fc7 use 0.03, not the paper's 0.01
             np.testing.assert_array_equal(p, q)
         else:
             np.testing.assert_array_equal(q, np.where(p == 1.0, np.float32(0.1), p))
@@ -160,13 +187,19 @@ def test_ablation_switches():
     # Non-overlapping 2x2/2 pooling: the paper's sizes stay 27, 13, 6 (§3.4 says so) ...
     paper_pool = AlexNet(1000, "paper", overlapping_pool=False)
     shapes = {r.name: r.output_shape for r in paper_pool.shape_trace()}
-    assert (shapes["pool1"], shapes["pool2"], shapes["pool5"]) == \
-        ((96, 27, 27), (256, 13, 13), (256, 6, 6))
+    assert (shapes["pool1"], shapes["pool2"], shapes["pool5"]) == (
+        (96, 27, 27),
+        (256, 13, 13),
+        (256, 6, 6),
+    )
     assert paper_pool.num_parameters() == 60_965_224
     # ... while mini's last map becomes 3x3 (6 is even), so fc6 gets 64*9 inputs.
     mini_pool = AlexNet(10, "mini", overlapping_pool=False)
-    assert all((layer.kernel_size, layer.stride) == (2, 2)
-               for layer in mini_pool.layers.values() if isinstance(layer, MaxPool2D))
+    assert all(
+        (layer.kernel_size, layer.stride) == (2, 2)
+        for layer in mini_pool.layers.values()
+        if isinstance(layer, MaxPool2D)
+    )
     assert mini_pool.layers["fc6"].params["W"].shape == (256, 64 * 9)
 
 
@@ -202,7 +235,7 @@ def test_state_dict_round_trip():
     state = a.state_dict()
     assert list(state)[:4] == ["conv1.W", "conv1.b", "conv2.W", "conv2.b"]
     assert len(state) == 16
-    state["conv1.W"][...] = 0.0                  # copies: the model is untouched
+    state["conv1.W"][...] = 0.0  # copies: the model is untouched
     assert np.abs(a.layers["conv1"].params["W"]).min() > 0
     b.load_state_dict(a.state_dict())
     np.testing.assert_array_equal(a.forward(x), b.forward(x))
@@ -240,14 +273,17 @@ def test_same_seed_same_network_and_dropout_draws_from_model_rng():
     np.testing.assert_array_equal(a.forward(x, train=True), b.forward(x, train=True))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"variant": "vgg"}, "unknown AlexNet variant 'vgg'; choose one of paper, mini, tiny"),
-    ({"activation": "gelu"}, "unknown activation 'gelu'"),
-    ({"num_classes": 1}, "num_classes must be an integer >= 2"),
-    ({"num_classes": 2.5}, "num_classes must be an integer >= 2"),
-    ({"dropout": 1.0}, r"dropout must lie in \[0, 1\)"),
-    ({"init": "he"}, "unknown initialisation 'he'; choose one of paper, bvlc"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"variant": "vgg"}, "unknown AlexNet variant 'vgg'; choose one of paper, mini, tiny"),
+        ({"activation": "gelu"}, "unknown activation 'gelu'"),
+        ({"num_classes": 1}, "num_classes must be an integer >= 2"),
+        ({"num_classes": 2.5}, "num_classes must be an integer >= 2"),
+        ({"dropout": 1.0}, r"dropout must lie in \[0, 1\)"),
+        ({"init": "he"}, "unknown initialisation 'he'; choose one of paper, bvlc"),
+    ],
+)
 def test_constructor_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AlexNet(**{"num_classes": 10, "variant": "tiny", **kwargs})
@@ -271,8 +307,9 @@ def test_from_config_rebuilds_the_same_architecture():
     model = AlexNet(4, "mini", activation="tanh", lrn=False, dropout=0.3)
     clone = AlexNet.from_config(model.config)
     assert clone.config == model.config
-    assert [type(layer) for layer in clone.layers.values()] == \
-        [type(layer) for layer in model.layers.values()]
+    assert [type(layer) for layer in clone.layers.values()] == [
+        type(layer) for layer in model.layers.values()
+    ]
     assert isinstance(clone.layers["conv1"], Conv2D)
 
 
@@ -284,16 +321,23 @@ def test_from_config_rebuilds_the_same_architecture():
 # (224 - 11) // 4 + 1 = 54, (54 - 3) // 2 + 1 = 26, (26 - 3) // 2 + 1 = 12, and pool5 with
 # pads (0, 0, 1, 1): (12 + 1 - 3) // 2 + 1 = 6 (unpadded it would be 5, and fc6 would not
 # get the file's 9216 inputs).
-BVLC_SHAPES = {"conv1": (96, 54, 54), "pool1": (96, 26, 26), "conv2": (256, 26, 26),
-               "pool2": (256, 12, 12), "conv5": (256, 12, 12), "pool5": (256, 6, 6),
-               "flatten": (9216,), "fc8": (1000,)}
+BVLC_SHAPES = {
+    "conv1": (96, 54, 54),
+    "pool1": (96, 26, 26),
+    "conv2": (256, 26, 26),
+    "pool2": (256, 12, 12),
+    "conv5": (256, 12, 12),
+    "pool5": (256, 6, 6),
+    "flatten": (9216,),
+    "fc8": (1000,),
+}
 
 
 def test_bvlc_shapes_constants_and_preprocessing():
     model = AlexNet(1000, "bvlc", rng=np.random.default_rng(0))
     shapes = {row.name: row.output_shape for row in model.shape_trace()}
     assert {name: shapes[name] for name in BVLC_SHAPES} == BVLC_SHAPES
-    assert model.num_parameters() == 60_965_224          # the same weights as the paper's
+    assert model.num_parameters() == 60_965_224  # the same weights as the paper's
     for name in ("norm1", "norm2"):
         norm = model.layers[name]
         # Caffe's alpha 1e-4 over a window of 5 is 2e-5 on the plain sum; k = 1; no groups
@@ -321,14 +365,14 @@ def test_custom_table_round_trips_through_json_config_and_splits_into_towers():
     convs = list(TINY.convs)
     convs[0] = replace(convs[0], filters=12)
     convs[4] = replace(convs[4], pool_padding=(0, 0, 1, 1))
-    table = replace(TINY, input_size=39, convs=tuple(convs),
-                    norm=replace(TINY.norm, k=1.0, alpha=3e-5))
+    table = replace(
+        TINY, input_size=39, convs=tuple(convs), norm=replace(TINY.norm, k=1.0, alpha=3e-5)
+    )
     assert variant_from_dict(json.loads(json.dumps(variant_to_dict(table)))) == table
-    model = AlexNet(5, CUSTOM, np.random.default_rng(1), table=table,
-                    class_names=list("abcde"))
+    model = AlexNet(5, CUSTOM, np.random.default_rng(1), table=table, class_names=list("abcde"))
     shapes = {row.name: row.output_shape for row in model.shape_trace()}
-    assert shapes["conv5"] == (8, 4, 4) and shapes["pool5"] == (8, 2, 2)   # unpadded: 1x1
-    config = json.loads(json.dumps(model.config))                # as a checkpoint stores it
+    assert shapes["conv5"] == (8, 4, 4) and shapes["pool5"] == (8, 2, 2)  # unpadded: 1x1
+    config = json.loads(json.dumps(model.config))  # as a checkpoint stores it
     clone = AlexNet.from_config(config)
     assert clone.config == model.config and clone.class_names == list("abcde")
     clone.load_state_dict(model.state_dict())
@@ -338,16 +382,19 @@ def test_custom_table_round_trips_through_json_config_and_splits_into_towers():
         np.testing.assert_allclose(towers.forward(x), model.forward(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"variant": "custom"}, "needs its table"),
-    ({"table": {"input_size": 3}}, "only for variant='custom'"),
-    ({"variant": "custom", "table": {"input_size": 3}}, "not an AlexNet table"),
-    ({"class_names": ["a", "b"]}, "2 names but the network has 10 classes"),
-    ({"class_names": "abcdefghij"}, "list of strings"),
-    ({"preprocessing": {"channels": "RGB"}}, "exactly the keys"),
-    ({"preprocessing": {"channels": "HSV", "mean": "image"}}, "'channels' must be one of"),
-    ({"preprocessing": {"channels": "BGR", "mean": [1, 2]}}, "three finite numbers"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"variant": "custom"}, "needs its table"),
+        ({"table": {"input_size": 3}}, "only for variant='custom'"),
+        ({"variant": "custom", "table": {"input_size": 3}}, "not an AlexNet table"),
+        ({"class_names": ["a", "b"]}, "2 names but the network has 10 classes"),
+        ({"class_names": "abcdefghij"}, "list of strings"),
+        ({"preprocessing": {"channels": "RGB"}}, "exactly the keys"),
+        ({"preprocessing": {"channels": "HSV", "mean": "image"}}, "'channels' must be one of"),
+        ({"preprocessing": {"channels": "BGR", "mean": [1, 2]}}, "three finite numbers"),
+    ],
+)
 def test_table_preprocessing_and_class_name_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AlexNet(**{"num_classes": 10, "variant": "tiny", **kwargs})
@@ -357,7 +404,7 @@ def test_preprocess_by_hand():
     from minialexnet.preprocessing import preprocess
 
     images = np.zeros((1, 3, 2, 2), np.uint8)
-    images[0, 0], images[0, 1], images[0, 2] = 200, 100, 50      # R, G, B
+    images[0, 0], images[0, 1], images[0, 2] = 200, 100, 50  # R, G, B
     bvlc = preprocess(images, {"channels": "BGR", "mean": [104.0, 117.0, 123.0]})
     assert bvlc.dtype == np.float32
     np.testing.assert_array_equal(bvlc[0, :, 0, 0], [50 - 104, 100 - 117, 200 - 123])

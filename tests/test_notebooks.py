@@ -17,6 +17,7 @@ The committed files must carry no outputs and no execution counts, so that diffs
 what a person wrote; clear them with ``jupyter nbconvert --clear-output --inplace
 notebooks/NAME.ipynb`` before committing. Every notebook must honour ``MINIALEXNET_FAST``.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,11 +49,13 @@ def test_notebook_is_committed_clean(path):
     dirty = [i for i, cell in code_cells if cell.outputs or cell.execution_count is not None]
     assert not dirty, (
         f"{path.name}: code cells {dirty} carry outputs or execution counts; clear them "
-        f"with `jupyter nbconvert --clear-output --inplace {path.relative_to(NOTEBOOK_DIR.parent)}`")
+        f"with `jupyter nbconvert --clear-output --inplace {path.relative_to(NOTEBOOK_DIR.parent)}`"
+    )
     source = "\n".join(cell.source for _, cell in code_cells)
     assert "MINIALEXNET_FAST" in source, (
         f"{path.name} never reads MINIALEXNET_FAST: every notebook must shrink its "
-        f"experiments when MINIALEXNET_FAST=1, because the test suite runs them all")
+        f"experiments when MINIALEXNET_FAST=1, because the test suite runs them all"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -71,21 +74,29 @@ def test_notebook_runs(path, this_python_kernel, monkeypatch):
     from nbclient.exceptions import CellTimeoutError
 
     monkeypatch.setenv("MINIALEXNET_FAST", "1")
-    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(
-        filter(None, [str(this_python_kernel), os.environ.get("JUPYTER_PATH")])))
-    monkeypatch.delenv("MPLBACKEND", raising=False)      # let ipykernel use the inline backend
+    monkeypatch.setenv(
+        "JUPYTER_PATH",
+        os.pathsep.join(filter(None, [str(this_python_kernel), os.environ.get("JUPYTER_PATH")])),
+    )
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # let ipykernel use the inline backend
 
     nb = nbformat.read(path, as_version=4)
     deadline = time.monotonic() + TIMEOUT_S
 
-    def time_left(cell) -> int:                          # one deadline for the whole notebook
+    def time_left(cell) -> int:  # one deadline for the whole notebook
         return max(1, int(deadline - time.monotonic()))
 
     client = nbclient.NotebookClient(
-        nb, kernel_name="python3", timeout_func=time_left, startup_timeout=120,
-        resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+        nb,
+        kernel_name="python3",
+        timeout_func=time_left,
+        startup_timeout=120,
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+    )
     try:
         client.execute()
     except CellTimeoutError:
-        pytest.fail(f"{path.name} did not finish within {TIMEOUT_S:g} s in fast mode "
-                    f"(MINIALEXNET_NOTEBOOK_TIMEOUT); a cell hangs or the fast mode is too big")
+        pytest.fail(
+            f"{path.name} did not finish within {TIMEOUT_S:g} s in fast mode "
+            f"(MINIALEXNET_NOTEBOOK_TIMEOUT); a cell hangs or the fast mode is too big"
+        )

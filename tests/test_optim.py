@@ -1,4 +1,5 @@
 """SGD (§5) against the paper's formula worked by hand, and the learning-rate schedules."""
+
 import itertools
 import math
 
@@ -55,8 +56,13 @@ def test_update_is_in_place_and_keeps_float32():
     assert not np.allclose(w_before, [1.0, 2.0])
 
 
-@given(st.floats(0.001, 1.0), st.floats(0.0, 0.99), st.floats(0.0, 0.01),
-       st.integers(1, 4), st.integers(0, 2**31 - 1))
+@given(
+    st.floats(0.001, 1.0),
+    st.floats(0.0, 0.99),
+    st.floats(0.0, 0.01),
+    st.integers(1, 4),
+    st.integers(0, 2**31 - 1),
+)
 def test_matches_the_formula_in_float64(lr, momentum, wd, steps, seed):
     rng = np.random.default_rng(seed)
     w0 = rng.standard_normal(5)
@@ -78,8 +84,8 @@ def test_weight_decay_alone_shrinks_weights_geometrically():
     model.grads = {k: np.zeros_like(v) for k, v in model.params.items()}
     for _ in range(3):
         opt.step()
-    np.testing.assert_allclose(model.params["fc.W"], np.array([4.0, -2.0]) * 0.9 ** 3, rtol=1e-6)
-    np.testing.assert_allclose(model.params["fc.b"], [0.9 ** 3], rtol=1e-6)
+    np.testing.assert_allclose(model.params["fc.W"], np.array([4.0, -2.0]) * 0.9**3, rtol=1e-6)
+    np.testing.assert_allclose(model.params["fc.b"], [0.9**3], rtol=1e-6)
 
 
 def test_step_without_gradients_is_a_clear_error():
@@ -88,13 +94,16 @@ def test_step_without_gradients_is_a_clear_error():
         opt.step()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"lr": 0}, "lr must be a finite number > 0"),
-    ({"lr": -0.1}, "lr must"),
-    ({"lr": float("nan")}, "lr must"),
-    ({"momentum": -0.5}, "momentum must"),
-    ({"weight_decay": "a lot"}, "weight_decay must be a number"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lr": 0}, "lr must be a finite number > 0"),
+        ({"lr": -0.1}, "lr must"),
+        ({"lr": float("nan")}, "lr must"),
+        ({"momentum": -0.5}, "momentum must"),
+        ({"weight_decay": "a lot"}, "weight_decay must be a number"),
+    ],
+)
 def test_bad_hyperparameters_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SGD(TwoParams([1.0], [0.0]), **kwargs)
@@ -103,11 +112,24 @@ def test_bad_hyperparameters_are_rejected(kwargs, message):
 def test_plateau_divides_by_ten_when_the_error_stops_improving_at_most_three_times():
     opt = SGD(TwoParams([1.0], [0.0]), lr=0.01)
     schedule = ReduceOnPlateau(opt, patience=1, min_epochs=0, rel_threshold=0.0)
-    lrs = [schedule.step(err) for err in
-           [0.9, 0.8, 0.8, 0.81,      # 2 epochs without improvement -> 0.001
-            0.7, 0.7, 0.7,            # -> 0.0001
-            0.7, 0.7,                 # -> 0.00001 (third and last reduction)
-            0.7, 0.7, 0.7, 0.7]]      # no further reductions
+    lrs = [
+        schedule.step(err)
+        for err in [
+            0.9,
+            0.8,
+            0.8,
+            0.81,  # 2 epochs without improvement -> 0.001
+            0.7,
+            0.7,
+            0.7,  # -> 0.0001
+            0.7,
+            0.7,  # -> 0.00001 (third and last reduction)
+            0.7,
+            0.7,
+            0.7,
+            0.7,
+        ]
+    ]  # no further reductions
     expected = [0.01, 0.01, 0.01, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5, 1e-5, 1e-5, 1e-5]
     np.testing.assert_allclose(lrs, expected, rtol=1e-12)
     assert schedule.reductions == 3
@@ -167,16 +189,32 @@ def test_state_round_trip_continues_identically():
 # consistent with that summary (100 validation images, so the error moves in steps of 1%):
 # with the old rule (patience 2, no minimum, any improvement counts) they give exactly the
 # reductions the issue saw, at epochs 5, 8 and 11.
-ISSUE16_VAL_ERROR = [1.00, 0.99, 0.99, 0.99, 1.00, 0.99, 0.99, 0.99, 0.99, 1.00, 0.99, 0.99,
-                     0.99, 0.99, 0.99]
+ISSUE16_VAL_ERROR = [
+    1.00,
+    0.99,
+    0.99,
+    0.99,
+    1.00,
+    0.99,
+    0.99,
+    0.99,
+    0.99,
+    1.00,
+    0.99,
+    0.99,
+    0.99,
+    0.99,
+    0.99,
+]
 
 # A realistic curve of 60 epochs: a slow start (at chance for 6 epochs), then a slow descent
 # with +-1 point of validation noise, and from epoch 30 a plateau at ~42% with the same noise.
 _NOISE = [0.004, -0.006, 0.009, -0.002, 0.0, 0.007, -0.008, 0.003, -0.004, 0.006]
-SLOW_THEN_PLATEAU = ([0.90, 0.90, 0.89, 0.90, 0.90, 0.89]
-                     + [round(0.89 - 0.47 * (1 - math.exp(-(e - 6) / 8)) + _NOISE[e % 10], 3)
-                        for e in range(6, 30)]
-                     + [round(0.425 + _NOISE[e % 10], 3) for e in range(30, 60)])
+SLOW_THEN_PLATEAU = (
+    [0.90, 0.90, 0.89, 0.90, 0.90, 0.89]
+    + [round(0.89 - 0.47 * (1 - math.exp(-(e - 6) / 8)) + _NOISE[e % 10], 3) for e in range(6, 30)]
+    + [round(0.425 + _NOISE[e % 10], 3) for e in range(30, 60)]
+)
 
 
 def reduction_epochs(schedule, errors) -> list:
@@ -220,9 +258,9 @@ def test_default_rule_fires_on_the_real_plateau_of_a_slow_curve():
     opt = SGD(TwoParams([1.0], [0.0]), lr=0.01)
     old = reduction_epochs(old_rule(SGD(TwoParams([1.0], [0.0]), lr=0.01)), SLOW_THEN_PLATEAU)
     new = reduction_epochs(ReduceOnPlateau(opt), SLOW_THEN_PLATEAU)
-    assert old[0] < 20                   # the flat start fools the old rule (epoch 6)
-    assert new and new[0] > 30           # the descent is not a plateau; the plateau (from
-    assert new[0] <= 30 + 6              # epoch 31) is: caught within patience + noise
+    assert old[0] < 20  # the flat start fools the old rule (epoch 6)
+    assert new and new[0] > 30  # the descent is not a plateau; the plateau (from
+    assert new[0] <= 30 + 6  # epoch 31) is: caught within patience + noise
     assert all(b - a >= 20 for a, b in itertools.pairwise(new))
 
 
@@ -231,25 +269,39 @@ def test_minimum_applies_at_each_rate_and_relative_threshold_ignores_noise():
     schedule = ReduceOnPlateau(opt, patience=0, min_epochs=3, rel_threshold=0.1)
     # 0.5 -> 0.46 is under 10% of 0.5: not an improvement; 0.5 -> 0.44 is.
     errors = [0.5, 0.46, 0.46, 0.44, 0.43, 0.43, 0.43, 0.43]
-    assert reduction_epochs(schedule, errors) == [3, 6]   # epochs 4, 5, 6 at the rate 0.1
+    assert reduction_epochs(schedule, errors) == [3, 6]  # epochs 4, 5, 6 at the rate 0.1
     assert schedule.best == 0.44
 
 
 def test_plateau_state_of_an_old_checkpoint_loads_as_the_old_rule():
     opt = SGD(TwoParams([1.0], [0.0]), lr=0.01)
-    old_state = {"name": "plateau", "factor": 0.1, "patience": 2, "max_reductions": 3,
-                 "threshold": 0.0, "best": 0.99, "bad_epochs": 2, "reductions": 1}
+    old_state = {
+        "name": "plateau",
+        "factor": 0.1,
+        "patience": 2,
+        "max_reductions": 3,
+        "threshold": 0.0,
+        "best": 0.99,
+        "bad_epochs": 2,
+        "reductions": 1,
+    }
     schedule = ReduceOnPlateau(opt)
     schedule.load_state_dict(old_state)
     assert (schedule.min_epochs, schedule.rel_threshold, schedule.epochs_at_rate) == (0, 0.0, 0)
-    assert schedule.step(0.99) == pytest.approx(0.001)    # a third bad epoch: the old rule fires
+    assert schedule.step(0.99) == pytest.approx(0.001)  # a third bad epoch: the old rule fires
     assert schedule.state_dict()["reductions"] == 2
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"min_epochs": -1}, "min_epochs"), ({"min_epochs": 2.5}, "min_epochs"),
-    ({"rel_threshold": 1.0}, "rel_threshold"), ({"rel_threshold": -0.1}, "rel_threshold"),
-    ({"patience": True}, "patience")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"min_epochs": -1}, "min_epochs"),
+        ({"min_epochs": 2.5}, "min_epochs"),
+        ({"rel_threshold": 1.0}, "rel_threshold"),
+        ({"rel_threshold": -0.1}, "rel_threshold"),
+        ({"patience": True}, "patience"),
+    ],
+)
 def test_bad_plateau_settings_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ReduceOnPlateau(SGD(TwoParams([1.0], [0.0])), **kwargs)
@@ -260,7 +312,8 @@ def test_optimizer_state_must_match_the_model():
     with pytest.raises(ValueError, match="missing momentum buffers"):
         opt.load_state_dict({"velocity": {"fc.W": np.zeros(1, np.float32)}})
     with pytest.raises(ValueError, match="shape"):
-        opt.load_state_dict({"velocity": {"fc.W": np.zeros(2, np.float32),
-                                          "fc.b": np.zeros(1, np.float32)}})
+        opt.load_state_dict(
+            {"velocity": {"fc.W": np.zeros(2, np.float32), "fc.b": np.zeros(1, np.float32)}}
+        )
     with pytest.raises(ValueError, match="schedule state is for 'step'"):
         ReduceOnPlateau(opt).load_state_dict(StepSchedule(opt, 3).state_dict())

@@ -23,6 +23,7 @@ CPU time, and the choices made for it (CI has two cores):
   so lr 0.01 is far beyond the stable step for them). A test of that failure would assert
   an accident of one seed, so there is none; the finding is documented instead.
 """
+
 import os
 
 import numpy as np
@@ -62,10 +63,11 @@ def overfit(variant: str, init: str, images: int, lr: float, max_steps: int) -> 
 
 
 def assert_memorised(losses: list, images: int, max_steps: int) -> None:
-    assert losses[0] == pytest.approx(np.log(10), abs=0.3)    # starts at chance
+    assert losses[0] == pytest.approx(np.log(10), abs=0.3)  # starts at chance
     assert losses[-1] < TARGET, (
         f"the loss on {images} fixed images is still {losses[-1]:.3f} after {len(losses)} "
-        f"steps (max {max_steps}); the last ten: {np.round(losses[-10:], 3)}")
+        f"steps (max {max_steps}); the last ten: {np.round(losses[-10:], 3)}"
+    )
 
 
 def test_mini_memorises_one_batch_of_32():

@@ -3,6 +3,7 @@
 Each case runs in a fresh interpreter: the settings are read from the environment once, at
 import, so they cannot be tested in this (already importing) process.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -36,6 +37,8 @@ def test_a_wait_policy_the_user_set_is_kept(policy):
 
 def test_the_policy_is_set_before_numba_starts_its_threads():
     """The OpenMP runtime reads OMP_WAIT_POLICY when it loads: that must come after import."""
-    code = ("import sys, minialexnet; from minialexnet.model import AlexNet; "
-            "print('numba.np.ufunc.omppool' in sys.modules)")
+    code = (
+        "import sys, minialexnet; from minialexnet.model import AlexNet; "
+        "print('numba.np.ufunc.omppool' in sys.modules)"
+    )
     assert run_python(code, unset_env=("OMP_WAIT_POLICY",), timeout=120).strip() == "False"

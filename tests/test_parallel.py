@@ -4,6 +4,7 @@ Every test compares ``TwoTowerAlexNet`` with the ``AlexNet`` it was split from: 
 every parameter gradient (merged back to single-device names), in float32 and in float64
 (exact up to rounding), in both tower modes, with a random upstream gradient.
 """
+
 import dataclasses
 import textwrap
 
@@ -60,10 +61,11 @@ def assert_equal_up_to(pairs: dict, rtol: float) -> None:
 
 # -- hand-computed pieces -------------------------------------------------------------------
 
+
 def test_split_sizes_by_hand():
     assert split_sizes(96, 2, "conv1") == [48, 48]
     assert split_sizes(1000, 2, "fc8") == [500, 500]
-    assert split_sizes(5, 2, "fc8") == [3, 2]      # odd: the larger block first
+    assert split_sizes(5, 2, "fc8") == [3, 2]  # odd: the larger block first
     assert split_sizes(2, 2, "fc8") == [1, 1]
     with pytest.raises(ValueError, match="fewer than the 2 towers"):
         split_sizes(1, 2, "fc6")
@@ -71,17 +73,17 @@ def test_split_sizes_by_hand():
 
 def test_cpu_collectives_by_hand():
     dev = CPUDevice(1)
-    a = np.array([[1.0, 2.0, 3.0]], dtype=np.float32)           # tower 0's output, 3 channels
-    b = np.array([[10.0, 20.0]], dtype=np.float32)              # tower 1's, 2 channels
+    a = np.array([[1.0, 2.0, 3.0]], dtype=np.float32)  # tower 0's output, 3 channels
+    b = np.array([[10.0, 20.0]], dtype=np.float32)  # tower 1's, 2 channels
     np.testing.assert_array_equal(dev.concatenate([a, b]), [[1, 2, 3, 10, 20]])
-    assert dev.concatenate([a]) is a                            # the image: no copy on the host
+    assert dev.concatenate([a]) is a  # the image: no copy on the host
     # Backward: tower 1 owns columns 3:5 of the gathered input; both towers' gradients add.
     g0 = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]], dtype=np.float32)
     g1 = np.array([[0.5, 0.5, 0.5, -4.0, 0.25]], dtype=np.float32)
     total = dev.sum_slices([g0, g1], 3, 5)
     np.testing.assert_array_equal(total, [[0.0, 5.25]])
     assert total.dtype == np.float32 and total.flags.c_contiguous
-    np.testing.assert_array_equal(g0, [[1, 2, 3, 4, 5]])        # inputs untouched
+    np.testing.assert_array_equal(g0, [[1, 2, 3, 4, 5]])  # inputs untouched
     assert str(dev) == "cpu:1"
 
 
@@ -90,18 +92,19 @@ def test_paper_towers_hold_the_halves_of_figure_2():
     shapes = {name: p.shape for name, p, _ in net.named_parameters()}
     # Figure 2: 48 / 128 / 192 / 192 / 128 kernels and 2048 / 2048 neurons per GPU.
     assert shapes["tower0.conv1.W"] == shapes["tower1.conv1.W"] == (48, 3, 11, 11)
-    assert shapes["tower1.conv2.W"] == (128, 48, 5, 5)      # own tower's 48 maps only
-    assert shapes["tower1.conv3.W"] == (192, 256, 3, 3)     # both towers' 256 maps
+    assert shapes["tower1.conv2.W"] == (128, 48, 5, 5)  # own tower's 48 maps only
+    assert shapes["tower1.conv3.W"] == (192, 256, 3, 3)  # both towers' 256 maps
     assert shapes["tower1.conv4.W"] == (192, 192, 3, 3)
     assert shapes["tower1.conv5.W"] == (128, 192, 3, 3)
     assert shapes["tower1.fc6.W"] == (2048, 9216)
     assert shapes["tower1.fc7.W"] == (2048, 4096)
     assert shapes["tower1.fc8.W"] == (500, 4096)
-    assert net.num_parameters() == 60_965_224               # nothing duplicated
-    assert net.summary().count("gather") == 4               # conv3, fc6, fc7, fc8 read both
+    assert net.num_parameters() == 60_965_224  # nothing duplicated
+    assert net.summary().count("gather") == 4  # conv3, fc6, fc7, fc8 read both
 
 
 # -- equivalence with the single-device grouped model ---------------------------------------
+
 
 @pytest.mark.parametrize("variant, num_classes", [("tiny", 7), ("mini", 10)])
 def test_float32_logits_dx_and_every_gradient_match(variant, num_classes):
@@ -116,8 +119,9 @@ def test_float64_matches_to_rounding(variant, num_classes, mode):
     single = healthy_alexnet(variant, num_classes).astype(np.float64)
     split = TwoTowerAlexNet.from_model(single, mode=mode)
     assert all(p.dtype == np.float64 for _, p, _ in split.named_parameters())
-    assert_equal_up_to(run_both(single, split, images(single, 3, 3, np.float64), seed=4),
-                       rtol=1e-12)
+    assert_equal_up_to(
+        run_both(single, split, images(single, 3, 3, np.float64), seed=4), rtol=1e-12
+    )
 
 
 @given(st.integers(2, 13), st.integers(1, 4), st.integers(0, 2**31 - 1))
@@ -141,25 +145,34 @@ def test_odd_widths_where_both_towers_are_read(monkeypatch):
     # conv1 with 5 filters feeding an ungrouped conv2, fc6 with 7 and fc7 with 5 units: the
     # towers get 3 + 2 (4 + 3, 3 + 2) and the next layer reads both, so the split stays exact.
     tiny = model_module.TINY
-    convs = (dataclasses.replace(tiny.convs[0], filters=5), dataclasses.replace(
-        tiny.convs[1], groups=1), *tiny.convs[2:])
-    fcs = (dataclasses.replace(tiny.fcs[0], units=7), dataclasses.replace(tiny.fcs[1], units=5),
-           tiny.fcs[2])
-    monkeypatch.setitem(model_module.VARIANTS, "odd",
-                        dataclasses.replace(tiny, convs=convs, fcs=fcs))
+    convs = (
+        dataclasses.replace(tiny.convs[0], filters=5),
+        dataclasses.replace(tiny.convs[1], groups=1),
+        *tiny.convs[2:],
+    )
+    fcs = (
+        dataclasses.replace(tiny.fcs[0], units=7),
+        dataclasses.replace(tiny.fcs[1], units=5),
+        tiny.fcs[2],
+    )
+    monkeypatch.setitem(
+        model_module.VARIANTS, "odd", dataclasses.replace(tiny, convs=convs, fcs=fcs)
+    )
     single = healthy_alexnet("odd", 3, lrn=False).astype(np.float64)
     split = TwoTowerAlexNet.from_model(single)
     assert dict((n, p.shape[0]) for n, p, _ in split.named_parameters())["tower1.conv1.W"] == 2
-    assert_equal_up_to(run_both(single, split, images(single, 2, 5, np.float64), seed=6),
-                       rtol=1e-12)
+    assert_equal_up_to(
+        run_both(single, split, images(single, 2, 5, np.float64), seed=6), rtol=1e-12
+    )
 
 
 def test_ablations_tanh_no_lrn_non_overlapping_pool():
     single = healthy_alexnet("mini", 4, activation="tanh", lrn=False, overlapping_pool=False)
     single.astype(np.float64)
     split = TwoTowerAlexNet.from_model(single)
-    assert_equal_up_to(run_both(single, split, images(single, 2, 7, np.float64), seed=8),
-                       rtol=1e-12)
+    assert_equal_up_to(
+        run_both(single, split, images(single, 2, 7, np.float64), seed=8), rtol=1e-12
+    )
 
 
 def test_threads_and_sequential_give_identical_bits():
@@ -167,7 +180,7 @@ def test_threads_and_sequential_give_identical_bits():
     x = images(single, 2, 9)
     threads = TwoTowerAlexNet.from_model(single, mode="threads")
     sequential = TwoTowerAlexNet.from_model(single, mode="sequential")
-    for _ in range(2):           # the first round of "threads" runs serially (Numba guard)
+    for _ in range(2):  # the first round of "threads" runs serially (Numba guard)
         a = run_both(single, threads, x, seed=10)
         b = run_both(single, sequential, x, seed=10)
     for name in a:
@@ -182,7 +195,7 @@ def test_the_split_model_passes_a_finite_difference_check():
     x = images(split, 2, 11) / 60
     with use_backend("numpy"):
         errors = check_model(split, x, np.array([0, 2]), max_entries=3)
-    assert len(errors) == 1 + 2 * 16            # x, and 16 parameters per tower
+    assert len(errors) == 1 + 2 * 16  # x, and 16 parameters per tower
     assert max(errors.values()) < 1e-6, errors
 
 
@@ -217,21 +230,28 @@ def test_a_device_with_its_own_memory_gives_the_same_numbers():
 
     single = healthy_alexnet("tiny", 6).astype(np.float64)
     split = TwoTowerAlexNet.from_model(single, devices=[CopyingDevice(0), CopyingDevice(1)])
-    assert_equal_up_to(run_both(single, split, images(single, 2, 12, np.float64), seed=13),
-                       rtol=1e-12)
-    stages = 5          # conv1-pool2 | conv3-flatten | fc6 | fc7 | fc8
-    assert CopyingDevice.calls.count("concatenate") == 2 * stages   # per tower, per stage
+    assert_equal_up_to(
+        run_both(single, split, images(single, 2, 12, np.float64), seed=13), rtol=1e-12
+    )
+    stages = 5  # conv1-pool2 | conv3-flatten | fc6 | fc7 | fc8
+    assert CopyingDevice.calls.count("concatenate") == 2 * stages  # per tower, per stage
     assert CopyingDevice.calls.count("sum_slices") == 2 * stages
     assert CopyingDevice.calls.count("run") == 4 * stages
     # What a GPU needs to size its buffers: tiny's conv2 reads its own 2 maps of 7x7, conv3
     # the gathered 8 maps of 3x3, conv4 and conv5 their own 4, fc6-fc8 both towers' 4 + 4
     # features.
-    for shape in [("Conv2D", (3, 31, 31)), ("Conv2D", (2, 7, 7)), ("Conv2D", (8, 3, 3)),
-                  ("Conv2D", (4, 3, 3)), ("Linear", (8,))]:
+    for shape in [
+        ("Conv2D", (3, 31, 31)),
+        ("Conv2D", (2, 7, 7)),
+        ("Conv2D", (8, 3, 3)),
+        ("Conv2D", (4, 3, 3)),
+        ("Linear", (8,)),
+    ]:
         assert (1, *shape) in CopyingDevice.in_shapes, shape
 
 
 # -- state dicts, checkpoints, the optimizer ------------------------------------------------
+
 
 def test_split_merge_round_trip_is_exact():
     single = AlexNet(9, "mini", rng=np.random.default_rng(14))
@@ -242,7 +262,7 @@ def test_split_merge_round_trip_is_exact():
     for name in state:
         np.testing.assert_array_equal(merged[name], state[name], err_msg=name)
     parts = split.split(state)
-    assert parts["tower1.fc8.W"].shape == (4, 256)                  # 9 classes: 5 + 4 rows
+    assert parts["tower1.fc8.W"].shape == (4, 256)  # 9 classes: 5 + 4 rows
     for name in state:
         np.testing.assert_array_equal(split.merge(parts)[name], state[name])
     # Loading another network's weights (in place) makes the towers compute that network.
@@ -251,8 +271,9 @@ def test_split_merge_round_trip_is_exact():
     split.load_state_dict(other.state_dict())
     np.testing.assert_array_equal(conv1_w, other.state_dict()["conv1.W"][:16])
     x = images(other, 2, 16)
-    np.testing.assert_allclose(split.forward(x), other.forward(x), rtol=1e-5,
-                               atol=1e-5 * np.abs(other.forward(x)).max())
+    np.testing.assert_allclose(
+        split.forward(x), other.forward(x), rtol=1e-5, atol=1e-5 * np.abs(other.forward(x)).max()
+    )
     back = split.to_model()
     for name, p in other.state_dict().items():
         np.testing.assert_array_equal(back.state_dict()[name], p)
@@ -276,8 +297,9 @@ def test_one_sgd_step_gives_equal_parameters_and_momentum():
     for name, p in single.state_dict().items():
         np.testing.assert_allclose(after[name], p, rtol=1e-5, atol=1e-6, err_msg=name)
         v1 = opt1.velocity[name]
-        np.testing.assert_allclose(velocity[name], v1, rtol=1e-4,
-                                   atol=1e-5 * np.abs(v1).max(), err_msg=name)
+        np.testing.assert_allclose(
+            velocity[name], v1, rtol=1e-4, atol=1e-5 * np.abs(v1).max(), err_msg=name
+        )
 
 
 def test_a_training_step_with_dropout_runs_and_is_reproducible():
@@ -299,28 +321,36 @@ def test_a_training_step_with_dropout_runs_and_is_reproducible():
     assert np.isfinite(value)
     assert all(not np.array_equal(before[n], after[n]) for n in ("conv1.W", "fc6.W", "fc8.b"))
     assert masks[0].shape == (8, 128) and 0.3 < (masks[0] == 0).mean() < 0.7
-    assert not np.array_equal(masks[0], masks[1])          # each tower its own stream
+    assert not np.array_equal(masks[0], masks[1])  # each tower its own stream
     again = one_step(seed=21)
     assert again[0] == value
-    np.testing.assert_array_equal(again[4], logits)         # one rng state fixes every mask
+    np.testing.assert_array_equal(again[4], logits)  # one rng state fixes every mask
     assert not np.array_equal(one_step(seed=22)[3][0], masks[0])
 
 
 # -- clear errors ---------------------------------------------------------------------------
 
+
 def test_odd_width_before_a_layer_that_stays_on_its_tower_is_refused(monkeypatch):
     tiny = model_module.TINY
-    convs = (dataclasses.replace(tiny.convs[0], filters=5),       # 5 maps into norm1 (2 groups)
-             dataclasses.replace(tiny.convs[1], groups=1), *tiny.convs[2:])
+    convs = (
+        dataclasses.replace(tiny.convs[0], filters=5),  # 5 maps into norm1 (2 groups)
+        dataclasses.replace(tiny.convs[1], groups=1),
+        *tiny.convs[2:],
+    )
     monkeypatch.setitem(model_module.VARIANTS, "odd-lrn", dataclasses.replace(tiny, convs=convs))
     with pytest.raises(ValueError, match=r"norm1 .*5 channels.*divided equally"):
         TwoTowerAlexNet.from_model(AlexNet(4, "odd-lrn"))
 
 
 def test_lrn_across_all_channels_cannot_be_split(monkeypatch):
-    monkeypatch.setitem(model_module.VARIANTS, "lrn1",
-                        dataclasses.replace(model_module.TINY, norm=dataclasses.replace(
-                            model_module.TINY.norm, groups=1)))
+    monkeypatch.setitem(
+        model_module.VARIANTS,
+        "lrn1",
+        dataclasses.replace(
+            model_module.TINY, norm=dataclasses.replace(model_module.TINY.norm, groups=1)
+        ),
+    )
     with pytest.raises(ValueError, match="norm1 normalizes within 1 group.*boundary"):
         TwoTowerAlexNet.from_model(AlexNet(4, "lrn1"))
 
@@ -330,7 +360,8 @@ def test_bad_devices_modes_and_calls():
     with pytest.raises(ValueError, match="exactly 2 devices"):
         TwoTowerAlexNet.from_model(single, devices="cpu:0")
     from minialexnet.kernels.cuda import is_available
-    if not is_available():         # with a GPU (or the simulator) "0,1" builds GPU towers
+
+    if not is_available():  # with a GPU (or the simulator) "0,1" builds GPU towers
         with pytest.raises(ValueError, match=r"'cuda:0' needs an NVIDIA GPU.*'cpu:0,cpu:1'"):
             TwoTowerAlexNet.from_model(single, devices="0,1")
     with pytest.raises(ValueError, match="cannot read the device name"):
@@ -358,7 +389,7 @@ def test_bad_devices_modes_and_calls():
 def test_device_names():
     assert parse_devices("cpu") == [CPUDevice(0), CPUDevice(1)]
     assert parse_devices(" cpu:0 , CPU:1 ") == [CPUDevice(0), CPUDevice(1)]
-    assert parse_devices("cpu:3,cpu:3") == [CPUDevice(3), CPUDevice(3)]   # a name twice
+    assert parse_devices("cpu:3,cpu:3") == [CPUDevice(3), CPUDevice(3)]  # a name twice
     with pytest.raises(ValueError, match=r"unknown device kind 'tpu'.*known kinds: cpu, cuda"):
         parse_devices("tpu:0,tpu:1")
     with pytest.raises(ValueError, match="cannot read the device name 'cpu:x'"):
@@ -384,8 +415,9 @@ def test_numba_workqueue_layer_serializes_the_towers_instead_of_aborting():
         print(net.runner.threading_layer, net.runner.serialized,
               any("workqueue" in str(w.message) for w in caught))
     """)
-    stdout = run_python(script, set_env={"NUMBA_THREADING_LAYER": "workqueue",
-                                         "MINIALEXNET_BACKEND": "numba"})
+    stdout = run_python(
+        script, set_env={"NUMBA_THREADING_LAYER": "workqueue", "MINIALEXNET_BACKEND": "numba"}
+    )
     assert stdout.split() == ["workqueue", "True", "True"]
 
 
@@ -410,16 +442,25 @@ def test_parallel_never_imports_gpu_and_each_imports_alone():
 
     folder = pathlib.Path(__file__).resolve().parent.parent / "minialexnet" / "parallel"
     for path in sorted(folder.glob("*.py")):
-        for node in ast.parse(path.read_text()).body:           # module level only
-            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        for node in ast.parse(path.read_text()).body:  # module level only
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(n.startswith("minialexnet.gpu") for n in names), path.name
-    stdout = run_python("import sys, minialexnet.parallel\n"
-                        "print('minialexnet.gpu' in sys.modules, 'numba.cuda' in sys.modules)\n")
+    stdout = run_python(
+        "import sys, minialexnet.parallel\n"
+        "print('minialexnet.gpu' in sys.modules, 'numba.cuda' in sys.modules)\n"
+    )
     assert stdout.split() == ["False", "False"]
     if importlib.util.find_spec("numba_cuda") is None:
         pytest.skip("numba-cuda is not installed: minialexnet.gpu cannot be imported")
-    stdout = run_python("import sys, minialexnet.gpu\n"
-                        "print(sorted(m for m in sys.modules if m.startswith('minialexnet.')"
-                        " and m.split('.')[1] in ('gpu', 'parallel')))\n")
+    stdout = run_python(
+        "import sys, minialexnet.gpu\n"
+        "print(sorted(m for m in sys.modules if m.startswith('minialexnet.')"
+        " and m.split('.')[1] in ('gpu', 'parallel')))\n"
+    )
     assert "'minialexnet.gpu.towers'" in stdout and "'minialexnet.parallel.towers'" in stdout

@@ -1,4 +1,5 @@
 """Softmax + cross-entropy loss (§3.5)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,7 +21,7 @@ def test_two_by_three_by_hand():
     assert value == pytest.approx((0.40760596444438013 + 1.0986122886681098) / 2, rel=1e-14)
     p0 = np.array([0.09003057317038046, 0.24472847105479767, 0.6652409557748219])
     np.testing.assert_allclose(loss.probs, [p0, [1 / 3, 1 / 3, 1 / 3]], rtol=1e-14)
-    expected = np.array([p0 - [0, 0, 1], [1 / 3 - 1, 1 / 3, 1 / 3]]) / 2   # (p - onehot) / N
+    expected = np.array([p0 - [0, 0, 1], [1 / 3 - 1, 1 / 3, 1 / 3]]) / 2  # (p - onehot) / N
     np.testing.assert_allclose(loss.backward(), expected, rtol=1e-14)
 
 
@@ -47,8 +48,13 @@ def log_sum_exp(z):
     return np.logaddexp.reduce(z.astype(np.float64), axis=1)
 
 
-@given(st.integers(1, 5), st.integers(2, 12), st.floats(1e-2, 1e4), st.integers(0, 2**32 - 1),
-       st.sampled_from([np.float32, np.float64]))
+@given(
+    st.integers(1, 5),
+    st.integers(2, 12),
+    st.floats(1e-2, 1e4),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([np.float32, np.float64]),
+)
 def test_loss_and_gradient_for_any_magnitude(n, k, magnitude, seed, dtype):
     rng = np.random.default_rng(seed)
     logits = (rng.standard_normal((n, k)) * magnitude).astype(dtype)
@@ -81,7 +87,7 @@ def test_inputs_untouched_and_backward_repeatable():
     loss = SoftmaxCrossEntropy()
     loss.forward(logits, np.array([0, 3, 1]))
     first = loss.backward()
-    np.testing.assert_array_equal(loss.backward(), first)   # the cache was not modified
+    np.testing.assert_array_equal(loss.backward(), first)  # the cache was not modified
     np.testing.assert_array_equal(logits, before)
 
 

@@ -1,4 +1,5 @@
 """ImageDataset validation and DatasetStats / compute_stats (§2 mean image, §4.1 RGB PCA)."""
+
 import numpy as np
 import pytest
 
@@ -9,7 +10,11 @@ def _correlated_images(n=13, size=8, seed=0):
     """Random images whose RGB channels are correlated, so the PCA has distinct eigenvalues."""
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 200, size=(n, 1, size, size))
-    noise = rng.integers(0, 56, size=(n, 3, size, size)) * np.array([1, 2, 3])[None, :, None, None] // 3
+    noise = (
+        rng.integers(0, 56, size=(n, 3, size, size))
+        * np.array([1, 2, 3])[None, :, None, None]
+        // 3
+    )
     return (base + noise).clip(0, 255).astype(np.uint8)
 
 
@@ -25,7 +30,7 @@ def test_two_colours_hand_case():
     images[1, :, 1, :] = 255
     stats = compute_stats(_dataset(images))
     np.testing.assert_array_equal(stats.mean, np.full((3, 2, 2), 127.5, dtype=np.float32))
-    np.testing.assert_allclose(stats.pca_eigvals, [3 * 127.5 ** 2, 0, 0], atol=1e-3)
+    np.testing.assert_allclose(stats.pca_eigvals, [3 * 127.5**2, 0, 0], atol=1e-3)
     np.testing.assert_allclose(stats.pca_eigvecs[:, 0], np.ones(3) / np.sqrt(3), rtol=1e-6)
     assert stats.mean.dtype == stats.pca_eigvals.dtype == stats.pca_eigvecs.dtype == np.float32
 
@@ -35,11 +40,11 @@ def test_matches_numpy_mean_and_cov():
     stats = compute_stats(_dataset(images), chunk=5)
     np.testing.assert_allclose(stats.mean, images.astype(np.float64).mean(axis=0), rtol=1e-6)
     pixels = images.transpose(1, 0, 2, 3).reshape(3, -1).astype(np.float64)
-    cov = np.cov(pixels, bias=True)                     # population covariance, as documented
+    cov = np.cov(pixels, bias=True)  # population covariance, as documented
     p, lam = stats.pca_eigvecs.astype(np.float64), stats.pca_eigvals.astype(np.float64)
     np.testing.assert_allclose(p @ np.diag(lam) @ p.T, cov, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(lam, np.sort(np.linalg.eigvalsh(cov))[::-1], rtol=1e-6)
-    assert lam[0] > lam[1] > lam[2] > 0                 # largest first
+    assert lam[0] > lam[1] > lam[2] > 0  # largest first
     np.testing.assert_allclose(p.T @ p, np.eye(3), atol=1e-6)
     # Sign convention: each eigenvector's largest-magnitude component is positive.
     assert all(p[np.argmax(np.abs(p[:, i])), i] > 0 for i in range(3))
@@ -68,7 +73,7 @@ def test_memmap_dataset_streams_like_an_array(tmp_path):
 
 def test_max_images_uses_evenly_spread_images():
     dataset = _dataset(_correlated_images(n=10))
-    stats = compute_stats(dataset, max_images=4)        # indices k * 10 // 4 = 0, 2, 5, 7
+    stats = compute_stats(dataset, max_images=4)  # indices k * 10 // 4 = 0, 2, 5, 7
     expected = compute_stats(dataset.subset([0, 2, 5, 7]))
     np.testing.assert_array_equal(stats.mean, expected.mean)
     np.testing.assert_array_equal(stats.pca_eigvals, expected.pca_eigvals)
@@ -107,17 +112,20 @@ def test_image_dataset_basics_and_subset():
         dataset.subset([0, 6])
 
 
-@pytest.mark.parametrize("images, labels, names, error, message", [
-    (np.zeros((2, 3, 4, 4), dtype=np.float32), [0, 1], ["a", "b"], TypeError, "uint8"),
-    (np.zeros((2, 4, 4, 3), dtype=np.uint8), [0, 1], ["a", "b"], ValueError, "transpose"),
-    (np.zeros((2, 3, 4, 5), dtype=np.uint8), [0, 1], ["a", "b"], ValueError, "square"),
-    (np.zeros((2, 3, 4, 4), dtype=np.uint8), [0, 2], ["a", "b"], ValueError, r"\[0, 2\)"),
-    (np.zeros((2, 3, 4, 4), dtype=np.uint8), [0], ["a", "b"], ValueError, r"shape \(2,\)"),
-    (np.zeros((2, 3, 4, 4), dtype=np.uint8), [0.0, 1.0], ["a", "b"], TypeError, "integer"),
-    (np.zeros((2, 3, 4, 4), dtype=np.uint8), [0, 1], ["a", "a"], ValueError, "distinct"),
-    (np.zeros((2, 3, 4, 4), dtype=np.uint8), [0, 1], "ab", TypeError, "list of strings"),
-    ([[0]], [0], ["a"], TypeError, "NumPy uint8 array"),
-])
+@pytest.mark.parametrize(
+    "images, labels, names, error, message",
+    [
+        (np.zeros((2, 3, 4, 4), dtype=np.float32), [0, 1], ["a", "b"], TypeError, "uint8"),
+        (np.zeros((2, 4, 4, 3), dtype=np.uint8), [0, 1], ["a", "b"], ValueError, "transpose"),
+        (np.zeros((2, 3, 4, 5), dtype=np.uint8), [0, 1], ["a", "b"], ValueError, "square"),
+        (np.zeros((2, 3, 4, 4), dtype=np.uint8), [0, 2], ["a", "b"], ValueError, r"\[0, 2\)"),
+        (np.zeros((2, 3, 4, 4), dtype=np.uint8), [0], ["a", "b"], ValueError, r"shape \(2,\)"),
+        (np.zeros((2, 3, 4, 4), dtype=np.uint8), [0.0, 1.0], ["a", "b"], TypeError, "integer"),
+        (np.zeros((2, 3, 4, 4), dtype=np.uint8), [0, 1], ["a", "a"], ValueError, "distinct"),
+        (np.zeros((2, 3, 4, 4), dtype=np.uint8), [0, 1], "ab", TypeError, "list of strings"),
+        ([[0]], [0], ["a"], TypeError, "NumPy uint8 array"),
+    ],
+)
 def test_image_dataset_errors(images, labels, names, error, message):
     with pytest.raises(error, match=message):
         ImageDataset(images, np.asarray(labels), names)

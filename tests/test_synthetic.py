@@ -1,4 +1,5 @@
 """The built-in shapes dataset: determinism, layout, balance, disjoint splits, and fairness."""
+
 import numpy as np
 import pytest
 
@@ -21,7 +22,7 @@ def test_shapes_dtypes_names_and_balance():
     assert dataset.labels.dtype == np.int64
     assert dataset.class_names == ["disk", "ring", "square", "triangle"]
     np.testing.assert_array_equal(np.bincount(dataset.labels), [7, 7, 7, 7])
-    assert not np.array_equal(dataset.labels, np.sort(dataset.labels))      # shuffled order
+    assert not np.array_equal(dataset.labels, np.sort(dataset.labels))  # shuffled order
     # The images use the whole range of values (random colours, texture, noise).
     assert dataset.images.min() < 30 and dataset.images.max() > 225
 
@@ -35,10 +36,10 @@ def test_defaults():
 
 def test_train_and_val_are_disjoint_draws():
     train = make_synthetic("train", n_per_class=30)
-    val = make_synthetic("val", n_per_class=30)                # same seed, same size
+    val = make_synthetic("val", n_per_class=30)  # same seed, same size
     seen = {image.tobytes() for image in train.images}
     assert not any(image.tobytes() in seen for image in val.images)
-    assert len(seen) == len(train)                             # no duplicates inside a split
+    assert len(seen) == len(train)  # no duplicates inside a split
 
 
 def test_every_shape_is_symmetric_about_its_vertical_axis():
@@ -85,8 +86,12 @@ def _ridge_accuracies(train, val, penalties):
     result = []
     for lam in penalties:
         alpha = eigvecs @ ((eigvecs.T @ y) / (eigvals + lam)[:, None])
-        result.append((np.mean((gram @ alpha).argmax(1) == train.labels),
-                       np.mean((cross @ alpha).argmax(1) == val.labels)))
+        result.append(
+            (
+                np.mean((gram @ alpha).argmax(1) == train.labels),
+                np.mean((cross @ alpha).argmax(1) == val.labels),
+            )
+        )
     return result
 
 
@@ -97,5 +102,5 @@ def test_a_linear_classifier_on_raw_pixels_stays_far_below_50_percent():
     val = make_synthetic("val", n_per_class=50)
     results = _ridge_accuracies(train, val, penalties=[1.0, 30.0, 1000.0, 30000.0])
     best_val = max(v for _, v in results)
-    assert results[0][0] > 0.95                                # it does fit the training set
-    assert best_val < 0.35, results                            # measured: 0.25 (chance 0.10)
+    assert results[0][0] > 0.95  # it does fit the training set
+    assert best_val < 0.35, results  # measured: 0.25 (chance 0.10)

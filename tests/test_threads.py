@@ -1,4 +1,5 @@
 """set_threads: Numba's and BLAS's thread counts move together; OMP_WAIT_POLICY stays put."""
+
 import os
 
 import numba
@@ -13,7 +14,7 @@ def test_set_threads_sets_numba_and_blas_together():
     try:
         used = set_threads(1)
         assert used["numba"] == numba.get_num_threads() == 1
-        if used["blas"] is not None:          # a NumPy built on another BLAS: not reachable
+        if used["blas"] is not None:  # a NumPy built on another BLAS: not reachable
             assert used["blas"] == blas_threads() == 1
     finally:
         numba.set_num_threads(before[0])
@@ -54,9 +55,13 @@ def test_fit_sets_the_threads_of_its_config(monkeypatch):
     calls = []
     monkeypatch.setattr(trainer, "set_threads", calls.append)
     data = make_synthetic("train", num_classes=3, n_per_class=2, image_size=32, seed=1)
-    fit(AlexNet(3, "tiny", rng=np.random.default_rng(0)), data, data,
+    fit(
+        AlexNet(3, "tiny", rng=np.random.default_rng(0)),
+        data,
+        data,
         TrainConfig(epochs=1, batch_size=3, lr=0.01, schedule=None, threads=1),
-        log=lambda line: None)
+        log=lambda line: None,
+    )
     assert calls == [1]
     with pytest.raises(ValueError, match="threads"):
         TrainConfig(threads=0)

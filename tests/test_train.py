@@ -1,4 +1,5 @@
 """Training: bit-identical resume, divergence and Ctrl-C handling, outputs, and CLI errors."""
+
 import os
 import subprocess
 import sys
@@ -18,8 +19,10 @@ from minialexnet.training.checkpoint import load_checkpoint, save_checkpoint
 @pytest.fixture(scope="module")
 def tiny_data():
     """3 classes of 35x35 images for the "tiny" variant (31x31 crops)."""
-    return (make_synthetic("train", num_classes=3, n_per_class=8, image_size=35, seed=1),
-            make_synthetic("val", num_classes=3, n_per_class=4, image_size=35, seed=1))
+    return (
+        make_synthetic("train", num_classes=3, n_per_class=8, image_size=35, seed=1),
+        make_synthetic("val", num_classes=3, n_per_class=4, image_size=35, seed=1),
+    )
 
 
 def _quiet(_line):
@@ -29,8 +32,14 @@ def _quiet(_line):
 def _tiny_fit(data, epochs, seed=7, **kwargs):
     rng = np.random.default_rng(seed)
     model = AlexNet(3, "tiny", rng=rng)
-    history = fit(model, *data, TrainConfig(epochs=epochs, batch_size=8, lr=0.003), rng=rng,
-                  log=_quiet, **kwargs)
+    history = fit(
+        model,
+        *data,
+        TrainConfig(epochs=epochs, batch_size=8, lr=0.003),
+        rng=rng,
+        log=_quiet,
+        **kwargs,
+    )
     return model, history
 
 
@@ -46,24 +55,33 @@ def _assert_same_checkpoints(a, b):
         np.testing.assert_array_equal(ca.optim[name], cb.optim[name], err_msg=name)
     for key in ("epoch", "lr", "schedule", "rng", "best_top1"):
         assert ca.meta[key] == cb.meta[key], key
-    strip = [{k: v for k, v in h.items() if k not in ("epoch_seconds", "images_per_second")}
-             for h in ca.meta["history"]]
-    assert strip == [{k: v for k, v in h.items()
-                      if k not in ("epoch_seconds", "images_per_second")}
-                     for h in cb.meta["history"]]
+    strip = [
+        {k: v for k, v in h.items() if k not in ("epoch_seconds", "images_per_second")}
+        for h in ca.meta["history"]
+    ]
+    assert strip == [
+        {k: v for k, v in h.items() if k not in ("epoch_seconds", "images_per_second")}
+        for h in cb.meta["history"]
+    ]
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_data, tmp_path):
     straight, _ = _tiny_fit(tiny_data, epochs=2, output=tmp_path / "straight")
     _tiny_fit(tiny_data, epochs=1, output=tmp_path / "split")
     # A new process would build the model from a different generator state: use another seed.
-    resumed, history = _tiny_fit(tiny_data, epochs=2, seed=999, output=tmp_path / "split",
-                                 resume=tmp_path / "split" / "checkpoint_last.npz")
+    resumed, history = _tiny_fit(
+        tiny_data,
+        epochs=2,
+        seed=999,
+        output=tmp_path / "split",
+        resume=tmp_path / "split" / "checkpoint_last.npz",
+    )
     assert [h["epoch"] for h in history] == [1, 2]
     for name, p in _params(straight).items():
         np.testing.assert_array_equal(p, _params(resumed)[name], err_msg=name)
-    _assert_same_checkpoints(tmp_path / "straight" / "checkpoint_last.npz",
-                             tmp_path / "split" / "checkpoint_last.npz")
+    _assert_same_checkpoints(
+        tmp_path / "straight" / "checkpoint_last.npz", tmp_path / "split" / "checkpoint_last.npz"
+    )
 
 
 def test_cli_resume_is_bit_identical(cli_data, tmp_path, capsys):
@@ -72,8 +90,9 @@ def test_cli_resume_is_bit_identical(cli_data, tmp_path, capsys):
     assert main(["--epochs", "1", "-b", "8", "--output", b, "--seed", "3"]) == 0
     # Resuming takes arch, batch size and optimizer state from the checkpoint.
     assert main(["--resume", os.path.join(b, "checkpoint_last.npz"), "--epochs", "2"]) == 0
-    _assert_same_checkpoints(os.path.join(a, "checkpoint_last.npz"),
-                             os.path.join(b, "checkpoint_last.npz"))
+    _assert_same_checkpoints(
+        os.path.join(a, "checkpoint_last.npz"), os.path.join(b, "checkpoint_last.npz")
+    )
     out = capsys.readouterr().out
     assert "epoch 2/2" in out and "val top-1 err" in out and "img/s" in out and "ETA" in out
 
@@ -96,11 +115,20 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, tm
     # 24 images in batches of 8: 3 steps per epoch, so the 4th forward is epoch 2's first.
     rng = np.random.default_rng(7)
     model = DivergingAlexNet(3, "tiny", rng=rng)
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, batch 1/3.*"
-                                               r"last good checkpoint is .*checkpoint_last.npz "
-                                               r"\(epoch 1\).*--lr"):
-        fit(model, *tiny_data, TrainConfig(epochs=3, batch_size=8, lr=0.003), rng=rng,
-            log=_quiet, output=tmp_path / "run")
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"loss became nan at epoch 2, batch 1/3.*"
+        r"last good checkpoint is .*checkpoint_last.npz "
+        r"\(epoch 1\).*--lr",
+    ):
+        fit(
+            model,
+            *tiny_data,
+            TrainConfig(epochs=3, batch_size=8, lr=0.003),
+            rng=rng,
+            log=_quiet,
+            output=tmp_path / "run",
+        )
     last = load_checkpoint(tmp_path / "run" / "checkpoint_last.npz")
     assert last.meta["epoch"] == 1
     one_epoch, _ = _tiny_fit(tiny_data, epochs=1)
@@ -111,19 +139,21 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data, tm
 def test_cli_reports_divergence_without_traceback(cli_data, tmp_path, monkeypatch, capsys):
     def diverge(*args, **kwargs):
         raise TrainingDiverged("the loss became nan at epoch 1, batch 2/3")
+
     monkeypatch.setattr(train, "fit", diverge)
     assert main(["--output", str(tmp_path / "run"), "-b", "8"]) == 1
     assert "minialexnet-train: the loss became nan" in capsys.readouterr().err
 
 
-def test_ctrl_c_while_saving_leaves_the_previous_checkpoint(cli_data, tmp_path, monkeypatch,
-                                                           capsys):
+def test_ctrl_c_while_saving_leaves_the_previous_checkpoint(
+    cli_data, tmp_path, monkeypatch, capsys
+):
     real_savez = np.savez
     calls = []
 
     def savez(f, **arrays):
         calls.append(1)
-        if len(calls) == 3:        # epoch 1 wrote last + best; the 3rd write is epoch 2's
+        if len(calls) == 3:  # epoch 1 wrote last + best; the 3rd write is epoch 2's
             f.write(b"PK\x03\x04 partial")
             raise KeyboardInterrupt
         real_savez(f, **arrays)
@@ -141,8 +171,14 @@ def test_smoke_run_loss_falls_and_outputs_are_written(mini_data, tmp_path):
     # No dropout and small batches: on 24 images the loss then falls within a few seconds.
     model = AlexNet(3, "mini", rng=rng, dropout=0.0)
     lines = []
-    history = fit(model, *mini_data, TrainConfig(epochs=5, batch_size=4, lr=0.001, print_freq=2),
-                  rng=rng, output=tmp_path, log=lines.append)
+    history = fit(
+        model,
+        *mini_data,
+        TrainConfig(epochs=5, batch_size=4, lr=0.001, print_freq=2),
+        rng=rng,
+        output=tmp_path,
+        log=lines.append,
+    )
     losses = [h["train_loss"] for h in history]
     assert losses[-1] < 0.9 * losses[0], losses
     assert set(history[0]) == set(runlog.CSV_COLUMNS)
@@ -180,35 +216,41 @@ def _usage_error(argv, capsys):
     return capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--arch", "vgg"], "argument --arch: invalid choice: 'vgg'"),
-    (["--epochs", "0"], "argument --epochs: must be a positive integer, got 0"),
-    (["-b", "-4"], "argument -b/--batch-size: must be a positive integer"),
-    (["--lr", "0"], "argument --lr: must be a finite number > 0"),
-    (["--lr", "nan"], "argument --lr: must be a finite number > 0"),
-    (["--wd", "-1"], "argument --wd/--weight-decay: must be a finite number >= 0"),
-    (["--workers", "two"], "argument --workers: expected an integer >= 0"),
-    (["--evaluate"], "--evaluate needs a checkpoint"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--arch", "vgg"], "argument --arch: invalid choice: 'vgg'"),
+        (["--epochs", "0"], "argument --epochs: must be a positive integer, got 0"),
+        (["-b", "-4"], "argument -b/--batch-size: must be a positive integer"),
+        (["--lr", "0"], "argument --lr: must be a finite number > 0"),
+        (["--lr", "nan"], "argument --lr: must be a finite number > 0"),
+        (["--wd", "-1"], "argument --wd/--weight-decay: must be a finite number >= 0"),
+        (["--workers", "two"], "argument --workers: expected an integer >= 0"),
+        (["--evaluate"], "--evaluate needs a checkpoint"),
+    ],
+)
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     assert message in _usage_error(argv, capsys)
 
 
 def test_cuda_backend_without_a_gpu_is_a_usage_error(capsys):
     from minialexnet.kernels.cuda import is_available
+
     if is_available():
         pytest.skip("a GPU (or the CUDA simulator) is available here")
     assert "--backend cuda needs an NVIDIA GPU" in _usage_error(["--backend", "cuda"], capsys)
 
 
 def test_bad_inputs_found_after_parsing_exit_2(cli_data, tmp_path, capsys):
-    assert "batch size 1000 is larger than the training set (24 images)" in \
-        _usage_error(["-b", "1000", "--output", str(tmp_path / "r")], capsys)
+    assert "batch size 1000 is larger than the training set (24 images)" in _usage_error(
+        ["-b", "1000", "--output", str(tmp_path / "r")], capsys
+    )
 
     a_file = tmp_path / "file"
     a_file.write_text("not a folder")
-    assert "cannot write to the output folder" in \
-        _usage_error(["--output", str(a_file / "run")], capsys)
+    assert "cannot write to the output folder" in _usage_error(
+        ["--output", str(a_file / "run")], capsys
+    )
 
     assert "does not exist" in _usage_error(["--resume", str(tmp_path / "none.npz")], capsys)
     (tmp_path / "corrupt.npz").write_bytes(b"garbage" * 100)
@@ -216,22 +258,25 @@ def test_bad_inputs_found_after_parsing_exit_2(cli_data, tmp_path, capsys):
 
     mini = tmp_path / "mini.npz"
     save_checkpoint(mini, AlexNet(3, "mini"), meta={"epoch": 1})
-    assert "holds a 'mini' AlexNet, not 'paper'" in \
-        _usage_error(["--resume", str(mini), "--arch", "paper"], capsys)
+    assert "holds a 'mini' AlexNet, not 'paper'" in _usage_error(
+        ["--resume", str(mini), "--arch", "paper"], capsys
+    )
     tiny = tmp_path / "tiny.npz"
     save_checkpoint(tiny, AlexNet(3, "tiny"))
-    assert "variant 'tiny' that the command line does not train" in \
-        _usage_error(["--resume", str(tiny)], capsys)
-    assert "not a training checkpoint" in \
-        _usage_error(["--resume", str(mini), "--epochs", "3", "-b", "8",
-                      "--output", str(tmp_path / "m")], capsys)
+    assert "variant 'tiny' that the command line does not train" in _usage_error(
+        ["--resume", str(tiny)], capsys
+    )
+    assert "not a training checkpoint" in _usage_error(
+        ["--resume", str(mini), "--epochs", "3", "-b", "8", "--output", str(tmp_path / "m")],
+        capsys,
+    )
 
     run = str(tmp_path / "run")
     assert main(["--epochs", "1", "-b", "8", "--output", run]) == 0
     assert "already holds a run" in _usage_error(["--output", run], capsys)
-    assert "has already trained 1 epochs" in \
-        _usage_error(["--resume", os.path.join(run, "checkpoint_last.npz"), "--epochs", "1"],
-                     capsys)
+    assert "has already trained 1 epochs" in _usage_error(
+        ["--resume", os.path.join(run, "checkpoint_last.npz"), "--epochs", "1"], capsys
+    )
 
 
 def test_subset_without_imagenet_is_a_clear_error(tmp_path, monkeypatch, capsys):
@@ -247,8 +292,12 @@ def test_subset_without_imagenet_is_a_clear_error(tmp_path, monkeypatch, capsys)
 def test_real_process_errors_have_no_traceback(tmp_path):
     (tmp_path / "corrupt.npz").write_bytes(b"garbage")
     for argv in (["--epochs", "0"], ["--resume", str(tmp_path / "corrupt.npz")]):
-        proc = subprocess.run([sys.executable, "-m", "minialexnet.train", *argv],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "minialexnet.train", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2, proc.stderr
         assert "minialexnet-train: error:" in proc.stderr
         assert "Traceback" not in proc.stderr
@@ -258,21 +307,31 @@ def test_resume_restores_a_data_generator_separate_from_the_model_s(tiny_data, t
     """fit(rng=data_rng) with AlexNet(rng=model_rng): resuming must put back both generators
     (the data choices and the dropout masks); fresh generators of other seeds stand in for a
     new process."""
+
     def run(epochs, output, seeds, resume=None):
         data_rng, model_rng = (np.random.default_rng(seed) for seed in seeds)
         model = AlexNet(3, "tiny", rng=model_rng)
-        fit(model, *tiny_data, TrainConfig(epochs=epochs, batch_size=8, lr=0.003),
-            rng=data_rng, output=output, resume=resume, log=_quiet)
+        fit(
+            model,
+            *tiny_data,
+            TrainConfig(epochs=epochs, batch_size=8, lr=0.003),
+            rng=data_rng,
+            output=output,
+            resume=resume,
+            log=_quiet,
+        )
         return model
 
     straight = run(3, tmp_path / "straight", (11, 22))
     run(1, tmp_path / "split", (11, 22))
-    resumed = run(3, tmp_path / "split", (33, 44),
-                  resume=tmp_path / "split" / "checkpoint_last.npz")
+    resumed = run(
+        3, tmp_path / "split", (33, 44), resume=tmp_path / "split" / "checkpoint_last.npz"
+    )
     for name, p in _params(straight).items():
         np.testing.assert_array_equal(p, _params(resumed)[name], err_msg=name)
-    _assert_same_checkpoints(tmp_path / "straight" / "checkpoint_last.npz",
-                             tmp_path / "split" / "checkpoint_last.npz")
+    _assert_same_checkpoints(
+        tmp_path / "straight" / "checkpoint_last.npz", tmp_path / "split" / "checkpoint_last.npz"
+    )
 
 
 def test_init_option_reaches_the_network_and_resume_keeps_the_checkpoint_s(cli_data, tmp_path):
@@ -281,16 +340,17 @@ def test_init_option_reaches_the_network_and_resume_keeps_the_checkpoint_s(cli_d
     from minialexnet.model import BVLC_BIAS
 
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    assert main(["--epochs", "1", "-b", "8", "--output", a, "--init", "bvlc", "--lr",
-                 "1e-9"]) == 0
+    assert main(["--epochs", "1", "-b", "8", "--output", a, "--init", "bvlc", "--lr", "1e-9"]) == 0
     assert main(["--epochs", "1", "-b", "8", "--output", b]) == 0
     bvlc, paper = (load_checkpoint(os.path.join(d, "checkpoint_last.npz")) for d in (a, b))
     assert bvlc.meta["model"]["init"] == "bvlc" and paper.meta["model"]["init"] == "paper"
-    one_biases = [name for name, v in paper.params.items()
-                  if name.endswith(".b") and np.allclose(v, 1.0, atol=1e-3)]
+    one_biases = [
+        name
+        for name, v in paper.params.items()
+        if name.endswith(".b") and np.allclose(v, 1.0, atol=1e-3)
+    ]
     assert one_biases
-    for name in one_biases:                       # lr 1e-9: still the initial values
+    for name in one_biases:  # lr 1e-9: still the initial values
         np.testing.assert_allclose(bvlc.params[name], BVLC_BIAS, atol=1e-3)
     assert main(["--resume", os.path.join(a, "checkpoint_last.npz"), "--epochs", "2"]) == 0
-    assert load_checkpoint(os.path.join(a, "checkpoint_last.npz")).meta["model"]["init"] == \
-        "bvlc"
+    assert load_checkpoint(os.path.join(a, "checkpoint_last.npz")).meta["model"]["init"] == "bvlc"

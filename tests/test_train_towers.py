@@ -4,6 +4,7 @@ The split model saves checkpoints under the single-device names (``conv1.W``), s
 run resumes bit-identically, and its checkpoint loads into a plain ``AlexNet`` computing the
 same function.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,15 +21,24 @@ from minialexnet.training.checkpoint import load_checkpoint, model_from_checkpoi
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    return (make_synthetic("train", num_classes=3, n_per_class=8, image_size=35, seed=3),
-            make_synthetic("val", num_classes=3, n_per_class=4, image_size=35, seed=3))
+    return (
+        make_synthetic("train", num_classes=3, n_per_class=8, image_size=35, seed=3),
+        make_synthetic("val", num_classes=3, n_per_class=4, image_size=35, seed=3),
+    )
 
 
 def _towers_fit(data, epochs, output, resume=None):
     rng = np.random.default_rng(11)
     model = TwoTowerAlexNet.from_model(AlexNet(3, "tiny", rng=rng), devices="cpu:0,cpu:1")
-    history = fit(model, *data, TrainConfig(epochs=epochs, batch_size=8, lr=0.003), rng=rng,
-                  log=lambda _line: None, output=str(output), resume=resume)
+    history = fit(
+        model,
+        *data,
+        TrainConfig(epochs=epochs, batch_size=8, lr=0.003),
+        rng=rng,
+        log=lambda _line: None,
+        output=str(output),
+        resume=resume,
+    )
     model.close()
     return history
 
@@ -36,11 +46,12 @@ def _towers_fit(data, epochs, output, resume=None):
 def test_split_run_resumes_bit_identically(tiny_data, tmp_path):
     _towers_fit(tiny_data, 2, tmp_path / "straight")
     _towers_fit(tiny_data, 1, tmp_path / "split")
-    _towers_fit(tiny_data, 2, tmp_path / "split",
-                resume=str(tmp_path / "split" / "checkpoint_last.npz"))
+    _towers_fit(
+        tiny_data, 2, tmp_path / "split", resume=str(tmp_path / "split" / "checkpoint_last.npz")
+    )
     a = load_checkpoint(tmp_path / "straight" / "checkpoint_last.npz")
     b = load_checkpoint(tmp_path / "split" / "checkpoint_last.npz")
-    assert "conv1.W" in a.params and "conv1.W" in a.optim      # single-device names
+    assert "conv1.W" in a.params and "conv1.W" in a.optim  # single-device names
     assert a.params.keys() == b.params.keys()
     for name in a.params:
         np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
@@ -59,23 +70,44 @@ def test_split_checkpoint_loads_into_a_single_device_model(tiny_data, tmp_path):
 
 
 def test_cli_trains_on_two_cpu_threads(monkeypatch, tmp_path):
-    data = (make_synthetic("train", num_classes=3, n_per_class=8, seed=4),
-            make_synthetic("val", num_classes=3, n_per_class=4, seed=4))
-    monkeypatch.setattr(train, "open_datasets",
-                        lambda args, image_size, val_only=False: (*data, None, "synthetic"))
+    data = (
+        make_synthetic("train", num_classes=3, n_per_class=8, seed=4),
+        make_synthetic("val", num_classes=3, n_per_class=4, seed=4),
+    )
+    monkeypatch.setattr(
+        train, "open_datasets", lambda args, image_size, val_only=False: (*data, None, "synthetic")
+    )
     out = tmp_path / "run"
-    assert main(["--devices", "cpu:0,cpu:1", "--epochs", "1", "-b", "8", "--output", str(out),
-                 "--print-freq", "100"]) == 0
+    assert (
+        main(
+            [
+                "--devices",
+                "cpu:0,cpu:1",
+                "--epochs",
+                "1",
+                "-b",
+                "8",
+                "--output",
+                str(out),
+                "--print-freq",
+                "100",
+            ]
+        )
+        == 0
+    )
     ckpt = load_checkpoint(out / "checkpoint_last.npz")
     assert ckpt.meta["arch"] == "mini" and "conv3.W" in ckpt.params
     assert ckpt.meta["dataset"] == {"kind": "synthetic"}
 
 
 def test_cli_rejects_bad_devices(monkeypatch, tmp_path, capsys):
-    data = (make_synthetic("train", num_classes=3, n_per_class=8, seed=4),
-            make_synthetic("val", num_classes=3, n_per_class=4, seed=4))
-    monkeypatch.setattr(train, "open_datasets",
-                        lambda args, image_size, val_only=False: (*data, None, "synthetic"))
+    data = (
+        make_synthetic("train", num_classes=3, n_per_class=8, seed=4),
+        make_synthetic("val", num_classes=3, n_per_class=4, seed=4),
+    )
+    monkeypatch.setattr(
+        train, "open_datasets", lambda args, image_size, val_only=False: (*data, None, "synthetic")
+    )
     with pytest.raises(SystemExit) as exit_info:
         main(["--devices", "cpu:0", "--epochs", "1", "-b", "8", "--output", str(tmp_path)])
     assert exit_info.value.code == 2

@@ -4,6 +4,7 @@ A fake engine that never touches the network's layers stands in for the hardware
 epoch loop called the model, the loss or the optimizer itself (a CPU branch), or skipped the
 copy to the host before evaluating and saving, these tests would see it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,10 @@ from minialexnet.training.checkpoint import load_checkpoint
 @pytest.fixture(scope="module")
 def tiny_data():
     """3 classes of 35x35 images: 12 training images (3 batches of 4), 6 validation."""
-    return (make_synthetic("train", num_classes=3, n_per_class=4, image_size=35, seed=8),
-            make_synthetic("val", num_classes=3, n_per_class=2, image_size=35, seed=8))
+    return (
+        make_synthetic("train", num_classes=3, n_per_class=4, image_size=35, seed=8),
+        make_synthetic("val", num_classes=3, n_per_class=2, image_size=35, seed=8),
+    )
 
 
 class FakeEngine:
@@ -83,10 +86,15 @@ def test_fit_drives_the_engine_through_the_protocol(tiny_data, tmp_path, monkeyp
 
     monkeypatch.setattr(trainer, "make_engine", fake_make_engine)
     model = UntouchableAlexNet(3, "tiny", rng=np.random.default_rng(0))
-    history = fit(model, *tiny_data, TrainConfig(epochs=2, batch_size=4, schedule=None),
-                  output=tmp_path, log=lambda _line: None)
+    history = fit(
+        model,
+        *tiny_data,
+        TrainConfig(epochs=2, batch_size=4, schedule=None),
+        output=tmp_path,
+        log=lambda _line: None,
+    )
     (engine,) = engines
-    one_epoch = ["step"] * 3 + ["sync"] + ["forward"] * 2   # batches of 4: 12 + 6 images
+    one_epoch = ["step"] * 3 + ["sync"] + ["forward"] * 2  # batches of 4: 12 + 6 images
     assert engine.events == one_epoch * 2 + ["sync", "close"]
     assert [h["train_loss"] for h in history] == pytest.approx([1.9, 1.6])
     assert [h["train_top1_err"] for h in history] == pytest.approx([0.75, 0.75])
@@ -98,14 +106,29 @@ def test_fit_drives_the_engine_through_the_protocol(tiny_data, tmp_path, monkeyp
 def test_fit_resumes_into_the_engine_and_loads_it(tiny_data, tmp_path, monkeypatch):
     """After restoring a checkpoint on the host, the engine is told to load it."""
     rng = np.random.default_rng(1)
-    fit(AlexNet(3, "tiny", rng=rng), *tiny_data, TrainConfig(epochs=1, batch_size=4),
-        rng=rng, output=tmp_path, log=lambda _line: None)
+    fit(
+        AlexNet(3, "tiny", rng=rng),
+        *tiny_data,
+        TrainConfig(epochs=1, batch_size=4),
+        rng=rng,
+        output=tmp_path,
+        log=lambda _line: None,
+    )
     engines = []
-    monkeypatch.setattr(trainer, "make_engine",
-                        lambda model, optimizer, config, context: engines.append(
-                            FakeEngine(model, optimizer)) or engines[-1])
-    history = fit(UntouchableAlexNet(3, "tiny"), *tiny_data, TrainConfig(epochs=2, batch_size=4),
-                  resume=tmp_path / "checkpoint_last.npz", log=lambda _line: None)
+    monkeypatch.setattr(
+        trainer,
+        "make_engine",
+        lambda model, optimizer, config, context: (
+            engines.append(FakeEngine(model, optimizer)) or engines[-1]
+        ),
+    )
+    history = fit(
+        UntouchableAlexNet(3, "tiny"),
+        *tiny_data,
+        TrainConfig(epochs=2, batch_size=4),
+        resume=tmp_path / "checkpoint_last.npz",
+        log=lambda _line: None,
+    )
     assert engines[0].events[0] == "load" and engines[0].events.count("step") == 3
     assert [h["epoch"] for h in history] == [1, 2]
 
@@ -115,11 +138,13 @@ def test_make_engine_chooses_the_hardware_from_the_config():
     optimizer = SGD(model, lr=0.02, momentum=0.8, weight_decay=0.001)
     for name, _, _ in model.named_parameters():
         optimizer.velocity[name][...] = np.random.default_rng(3).standard_normal(
-            optimizer.velocity[name].shape)
+            optimizer.velocity[name].shape
+        )
     one = make_engine(model, optimizer, TrainConfig())
     assert isinstance(one, CPUEngine) and one.model is model and one.optimizer is optimizer
-    with make_engine(model, optimizer, TrainConfig(devices="cpu:0,cpu:1",
-                                                   tower_mode="sequential")) as split:
+    with make_engine(
+        model, optimizer, TrainConfig(devices="cpu:0,cpu:1", tower_mode="sequential")
+    ) as split:
         assert isinstance(split, CPUEngine) and isinstance(split.model, TwoTowerAlexNet)
         assert split.model.mode == "sequential"
         state = split.optimizer.state_dict()
@@ -141,14 +166,22 @@ class ConfidentlyWrongEngine(FakeEngine):
 
 @pytest.mark.parametrize("engine_class, warnings", [(ConfidentlyWrongEngine, 1), (FakeEngine, 0)])
 def test_fit_warns_once_in_the_first_progress_lines_when_the_loss_is_far_above_chance(
-        tiny_data, monkeypatch, engine_class, warnings):
-    monkeypatch.setattr(trainer, "make_engine",
-                        lambda model, optimizer, config, context: engine_class(model, optimizer))
+    tiny_data, monkeypatch, engine_class, warnings
+):
+    monkeypatch.setattr(
+        trainer,
+        "make_engine",
+        lambda model, optimizer, config, context: engine_class(model, optimizer),
+    )
     lines = []
-    fit(UntouchableAlexNet(3, "tiny", rng=np.random.default_rng(0)), *tiny_data,
-        TrainConfig(epochs=2, batch_size=4, schedule=None, print_freq=1), log=lines.append)
+    fit(
+        UntouchableAlexNet(3, "tiny", rng=np.random.default_rng(0)),
+        *tiny_data,
+        TrainConfig(epochs=2, batch_size=4, schedule=None, print_freq=1),
+        log=lines.append,
+    )
     said = [line for line in lines if line.startswith("warning:")]
     assert len(said) == warnings
     if warnings:
         assert "far above chance" in said[0] and "--init bvlc" in said[0]
-        assert lines.index(said[0]) == 1           # right after the first progress line
+        assert lines.index(said[0]) == 1  # right after the first progress line

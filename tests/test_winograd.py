@@ -1,5 +1,6 @@
 """Winograd F(2x2, 3x3): the transforms by hand, kernels numba == numpy, and the layer against
 im2col (forward, dx, dW, db) and float64 central differences."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -26,7 +27,7 @@ def test_one_dimensional_f23_is_a_correlation():
 
 @BACKENDS
 def test_ones_filter_sums_each_window_by_hand(backend):
-    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)   # rows 0-3, 4-7, 8-11, 12-15
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)  # rows 0-3, 4-7, 8-11, 12-15
     layer = Conv2D(1, 1, 3, algorithm="winograd")
     layer.params["W"] = np.ones((1, 1, 3, 3), dtype=np.float32)
     layer.params["b"] = np.array([0.5], dtype=np.float32)
@@ -36,16 +37,18 @@ def test_ones_filter_sums_each_window_by_hand(backend):
         np.testing.assert_array_equal(y, [[[[45.5, 54.5], [81.5, 90.5]]]])
         dx = layer.backward(np.ones_like(y))
     # dx[h, w] counts the windows that cover pixel (h, w); dW[i, j] sums those 4 pixels
-    np.testing.assert_array_equal(dx[0, 0], [[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2],
-                                             [1, 2, 2, 1]])
-    np.testing.assert_array_equal(layer.grads["W"][0, 0], [[10, 14, 18], [26, 30, 34],
-                                                          [42, 46, 50]])
+    np.testing.assert_array_equal(
+        dx[0, 0], [[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]]
+    )
+    np.testing.assert_array_equal(
+        layer.grads["W"][0, 0], [[10, 14, 18], [26, 30, 34], [42, 46, 50]]
+    )
     np.testing.assert_array_equal(layer.grads["b"], [4])
     assert y.dtype == dx.dtype == layer.grads["W"].dtype == np.float32
 
 
 def test_tile_grid_rounds_odd_outputs_up():
-    assert tile_grid(13, 13, 1) == (13, 13, 7, 7)          # conv3-5: 7x7 tiles, 14x14 cut
+    assert tile_grid(13, 13, 1) == (13, 13, 7, 7)  # conv3-5: 7x7 tiles, 14x14 cut
     assert tile_grid(4, 6, 0) == (2, 4, 1, 2)
 
 
@@ -65,16 +68,21 @@ def winograd_cases(draw, max_size=9):
     padding = draw(st.integers(0, 2))
     h = draw(st.integers(max(1, 3 - 2 * padding), max_size))
     w = draw(st.integers(max(1, 3 - 2 * padding), max_size))
-    return dict(shape=(draw(st.integers(1, 3)), groups * draw(st.integers(1, 3)), h, w),
-                f=groups * draw(st.integers(1, 3)), padding=padding, groups=groups,
-                seed=draw(st.integers(0, 2**32 - 1)))
+    return dict(
+        shape=(draw(st.integers(1, 3)), groups * draw(st.integers(1, 3)), h, w),
+        f=groups * draw(st.integers(1, 3)),
+        padding=padding,
+        groups=groups,
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
 
 
 def build(case, algorithm):
     rng = np.random.default_rng(case["seed"])
     c = case["shape"][1]
-    layer = Conv2D(c, case["f"], 3, 1, case["padding"], case["groups"], rng=rng,
-                   algorithm=algorithm)
+    layer = Conv2D(
+        c, case["f"], 3, 1, case["padding"], case["groups"], rng=rng, algorithm=algorithm
+    )
     layer.params["W"] = rng.standard_normal(layer.params["W"].shape).astype(np.float32)
     layer.params["b"] = rng.standard_normal(case["f"]).astype(np.float32)
     return layer, rng.standard_normal(case["shape"]).astype(np.float32), rng
@@ -132,10 +140,12 @@ def test_numba_kernels_equal_numpy_kernels(case):
     m = rng.standard_normal((16, g, f // g, n * th * tw)).astype(np.float32)
     bias = rng.standard_normal(f).astype(np.float32)
     dy = rng.standard_normal((n, f, out_h, out_w)).astype(np.float32)
-    calls = [lambda k: k.winograd_input(x, p, g),
-             lambda k: k.winograd_input_backward(grad_v, x.shape, p),
-             lambda k: k.winograd_output(m, bias, n, out_h, out_w),
-             lambda k: k.winograd_output_backward(dy, g)]
+    calls = [
+        lambda k: k.winograd_input(x, p, g),
+        lambda k: k.winograd_input_backward(grad_v, x.shape, p),
+        lambda k: k.winograd_output(m, bias, n, out_h, out_w),
+        lambda k: k.winograd_output_backward(dy, g),
+    ]
     for call in calls:
         expected, got = call(REFERENCE), call(NUMBA)
         assert got.shape == expected.shape and got.dtype == np.float32
@@ -154,8 +164,9 @@ def test_input_backward_is_the_adjoint_of_input(kern, case):
     np.testing.assert_allclose(np.vdot(v, grad_v), np.vdot(x, dx), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("c, f, groups", [(256, 384, 1), (384, 384, 2), (384, 256, 2)],
-                         ids=["conv3", "conv4", "conv5"])
+@pytest.mark.parametrize(
+    "c, f, groups", [(256, 384, 1), (384, 384, 2), (384, 256, 2)], ids=["conv3", "conv4", "conv5"]
+)
 def test_alexnet_geometry_equals_im2col(c, f, groups):
     # The paper's conv3-conv5 (13x13 maps, padding 1), two images, full channel counts.
     case = dict(shape=(2, c, 13, 13), f=f, padding=1, groups=groups, seed=c + f + groups)
@@ -166,6 +177,6 @@ def test_alexnet_geometry_equals_im2col(c, f, groups):
 def test_transform_filters_is_g_w_g_transposed():
     rng = np.random.default_rng(3)
     weights = rng.standard_normal((4, 3, 3, 3))
-    u = winograd.transform_filters(weights, groups=2)           # (16, G, F/G, C/G)
+    u = winograd.transform_filters(weights, groups=2)  # (16, G, F/G, C/G)
     expected = np.einsum("ai,fcij,bj->abfc", G, weights, G).reshape(16, 2, 2, 3)
     np.testing.assert_allclose(u, expected, rtol=1e-12, atol=1e-12)

@@ -17,6 +17,7 @@ One concept per module:
 Nothing here imports ``mpi4py`` until ``init_context`` finds an MPI launch (see
 docs/distributed.md for launching, exactness and the cost model).
 """
+
 from minialexnet.distributed.allreduce import GradientAllreduce
 from minialexnet.distributed.cache import prepared_once
 from minialexnet.distributed.context import MPIProcesses, SingleProcess, init_context
@@ -24,15 +25,31 @@ from minialexnet.distributed.data_parallel import DataParallelEngine
 from minialexnet.distributed.dropout_shards import dropout_layers, sharded_dropout
 from minialexnet.distributed.failures import main_only, stop_all_on_failure
 from minialexnet.distributed.launch import (
-                                            launched_by_mpi,
-                                            launched_world_size,
-                                            local_rank_from_environment,
+    launched_by_mpi,
+    launched_world_size,
+    local_rank_from_environment,
 )
 from minialexnet.distributed.shards import Shard, check_batches, shard_of
 from minialexnet.distributed.validation import Counts, count_shard, evaluate_split
 
-__all__ = ["Counts", "DataParallelEngine", "GradientAllreduce", "MPIProcesses", "Shard",
-           "SingleProcess", "check_batches", "count_shard", "dropout_layers",
-           "evaluate_split", "init_context", "launched_by_mpi", "launched_world_size",
-           "local_rank_from_environment", "main_only", "prepared_once", "shard_of",
-           "sharded_dropout", "stop_all_on_failure"]
+__all__ = [
+    "Counts",
+    "DataParallelEngine",
+    "GradientAllreduce",
+    "MPIProcesses",
+    "Shard",
+    "SingleProcess",
+    "check_batches",
+    "count_shard",
+    "dropout_layers",
+    "evaluate_split",
+    "init_context",
+    "launched_by_mpi",
+    "launched_world_size",
+    "local_rank_from_environment",
+    "main_only",
+    "prepared_once",
+    "shard_of",
+    "sharded_dropout",
+    "stop_all_on_failure",
+]

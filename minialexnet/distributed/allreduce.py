@@ -18,6 +18,7 @@ Where the buffer lives:
   host Allreduce. These device copies cannot be tested without a GPU; everything else in
   this file is covered by the CPU tests.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,10 @@ class GradientAllreduce:
             raise ValueError("GradientAllreduce needs at least one gradient array")
         for g in gradients:
             if np.dtype(g.dtype) != np.float32:
-                raise TypeError(f"data-parallel training sums float32 gradients, got one of "
-                                f"dtype {g.dtype} and shape {g.shape}")
+                raise TypeError(
+                    f"data-parallel training sums float32 gradients, got one of "
+                    f"dtype {g.dtype} and shape {g.shape}"
+                )
         self.context = context
         self.shapes = [tuple(g.shape) for g in gradients]
         sizes = [int(np.prod(shape)) for shape in self.shapes]
@@ -64,8 +67,9 @@ class GradientAllreduce:
     def __call__(self, gradients: list, weight: float, stats) -> np.ndarray:
         shapes = [tuple(g.shape) for g in gradients]
         if shapes != self.shapes:
-            raise ValueError(f"GradientAllreduce was built for gradients shaped "
-                             f"{self.shapes}, got {shapes}")
+            raise ValueError(
+                f"GradientAllreduce was built for gradients shaped {self.shapes}, got {shapes}"
+            )
         if self.device_buffer is not None:
             return self._device_allreduce(gradients, weight, stats)
         self._pack(gradients, np.float32(weight))

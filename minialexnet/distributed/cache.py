@@ -10,6 +10,7 @@ The cache folder must be one that every process sees (a shared file system on a 
 A failure of rank 0 while building does not leave the others waiting forever: run the whole
 program under ``failures.stop_all_on_failure``, which ends every process (``MPI_Abort``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -16,6 +16,7 @@ process, the only one that prints and writes files (``is_main``). ``local_rank``
 among the processes on the same machine: with ``--backend cuda`` process ``local_rank`` takes
 GPU ``local_rank``, so four processes on a four-GPU node use one GPU each.
 """
+
 from __future__ import annotations
 
 import sys
@@ -68,7 +69,7 @@ class MPIProcesses:
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         local = local_rank_from_environment()
-        if local is None:   # the launcher did not say: count the processes sharing memory
+        if local is None:  # the launcher did not say: count the processes sharing memory
             node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
             local = node.Get_rank()
             node.Free()
@@ -119,8 +120,10 @@ def init_context(use_mpi: bool | None = None) -> SingleProcess | MPIProcesses:
     try:
         import mpi4py  # noqa: F401  (only to give a clear message when it is missing)
     except ImportError:
-        raise RuntimeError("this process was started by an MPI launcher (mpiexec, mpirun, "
-                           "srun) but mpi4py is not installed: pip install -e \".[mpi]\", or "
-                           "on a cluster build mpi4py against the site's MPI (see "
-                           "docs/distributed.md)") from None
+        raise RuntimeError(
+            "this process was started by an MPI launcher (mpiexec, mpirun, "
+            'srun) but mpi4py is not installed: pip install -e ".[mpi]", or '
+            "on a cluster build mpi4py against the site's MPI (see "
+            "docs/distributed.md)"
+        ) from None
     return MPIProcesses()

@@ -14,6 +14,7 @@ So N processes train the same network as one process with the same seed and batc
 float32 rounding of the sums (docs/distributed.md). The trainer does not know: it calls
 ``train_step(x, labels)`` with the global batch and gets the global batch's ``StepResult``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,14 +69,16 @@ class DataParallelEngine:
             local = self.engine.forward_backward(x[rows], labels[rows])
         stats = np.array([shard.weight * local.loss, local.top1_correct, local.top5_correct])
         loss, top1, top5 = self._sum(shard.weight, stats)
-        return StepResult(float(loss), round(top1), round(top5), shard.global_batch,
-                          math.isfinite(loss))
+        return StepResult(
+            float(loss), round(top1), round(top5), shard.global_batch, math.isfinite(loss)
+        )
 
     def _sum(self, weight: float, stats: np.ndarray) -> np.ndarray:
         gradients = self.engine.gradient_arrays()
-        if any(g is None for g in gradients):   # no backward yet (a non-finite first loss)
-            gradients = [np.zeros(p.shape, dtype=np.float32)
-                         for _, p, _ in self.model.named_parameters()]
+        if any(g is None for g in gradients):  # no backward yet (a non-finite first loss)
+            gradients = [
+                np.zeros(p.shape, dtype=np.float32) for _, p, _ in self.model.named_parameters()
+            ]
         if self._allreduce is None:
             self._allreduce = GradientAllreduce(gradients, self.context)
         return self._allreduce(gradients, weight, stats)
@@ -135,32 +138,40 @@ class DataParallelEngine:
         differ = np.array([int(np.any(mine != main))], dtype=np.int64)
         self.context.allreduce_sum(differ)
         if differ[0]:
-            raise RuntimeError(f"the replicas of {int(differ[0])} of {self.context.size} "
-                               f"processes differ from rank 0's (parameters, momentum or "
-                               f"generator): did every process start from the same seed and "
-                               f"checkpoint?")
+            raise RuntimeError(
+                f"the replicas of {int(differ[0])} of {self.context.size} "
+                f"processes differ from rank 0's (parameters, momentum or "
+                f"generator): did every process start from the same seed and "
+                f"checkpoint?"
+            )
 
     def __repr__(self) -> str:
         return f"DataParallelEngine({self.engine!r}, {self.context!r})"
 
 
 def _check_dropout_follows_shards(engine) -> None:
-    if (isinstance(engine, CPUEngine) or getattr(engine, "follows_dropout_shard", False)
-            or not dropout_layers(engine.model)):
+    if (
+        isinstance(engine, CPUEngine)
+        or getattr(engine, "follows_dropout_shard", False)
+        or not dropout_layers(engine.model)
+    ):
         return
-    raise ValueError(f"{type(engine).__name__} draws its dropout masks on its own, so in "
-                     f"data-parallel training every process would give the first images of "
-                     f"its shard the same masks: train with --dropout 0, or give the engine "
-                     f"shard-aware masks (offset by the shard's first row) and "
-                     f"follows_dropout_shard = True")
+    raise ValueError(
+        f"{type(engine).__name__} draws its dropout masks on its own, so in "
+        f"data-parallel training every process would give the first images of "
+        f"its shard the same masks: train with --dropout 0, or give the engine "
+        f"shard-aware masks (offset by the shard's first row) and "
+        f"follows_dropout_shard = True"
+    )
 
 
 def _replica_arrays(engine) -> list:
     """The host arrays that make a replica: parameters, then momentum buffers (if any)."""
     arrays = [p for _, p, _ in engine.model.named_parameters()]
     if engine.optimizer is not None:
-        arrays += [engine.optimizer.velocity[name]
-                   for name, _, _ in engine.model.named_parameters()]
+        arrays += [
+            engine.optimizer.velocity[name] for name, _, _ in engine.model.named_parameters()
+        ]
     for array in arrays:
         if not array.flags.c_contiguous:
             raise ValueError("data-parallel training needs C-contiguous parameter arrays")

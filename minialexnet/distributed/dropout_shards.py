@@ -11,6 +11,7 @@ generator advances exactly as in one process, on every rank.
 Costs ``B / n_r`` times the random numbers of a plain shard: 2 x 4096 x B doubles per step
 for the paper's fc6/fc7, negligible beside the step.
 """
+
 from __future__ import annotations
 
 import contextlib

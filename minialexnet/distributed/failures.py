@@ -13,6 +13,7 @@ exception it prints ``[rank r/N] <the error>`` and its traceback to standard err
 within seconds and exit non-zero. In a single process it does nothing: the exception goes on
 as usual. (``SystemExit(0)``, a normal end, is not a failure.)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,7 +43,7 @@ def stop_all_on_failure(context, exit_code: int = 1):
             _report(context, f"exited with status {done.code}")
             context.abort(done.code if isinstance(done.code, int) else exit_code)
         raise
-    except BaseException as error:            # KeyboardInterrupt (Ctrl-C) included
+    except BaseException as error:  # KeyboardInterrupt (Ctrl-C) included
         if context.size == 1:
             raise
         _report(context, f"{type(error).__name__}: {error}", traceback.format_exc())

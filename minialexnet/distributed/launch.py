@@ -22,14 +22,20 @@ step wired to MPI), because ``SLURM_NTASKS`` is also set inside a plain ``sbatch
 Note 2: ``PMIX_RANK`` names no size; it counts as "more than one, ask MPI", and
 ``init_context`` then takes the size from ``mpi4py`` (a size of 1 runs as one process).
 """
+
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-_LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK",
-                         "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "PMIX_LOCAL_RANK")
+_LOCAL_RANK_VARIABLES = (
+    "MPI_LOCALRANKID",
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "MV2_COMM_WORLD_LOCAL_RANK",
+    "SLURM_LOCALID",
+    "PMIX_LOCAL_RANK",
+)
 
 
 def _int(environ: Mapping[str, str], name: str) -> int | None:

@@ -17,6 +17,7 @@ give the images of smaller shards more weight.) The same weights turn shard-mean
 the global-mean loss. A shard must not be empty: ``B >= N`` is required, also for an epoch's
 last, smaller batch.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -45,10 +46,12 @@ def shard_of(global_batch: int, size: int, rank: int) -> Shard:
     if not 0 <= rank < size:
         raise ValueError(f"rank {rank} is not in 0..{size - 1}")
     if global_batch < size:
-        raise ValueError(f"a batch of {global_batch} images cannot be split among {size} "
-                         f"processes (every process needs at least one image): use a batch "
-                         f"size of at least {size}, start fewer processes, or drop an epoch's "
-                         f"last, smaller batch")
+        raise ValueError(
+            f"a batch of {global_batch} images cannot be split among {size} "
+            f"processes (every process needs at least one image): use a batch "
+            f"size of at least {size}, start fewer processes, or drop an epoch's "
+            f"last, smaller batch"
+        )
     base, extra = divmod(global_batch, size)
     start = rank * base + min(rank, extra)
     return Shard(start, start + base + (rank < extra), global_batch)
@@ -60,8 +63,10 @@ def check_batches(num_images: int, batch_size: int, size: int) -> None:
     last = num_images % batch_size
     smallest = min(batch_size, num_images) if last == 0 else last
     if smallest < size:
-        raise ValueError(f"{num_images} training images in batches of {batch_size} leave a "
-                         f"batch of {smallest} images, fewer than the {size} processes (each "
-                         f"needs at least one image): choose a batch size with "
-                         f"{num_images} mod batch size = 0 or >= {size}, or start fewer "
-                         f"processes")
+        raise ValueError(
+            f"{num_images} training images in batches of {batch_size} leave a "
+            f"batch of {smallest} images, fewer than the {size} processes (each "
+            f"needs at least one image): choose a batch size with "
+            f"{num_images} mod batch size = 0 or >= {size}, or start fewer "
+            f"processes"
+        )

@@ -7,6 +7,7 @@ those of one process evaluating everything: counting is exact and there is no dr
 time. (An image's logits can differ in the last float32 bit when it sits in another batch,
 as BLAS may sum in another order; only an exact tie between two classes could notice.)
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -42,8 +43,9 @@ def dataset_shard(dataset: ImageDataset, context) -> ImageDataset:
     return ImageDataset(dataset.images[rows], dataset.labels[rows], dataset.class_names)
 
 
-def count_shard(engine, dataset: ImageDataset, stats, batch_size: int = 128,
-                crops: str = "center") -> Counts:
+def count_shard(
+    engine, dataset: ImageDataset, stats, batch_size: int = 128, crops: str = "center"
+) -> Counts:
     """Top-1 / top-5 correct counts of ``engine`` on all of ``dataset`` (one process).
 
     ``crops="center"``: one centre crop; ``"ten"``: the softmax averaged over the ten crops
@@ -51,11 +53,10 @@ def count_shard(engine, dataset: ImageDataset, stats, batch_size: int = 128,
     """
     from minialexnet.data.loader import BatchLoader
 
-    loader = BatchLoader(dataset, batch_size, engine.input_size, stats, train=False,
-                         crops=crops)
+    loader = BatchLoader(dataset, batch_size, engine.input_size, stats, train=False, crops=crops)
     top1 = top5 = 0
     for x, labels in loader:
-        if crops == "ten":                        # x: (B, 10, 3, S, S)
+        if crops == "ten":  # x: (B, 10, 3, S, S)
             b = x.shape[0]
             scores = softmax(engine.forward(x.reshape(b * 10, *x.shape[2:]), train=False))
             scores = scores.reshape(b, 10, -1).mean(axis=1)
@@ -66,8 +67,9 @@ def count_shard(engine, dataset: ImageDataset, stats, batch_size: int = 128,
     return Counts(top1, top5, len(dataset))
 
 
-def evaluate_split(engine, dataset: ImageDataset, stats, context, batch_size: int = 128,
-                   crops: str = "center") -> Counts:
+def evaluate_split(
+    engine, dataset: ImageDataset, stats, context, batch_size: int = 128, crops: str = "center"
+) -> Counts:
     """Counts over the whole ``dataset``, each process evaluating its part (every process
     gets the same totals). ``len(dataset) >= context.size`` is required."""
     part = count_shard(engine, dataset_shard(dataset, context), stats, batch_size, crops)

@@ -14,6 +14,7 @@ touch a GPU); building an engine without a GPU (or the CUDA simulator) raises a 
 ``RuntimeError``. Imports point one way: this package uses ``minialexnet.parallel``, never
 the reverse.
 """
+
 # First, before any module below imports numba.cuda: the package of the kernels applies the
 # NumPy compatibility shim (minialexnet/kernels/cuda/_compat.py).
 import minialexnet.kernels.cuda  # noqa: F401  (isort: skip)

@@ -51,6 +51,7 @@ synchronises the device): the gathered input of every stage has its own buffer (
 live until that stage's backward: a fully connected layer keeps its input for
 ``dW = dy^T x``), the reduced gradient and the staging copies one buffer each per device.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -93,12 +94,13 @@ def _gpu_of(a) -> int:
 
 def _address(a) -> int:
     """The device address of ``a``'s first element: which buffer (and where in it) ``a`` views."""
-    if SIMULATOR:               # a FakeCUDAArray wraps a NumPy array
+    if SIMULATOR:  # a FakeCUDAArray wraps a NumPy array
         return a.__array_interface__["data"][0]
     return a.__cuda_array_interface__["data"][0]
 
 
 # -- the device ------------------------------------------------------------------------------
+
 
 class CUDADevice(Device):
     """A tower on GPU ``index`` (``"cuda:0"``), with its own CUDA stream (see the module
@@ -113,16 +115,20 @@ class CUDADevice(Device):
         require_cuda(f"the device 'cuda:{index}'")
         count = len(cuda.gpus)
         if not 0 <= int(index) < count:
-            have = "the CUDA simulator has one device" if SIMULATOR else (
-                f"this machine has {count} GPU{'s' if count != 1 else ''}")
+            have = (
+                "the CUDA simulator has one device"
+                if SIMULATOR
+                else (f"this machine has {count} GPU{'s' if count != 1 else ''}")
+            )
             raise ValueError(
                 f"there is no GPU 'cuda:{index}': {have} ("
                 f"{', '.join(f'cuda:{i}' for i in range(count))}). To run both towers of the "
-                f"§3.2 split on one GPU, each on its own stream, write devices='cuda:0,cuda:0'.")
+                f"§3.2 split on one GPU, each on its own stream, write devices='cuda:0,cuda:0'."
+            )
         self.index = int(index)
         self._stream = None
         self._buffers: dict = {}
-        self._queued = None             # event after the work of the last ``run``
+        self._queued = None  # event after the work of the last ``run``
         # The towers whose outputs this one reads (set by CudaTwoTowerAlexNet); None: every
         # CUDADevice alive, which is always safe.
         self.partners = None
@@ -158,8 +164,7 @@ class CUDADevice(Device):
                 out = cuda.device_array(tuple(x.shape), dtype=x.dtype, stream=self.stream)
                 out.copy_to_device(x, stream=self.stream)
             else:
-                out = cuda.to_device(np.ascontiguousarray(x, dtype=np.float32),
-                                     stream=self.stream)
+                out = cuda.to_device(np.ascontiguousarray(x, dtype=np.float32), stream=self.stream)
             self.stream.synchronize()
         return out
 
@@ -174,8 +179,10 @@ class CUDADevice(Device):
     def assign(self, dst, src: np.ndarray) -> None:
         src = np.ascontiguousarray(src, dtype=dst.dtype)
         if src.shape != tuple(dst.shape):
-            raise ValueError(f"{self}: cannot copy an array of shape {src.shape} into a device "
-                             f"array of shape {tuple(dst.shape)}")
+            raise ValueError(
+                f"{self}: cannot copy an array of shape {src.shape} into a device "
+                f"array of shape {tuple(dst.shape)}"
+            )
         with cuda.gpus[self.index]:
             dst.copy_to_device(src, stream=self.stream)
             self.stream.synchronize()
@@ -189,13 +196,16 @@ class CUDADevice(Device):
         n, rest = pieces[0].shape[0], tuple(pieces[0].shape[2:])
         for u, piece in enumerate(pieces):
             if piece.shape[0] != n or tuple(piece.shape[2:]) != rest:
-                raise ValueError(f"{self}.concatenate: tower {u}'s piece has shape "
-                                 f"{tuple(piece.shape)}, tower 0's {tuple(pieces[0].shape)}; "
-                                 f"they may differ only along axis 1")
+                raise ValueError(
+                    f"{self}.concatenate: tower {u}'s piece has shape "
+                    f"{tuple(piece.shape)}, tower 0's {tuple(pieces[0].shape)}; "
+                    f"they may differ only along axis 1"
+                )
         widths = [piece.shape[1] for piece in pieces]
         # Every stage gathers the outputs of other layers: their buffers name its own buffer.
-        out = self._buffer(("gather", *(_address(piece) for piece in pieces)),
-                           (n, sum(widths), *rest))
+        out = self._buffer(
+            ("gather", *(_address(piece) for piece in pieces)), (n, sum(widths), *rest)
+        )
         out3 = _as_ncp(out)
         offset = 0
         for u, piece in enumerate(pieces):
@@ -214,9 +224,11 @@ class CUDADevice(Device):
         out3 = _as_ncp(out)
         for u, full in enumerate(arrays):
             if full.shape[0] != n or tuple(full.shape[2:]) != rest or full.shape[1] < stop:
-                raise ValueError(f"{self}.sum_slices: tower {u}'s gradient has shape "
-                                 f"{tuple(full.shape)}, which has no columns {start}:{stop} "
-                                 f"of a (N={n}, ..., {rest}) array")
+                raise ValueError(
+                    f"{self}.sum_slices: tower {u}'s gradient has shape "
+                    f"{tuple(full.shape)}, which has no columns {start}:{stop} "
+                    f"of a (N={n}, ..., {rest}) array"
+                )
             here = _as_ncp(self.local(full, ("peer", u)))
             add_columns(here, start, out3, accumulate=u > 0, stream=self.stream)
         return out
@@ -249,7 +261,7 @@ class CUDADevice(Device):
                 return a
             check_device_array(a, f"{self}.local", "a", dtype=a.dtype)
             here = self._buffer(slot, tuple(a.shape), a.dtype)
-            here.copy_to_device(a, stream=self.stream)         # peer-to-peer where possible
+            here.copy_to_device(a, stream=self.stream)  # peer-to-peer where possible
             return here
         host = np.ascontiguousarray(a, dtype=dtype)
         here = self._buffer(slot, host.shape, host.dtype)
@@ -304,6 +316,7 @@ def enable_peer_access(devices: Sequence) -> list:
 
 # -- a tower's layer on the GPU ----------------------------------------------------------------
 
+
 class TowerLayer:
     """One layer of a tower on a GPU, with the layer protocol ``TwoTowerAlexNet`` speaks.
 
@@ -325,12 +338,14 @@ class TowerLayer:
         self.in_shape = tuple(in_shape)
         self.device = device
         stream = device.stream
-        self.params = {key: cuda.to_device(np.ascontiguousarray(value, dtype=np.float32),
-                                           stream=stream)
-                       for key, value in layer.params.items()}
-        self.grads = {key: cuda.to_device(np.zeros(value.shape, dtype=np.float32),
-                                          stream=stream)
-                      for key, value in layer.params.items()}
+        self.params = {
+            key: cuda.to_device(np.ascontiguousarray(value, dtype=np.float32), stream=stream)
+            for key, value in layer.params.items()
+        }
+        self.grads = {
+            key: cuda.to_device(np.zeros(value.shape, dtype=np.float32), stream=stream)
+            for key, value in layer.params.items()
+        }
         self.capacity = 0
         self._twin = None
 
@@ -338,9 +353,15 @@ class TowerLayer:
         """Make the buffers hold ``batch`` examples (rebuilding them if smaller); returns the
         twin. Call with this tower's GPU current (inside ``device.run``)."""
         if batch > self.capacity:
-            self._twin = device_layer(self.template, self.in_shape, batch, self.params,
-                                      sequence=0, stream=self.device.stream,
-                                      gemm=self.device.gemm)
+            self._twin = device_layer(
+                self.template,
+                self.in_shape,
+                batch,
+                self.params,
+                sequence=0,
+                stream=self.device.stream,
+                gemm=self.device.gemm,
+            )
             self._twin.grads = self.grads
             self.capacity = batch
         return self._twin
@@ -360,9 +381,11 @@ class TowerLayer:
 
     def astype(self, dtype) -> TowerLayer:
         if np.dtype(dtype) != np.float32:
-            raise TypeError(f"the GPU towers compute in float32 only, not {np.dtype(dtype)}; "
-                            f"run float64 gradient checks on the CPU split "
-                            f"(TwoTowerAlexNet with devices='cpu:0,cpu:1')")
+            raise TypeError(
+                f"the GPU towers compute in float32 only, not {np.dtype(dtype)}; "
+                f"run float64 gradient checks on the CPU split "
+                f"(TwoTowerAlexNet with devices='cpu:0,cpu:1')"
+            )
         return self
 
     def __repr__(self) -> str:
@@ -383,5 +406,5 @@ class TowerDropout(TowerLayer):
         self.seed, self.sequence = None, 0
 
     def forward(self, x, train: bool = False):
-        self.seed = int(self.rng.integers(2 ** 63)) if train else None
+        self.seed = int(self.rng.integers(2**63)) if train else None
         return self.reserve(x.shape[0]).forward(x, train, self.seed or 0)

@@ -12,6 +12,7 @@ sections: read the CPU class for the math) but keeps everything on the GPU:
 
 The arrays a layer returns are views of its own buffers: valid until that layer runs again.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,7 +45,7 @@ class Scratch:
     def view(self, shape: tuple):
         if self.array is None:
             self.array = cuda.device_array(self.size, dtype=self.dtype, stream=self.stream)
-        return self.array[:math.prod(shape)].reshape(tuple(shape))
+        return self.array[: math.prod(shape)].reshape(tuple(shape))
 
 
 class DeviceLayer:
@@ -56,7 +57,7 @@ class DeviceLayer:
         self.capacity, self.stream = int(capacity), stream
         self.params: dict = {}
         self.grads: dict = {}
-        self._per_batch: dict = {}          # batch size -> views and GEMM plans
+        self._per_batch: dict = {}  # batch size -> views and GEMM plans
 
     def _scratch(self, shape: tuple, dtype=np.float32) -> Scratch:
         return Scratch(self.capacity * math.prod(shape), dtype, self.stream)
@@ -87,8 +88,7 @@ class DeviceLayer:
     def gemm_plans(self, n: int) -> dict:
         """The GEMM plans (``GemmPlan`` or ``CublasGemmPlan``) this layer runs for a batch of
         ``n`` (for benchmarks)."""
-        return {key: value for key, value in self._for_batch(n).items()
-                if hasattr(value, "flops")}
+        return {key: value for key, value in self._for_batch(n).items() if hasattr(value, "flops")}
 
     def forward(self, x, train: bool, seed: int):
         raise NotImplementedError
@@ -113,17 +113,19 @@ class DeviceConv2D(DeviceLayer):
     def __init__(self, layer, in_shape, capacity, params, stream=0, gemm="numba") -> None:
         c, h, w = in_shape
         super().__init__(in_shape, layer.output_shape(tuple(in_shape)), capacity, stream)
-        self.gemm = gemm                 # "numba" (gemm.py) or "cublas" (cublas.py)
+        self.gemm = gemm  # "numba" (gemm.py) or "cublas" (cublas.py)
         f, self.out_h, self.out_w = self.out_shape
         self.kernel_h, self.kernel_w = layer.kernel_h, layer.kernel_w
         self.stride, self.padding, self.groups = layer.stride, layer.padding, layer.groups
-        self.rows = c * self.kernel_h * self.kernel_w             # rows of cols: C*KH*KW
+        self.rows = c * self.kernel_h * self.kernel_w  # rows of cols: C*KH*KW
         self.pixels = self.out_h * self.out_w
         self.params = params
-        self.grads = {"W": cuda.device_array(params["W"].shape, np.float32, stream=stream),
-                      "b": cuda.device_array(params["b"].shape, np.float32, stream=stream)}
+        self.grads = {
+            "W": cuda.device_array(params["W"].shape, np.float32, stream=stream),
+            "b": cuda.device_array(params["b"].shape, np.float32, stream=stream),
+        }
         self._cols = self._scratch((self.rows, self.pixels))
-        self._product = self._scratch((f, self.pixels))          # Y, then dY
+        self._product = self._scratch((f, self.pixels))  # Y, then dY
         self._y = self._scratch(self.out_shape)
         self._dx = self._scratch(in_shape)
         self._partials = self._bias_partials()
@@ -136,9 +138,9 @@ class DeviceConv2D(DeviceLayer):
         y_g = (g, f // g, positions)
         plan = gemm_plan_class(self.gemm)
         return {
-            "forward": plan(w_g, cols_g),                              # W_g @ cols_g
-            "grad_w": plan(y_g, cols_g, trans_b=True),                 # dY_g @ cols_g^T
-            "grad_cols": plan(w_g, y_g, trans_a=True),                 # W_g^T @ dY_g
+            "forward": plan(w_g, cols_g),  # W_g @ cols_g
+            "grad_w": plan(y_g, cols_g, trans_b=True),  # dY_g @ cols_g^T
+            "grad_cols": plan(w_g, y_g, trans_a=True),  # W_g^T @ dY_g
             "cols": self._cols.view((self.rows, positions)),
             "product": self._product.view((f, positions)),
             "y": self._y.view((n, f, self.out_h, self.out_w)),
@@ -150,13 +152,19 @@ class DeviceConv2D(DeviceLayer):
         b = self._for_batch(n)
         w_g, cols_g, y_g = b["shapes"]
         s = self.stream
-        k_im2col.im2col(x, self.kernel_h, self.kernel_w, self.stride, self.padding,
-                        out=b["cols"], stream=s)
-        b["forward"](self.params["W"].reshape(w_g), b["cols"].reshape(cols_g),
-                     b["product"].reshape(y_g), stream=s)
+        k_im2col.im2col(
+            x, self.kernel_h, self.kernel_w, self.stride, self.padding, out=b["cols"], stream=s
+        )
+        b["forward"](
+            self.params["W"].reshape(w_g),
+            b["cols"].reshape(cols_g),
+            b["product"].reshape(y_g),
+            stream=s,
+        )
         y = b["y"]
-        k_layout.to_image_major(b["product"], n, out=y.reshape(n, y.shape[1], self.pixels),
-                                stream=s)
+        k_layout.to_image_major(
+            b["product"], n, out=y.reshape(n, y.shape[1], self.pixels), stream=s
+        )
         k_bias.add_bias(y, self.params["b"], stream=s)
         self._x_shape = tuple(x.shape)
         return y
@@ -167,20 +175,32 @@ class DeviceConv2D(DeviceLayer):
         w_g, cols_g, y_g = b["shapes"]
         s = self.stream
         d_product = b["product"]
-        k_layout.to_channel_major(dy.reshape(n, dy.shape[1], self.pixels), out=d_product,
-                                  stream=s)
+        k_layout.to_channel_major(dy.reshape(n, dy.shape[1], self.pixels), out=d_product, stream=s)
         self._bias_grad(dy, self.grads["b"])
-        b["grad_w"](d_product.reshape(y_g), b["cols"].reshape(cols_g),
-                    self.grads["W"].reshape(w_g), stream=s)
+        b["grad_w"](
+            d_product.reshape(y_g),
+            b["cols"].reshape(cols_g),
+            self.grads["W"].reshape(w_g),
+            stream=s,
+        )
         if not need_dx:
             return None
-        dcols = b["cols"]                    # cols is no longer needed: reuse its memory
-        b["grad_cols"](self.params["W"].reshape(w_g), d_product.reshape(y_g),
-                       dcols.reshape(cols_g), stream=s)
+        dcols = b["cols"]  # cols is no longer needed: reuse its memory
+        b["grad_cols"](
+            self.params["W"].reshape(w_g), d_product.reshape(y_g), dcols.reshape(cols_g), stream=s
+        )
         if "dx" not in b:
             b["dx"] = self._dx.view((n, *self.in_shape))
-        return k_im2col.col2im(dcols, self._x_shape, self.kernel_h, self.kernel_w,
-                               self.stride, self.padding, out=b["dx"], stream=s)
+        return k_im2col.col2im(
+            dcols,
+            self._x_shape,
+            self.kernel_h,
+            self.kernel_w,
+            self.stride,
+            self.padding,
+            out=b["dx"],
+            stream=s,
+        )
 
 
 class DeviceLinear(DeviceLayer):
@@ -192,8 +212,10 @@ class DeviceLinear(DeviceLayer):
         super().__init__(in_shape, (layer.out_features,), capacity, stream)
         self.gemm = gemm
         self.params = params
-        self.grads = {"W": cuda.device_array(params["W"].shape, np.float32, stream=stream),
-                      "b": cuda.device_array(params["b"].shape, np.float32, stream=stream)}
+        self.grads = {
+            "W": cuda.device_array(params["W"].shape, np.float32, stream=stream),
+            "b": cuda.device_array(params["b"].shape, np.float32, stream=stream),
+        }
         self._y = self._scratch(self.out_shape)
         self._dx = self._scratch(in_shape)
         self._partials = self._bias_partials()
@@ -201,10 +223,13 @@ class DeviceLinear(DeviceLayer):
     def _build_batch(self, n: int):
         (d_in,), (d_out,) = self.in_shape, self.out_shape
         plan = gemm_plan_class(self.gemm)
-        return {"forward": plan((n, d_in), (d_out, d_in), trans_b=True),         # x @ W^T
-                "grad_w": plan((n, d_out), (n, d_in), trans_a=True),             # dy^T @ x
-                "grad_x": plan((n, d_out), (d_out, d_in)),                       # dy @ W
-                "y": self._y.view((n, d_out)), "dx": self._dx.view((n, d_in))}
+        return {
+            "forward": plan((n, d_in), (d_out, d_in), trans_b=True),  # x @ W^T
+            "grad_w": plan((n, d_out), (n, d_in), trans_a=True),  # dy^T @ x
+            "grad_x": plan((n, d_out), (d_out, d_in)),  # dy @ W
+            "y": self._y.view((n, d_out)),
+            "dx": self._dx.view((n, d_in)),
+        }
 
     def forward(self, x, train: bool, seed: int):
         b = self._for_batch(x.shape[0])
@@ -256,20 +281,42 @@ class DeviceLocalResponseNorm(DeviceLayer):
 
     def _build_batch(self, n: int):
         shape = (n, *self.in_shape)
-        return {"y": self._y.view(shape), "scale": self._scale.view(shape),
-                "dx": self._dx.view(shape)}
+        return {
+            "y": self._y.view(shape),
+            "scale": self._scale.view(shape),
+            "dx": self._dx.view(shape),
+        }
 
     def forward(self, x, train: bool, seed: int):
         b = self._for_batch(x.shape[0])
         self._x = x
-        y, _ = k_lrn.lrn_forward(x, self.size, self.alpha, self.beta, self.k, self.groups,
-                                 y=b["y"], scale=b["scale"], stream=self.stream)
+        y, _ = k_lrn.lrn_forward(
+            x,
+            self.size,
+            self.alpha,
+            self.beta,
+            self.k,
+            self.groups,
+            y=b["y"],
+            scale=b["scale"],
+            stream=self.stream,
+        )
         return y
 
     def backward(self, dy, need_dx: bool = True):
         b = self._for_batch(dy.shape[0])
-        return k_lrn.lrn_backward(self._x, b["y"], b["scale"], dy, self.size, self.alpha,
-                                  self.beta, self.groups, dx=b["dx"], stream=self.stream)
+        return k_lrn.lrn_backward(
+            self._x,
+            b["y"],
+            b["scale"],
+            dy,
+            self.size,
+            self.alpha,
+            self.beta,
+            self.groups,
+            dx=b["dx"],
+            stream=self.stream,
+        )
 
 
 class DeviceMaxPool2D(DeviceLayer):
@@ -278,29 +325,44 @@ class DeviceMaxPool2D(DeviceLayer):
     def __init__(self, layer, in_shape, capacity, stream=0) -> None:
         super().__init__(in_shape, layer.output_shape(tuple(in_shape)), capacity, stream)
         self.kernel_size, self.stride = layer.kernel_size, layer.stride
-        self.padding = layer.padding            # (top, left, bottom, right), e.g. BVLC's pool5
+        self.padding = layer.padding  # (top, left, bottom, right), e.g. BVLC's pool5
         self._y = self._scratch(self.out_shape)
         self._argmax = self._scratch(self.out_shape, np.int64)
         self._dx = self._scratch(in_shape)
 
     def _build_batch(self, n: int):
-        return {"y": self._y.view((n, *self.out_shape)),
-                "argmax": self._argmax.view((n, *self.out_shape)),
-                "dx": self._dx.view((n, *self.in_shape))}
+        return {
+            "y": self._y.view((n, *self.out_shape)),
+            "argmax": self._argmax.view((n, *self.out_shape)),
+            "dx": self._dx.view((n, *self.in_shape)),
+        }
 
     def forward(self, x, train: bool, seed: int):
         b = self._for_batch(x.shape[0])
-        y, _ = k_maxpool.maxpool_forward(x, self.kernel_size, self.stride, y=b["y"],
-                                         argmax=b["argmax"], stream=self.stream,
-                                         padding=self.padding)
+        y, _ = k_maxpool.maxpool_forward(
+            x,
+            self.kernel_size,
+            self.stride,
+            y=b["y"],
+            argmax=b["argmax"],
+            stream=self.stream,
+            padding=self.padding,
+        )
         return y
 
     def backward(self, dy, need_dx: bool = True):
         n = dy.shape[0]
         b = self._for_batch(n)
-        return k_maxpool.maxpool_backward(dy, b["argmax"], (n, *self.in_shape),
-                                          self.kernel_size, self.stride, dx=b["dx"],
-                                          stream=self.stream, padding=self.padding)
+        return k_maxpool.maxpool_backward(
+            dy,
+            b["argmax"],
+            (n, *self.in_shape),
+            self.kernel_size,
+            self.stride,
+            dx=b["dx"],
+            stream=self.stream,
+            padding=self.padding,
+        )
 
 
 class DeviceDropout(DeviceLayer):
@@ -323,15 +385,17 @@ class DeviceDropout(DeviceLayer):
         if not train:
             return x
         b = self._for_batch(x.shape[0])
-        return k_dropout.dropout_forward(x, self.p, seed, self.sequence, y=b["y"],
-                                         stream=self.stream)
+        return k_dropout.dropout_forward(
+            x, self.p, seed, self.sequence, y=b["y"], stream=self.stream
+        )
 
     def backward(self, dy, need_dx: bool = True):
         if self._seed is None:
             return dy
         b = self._for_batch(dy.shape[0])
-        return k_dropout.dropout_backward(dy, self.p, self._seed, self.sequence, dx=b["dx"],
-                                          stream=self.stream)
+        return k_dropout.dropout_backward(
+            dy, self.p, self._seed, self.sequence, dx=b["dx"], stream=self.stream
+        )
 
 
 class DeviceFlatten(DeviceLayer):
@@ -347,8 +411,15 @@ class DeviceFlatten(DeviceLayer):
         return dy.reshape(dy.shape[0], *self.in_shape)
 
 
-def device_layer(layer, in_shape: tuple, capacity: int, params: dict, sequence: int,
-                 stream=0, gemm: str = "numba") -> DeviceLayer:
+def device_layer(
+    layer,
+    in_shape: tuple,
+    capacity: int,
+    params: dict,
+    sequence: int,
+    stream=0,
+    gemm: str = "numba",
+) -> DeviceLayer:
     """The device twin of the CPU ``layer`` for inputs ``(N <= capacity, *in_shape)``.
 
     ``params``: the layer's parameters as device arrays (``{"W", "b"}`` or ``{}``);
@@ -361,11 +432,13 @@ def device_layer(layer, in_shape: tuple, capacity: int, params: dict, sequence: 
     if isinstance(layer, L.Linear):
         return DeviceLinear(layer, in_shape, capacity, params, stream, gemm)
     if isinstance(layer, L.ReLU):
-        return DeviceActivation(k_relu.relu_forward, k_relu.relu_backward, in_shape, capacity,
-                                stream)
+        return DeviceActivation(
+            k_relu.relu_forward, k_relu.relu_backward, in_shape, capacity, stream
+        )
     if isinstance(layer, L.Tanh):
-        return DeviceActivation(k_tanh.tanh_forward, k_tanh.tanh_backward, in_shape, capacity,
-                                stream)
+        return DeviceActivation(
+            k_tanh.tanh_forward, k_tanh.tanh_backward, in_shape, capacity, stream
+        )
     if isinstance(layer, L.LocalResponseNorm):
         return DeviceLocalResponseNorm(layer, in_shape, capacity, stream)
     if isinstance(layer, L.MaxPool2D):
@@ -374,5 +447,7 @@ def device_layer(layer, in_shape: tuple, capacity: int, params: dict, sequence: 
         return DeviceDropout(layer, in_shape, capacity, sequence, stream)
     if isinstance(layer, L.Flatten):
         return DeviceFlatten(in_shape, capacity, stream)
-    raise TypeError(f"no GPU version of layer {layer!r}: the CUDA network supports Conv2D, "
-                    f"Linear, ReLU, Tanh, LocalResponseNorm, MaxPool2D, Dropout and Flatten")
+    raise TypeError(
+        f"no GPU version of layer {layer!r}: the CUDA network supports Conv2D, "
+        f"Linear, ReLU, Tanh, LocalResponseNorm, MaxPool2D, Dropout and Flatten"
+    )

@@ -21,6 +21,7 @@ keyed by one 63-bit seed per training step, drawn from ``model.rng``; a run resu
 the same generator state replays the same masks. (They differ from the CPU backend's masks,
 which are drawn element by element from the generator.)
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -56,8 +57,9 @@ class CudaAlexNet(GPUEngine):
     array, single-device names), ``capacity``.
     """
 
-    def __init__(self, model, optimizer=None, batch_size: int = 128, stream=0,
-                 gemm: str = "auto") -> None:
+    def __init__(
+        self, model, optimizer=None, batch_size: int = 128, stream=0, gemm: str = "auto"
+    ) -> None:
         require_cuda("CudaAlexNet")
         self.model, self.optimizer, self.stream = model, optimizer, stream
         self.gemm = choose_gemm(gemm)
@@ -82,8 +84,9 @@ class CudaAlexNet(GPUEngine):
         self.layers = OrderedDict()
         for position, (name, layer) in enumerate(self.model.layers.items()):
             params = {key: self.params[f"{name}.{key}"] for key in layer.params}
-            self.layers[name] = device_layer(layer, shape, capacity, params, position,
-                                             self.stream, self.gemm)
+            self.layers[name] = device_layer(
+                layer, shape, capacity, params, position, self.stream, self.gemm
+            )
             shape = self.layers[name].out_shape
         if shape != (self.num_classes,):
             raise ValueError(f"the network ends in shape {shape}, not ({self.num_classes},)")
@@ -106,7 +109,7 @@ class CudaAlexNet(GPUEngine):
     def _forward_loss(self, x, labels, train: bool) -> tuple[float, int, int]:
         """Upload, forward (with a fresh dropout seed from ``model.rng`` when ``train``), loss."""
         x_dev, labels_dev = self._head.upload(x, labels)
-        seed = int(self.model.rng.integers(2 ** 63)) if train else 0
+        seed = int(self.model.rng.integers(2**63)) if train else 0
         logits = self._forward_pass(x_dev, train, seed)
         self._last_pass = logits, labels_dev
         return self._head.loss(logits, labels_dev)
@@ -133,12 +136,12 @@ class CudaAlexNet(GPUEngine):
         check_images(x, self.input_size, self.config["variant"], "CudaAlexNet.forward")
         self._reserve(1)
         out = np.empty((x.shape[0], self.num_classes), dtype=np.float32)
-        seed = int(self.model.rng.integers(2 ** 63)) if train else 0
+        seed = int(self.model.rng.integers(2**63)) if train else 0
         for start in range(0, x.shape[0], self.capacity):
-            piece = x[start:start + self.capacity]
+            piece = x[start : start + self.capacity]
             x_dev, _ = self._head.upload(piece)
             logits = self._forward_pass(x_dev, train, seed)
-            logits.copy_to_host(out[start:start + piece.shape[0]], stream=self.stream)
+            logits.copy_to_host(out[start : start + piece.shape[0]], stream=self.stream)
         return out
 
     __call__ = forward
@@ -163,8 +166,11 @@ class CudaAlexNet(GPUEngine):
         optimizer) to the GPU, in place once they exist (the layers hold these arrays)."""
         for name, param, _ in self.model.named_parameters():
             host = np.ascontiguousarray(param, dtype=np.float32)
-            velocity = (np.ascontiguousarray(self.optimizer.velocity[name], dtype=np.float32)
-                        if self.optimizer is not None else np.zeros_like(host))
+            velocity = (
+                np.ascontiguousarray(self.optimizer.velocity[name], dtype=np.float32)
+                if self.optimizer is not None
+                else np.zeros_like(host)
+            )
             if name in self.params:
                 self.params[name].copy_to_device(host, stream=self.stream)
                 self.velocity[name].copy_to_device(velocity, stream=self.stream)
@@ -176,14 +182,18 @@ class CudaAlexNet(GPUEngine):
 
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Host copies of every parameter, keyed like ``AlexNet.state_dict()``."""
-        return OrderedDict((name, p.copy_to_host(stream=self.stream))
-                           for name, p in self.params.items())
+        return OrderedDict(
+            (name, p.copy_to_host(stream=self.stream)) for name, p in self.params.items()
+        )
 
     def gradients(self) -> OrderedDict[str, np.ndarray]:
         """Host copies of the gradients of the last backward."""
-        return OrderedDict((name, g.copy_to_host(stream=self.stream))
-                           for name, _, g in self.named_parameters())
+        return OrderedDict(
+            (name, g.copy_to_host(stream=self.stream)) for name, _, g in self.named_parameters()
+        )
 
     def __repr__(self) -> str:
-        return (f"CudaAlexNet(variant={self.config['variant']!r}, "
-                f"num_classes={self.num_classes}, capacity={self.capacity}, gemm={self.gemm!r})")
+        return (
+            f"CudaAlexNet(variant={self.config['variant']!r}, "
+            f"num_classes={self.num_classes}, capacity={self.capacity}, gemm={self.gemm!r})"
+        )

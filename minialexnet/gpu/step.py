@@ -18,6 +18,7 @@ from this: ``forward_backward``, ``apply_update``, ``train_step``, ``evaluate_ba
 engine subclass supplies ``_reserve(n)`` (buffers for ``n`` images), ``_forward_loss(x,
 labels, train)``, ``_backward()``, ``_update()``, ``named_parameters()`` and ``config``.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,7 +54,7 @@ class PinnedStaging:
     def __init__(self, size: int, dtype, stream=0) -> None:
         self.size, self.dtype, self.stream = max(1, int(size)), np.dtype(dtype), stream
         self._buffers = [None, None]
-        self._done = [None, None]        # event after the last copy out of each buffer
+        self._done = [None, None]  # event after the last copy out of each buffer
         self._turn = 0
 
     def copy(self, host, device_view) -> None:
@@ -61,11 +62,11 @@ class PinnedStaging:
         k = self._turn
         self._turn = 1 - k
         if self._done[k] is not None:
-            self._done[k].synchronize()              # the copy that read buffer k is over
+            self._done[k].synchronize()  # the copy that read buffer k is over
         if self._buffers[k] is None:
             self._buffers[k] = cuda.pinned_array(self.size, dtype=self.dtype)
             self._done[k] = cuda.event()
-        staged = self._buffers[k][:host.size].reshape(host.shape)
+        staged = self._buffers[k][: host.size].reshape(host.shape)
         np.copyto(staged, host, casting="unsafe")
         device_view.copy_to_device(staged, stream=self.stream)
         self._done[k].record(self.stream)
@@ -78,9 +79,9 @@ class LossHead:
 
     def __init__(self, capacity: int, input_size: int, num_classes: int, stream=0) -> None:
         self.input_size, self.stream = input_size, stream
-        self._images = Scratch(capacity * 3 * input_size ** 2, stream=stream)
+        self._images = Scratch(capacity * 3 * input_size**2, stream=stream)
         self._labels = Scratch(capacity, np.int64, stream=stream)
-        self._image_staging = PinnedStaging(capacity * 3 * input_size ** 2, np.float32, stream)
+        self._image_staging = PinnedStaging(capacity * 3 * input_size**2, np.float32, stream)
         self._label_staging = PinnedStaging(capacity, np.int64, stream)
         self._log_z = Scratch(capacity, stream=stream)
         self._example = Scratch(2 * capacity, stream=stream)
@@ -106,9 +107,14 @@ class LossHead:
         device labels (N,): computed on the GPU, only these three numbers are copied back."""
         n = logits.shape[0]
         totals = self._totals.view((3,))
-        softmax_cross_entropy_forward(logits, labels, log_z=self._log_z.view((n,)),
-                                      example=self._example.view((n, 2)), totals=totals,
-                                      stream=self.stream)
+        softmax_cross_entropy_forward(
+            logits,
+            labels,
+            log_z=self._log_z.view((n,)),
+            example=self._example.view((n, 2)),
+            totals=totals,
+            stream=self.stream,
+        )
         loss_sum, top1, top5 = totals.copy_to_host(stream=self.stream)
         return float(loss_sum), int(top1), int(top5)
 
@@ -116,9 +122,13 @@ class LossHead:
         """dL/dlogits (N, C) of the batch's mean loss, from the last ``loss`` of the same
         logits (it reuses their log-sum-exp); a view of this head's buffer."""
         n = logits.shape[0]
-        return softmax_cross_entropy_backward(logits, labels, self._log_z.view((n,)),
-                                              dlogits=self._dlogits.view(tuple(logits.shape)),
-                                              stream=self.stream)
+        return softmax_cross_entropy_backward(
+            logits,
+            labels,
+            self._log_z.view((n,)),
+            dlogits=self._dlogits.view(tuple(logits.shape)),
+            stream=self.stream,
+        )
 
 
 def sgd_step(parameters, velocity: dict, optimizer, stream=0) -> None:
@@ -127,8 +137,15 @@ def sgd_step(parameters, velocity: dict, optimizer, stream=0) -> None:
     same GPU; ``optimizer``'s current ``lr``, ``momentum`` and ``weight_decay`` are used, so
     learning-rate schedules keep working."""
     for name, param, grad in parameters:
-        sgd_update(param, grad, velocity[name], optimizer.lr, optimizer.momentum,
-                   optimizer.weight_decay, stream=stream)
+        sgd_update(
+            param,
+            grad,
+            velocity[name],
+            optimizer.lr,
+            optimizer.momentum,
+            optimizer.weight_decay,
+            stream=stream,
+        )
 
 
 def check_images(x, input_size: int, variant: str, who: str):
@@ -138,9 +155,11 @@ def check_images(x, input_size: int, variant: str, who: str):
     else:
         check_array(x, who, 4, "(N, 3, S, S)", channels=3)
     if x.shape[1] != 3 or tuple(x.shape[2:]) != (input_size, input_size):
-        raise ValueError(f"{who}: this AlexNet ({variant!r}) takes {input_size}x{input_size} "
-                         f"RGB crops (N, 3, {input_size}, {input_size}), got shape "
-                         f"{tuple(x.shape)}; crop or resize the input first")
+        raise ValueError(
+            f"{who}: this AlexNet ({variant!r}) takes {input_size}x{input_size} "
+            f"RGB crops (N, 3, {input_size}, {input_size}), got shape "
+            f"{tuple(x.shape)}; crop or resize the input first"
+        )
     return x
 
 
@@ -217,8 +236,10 @@ class GPUEngine:
     def _require_optimizer(self, method: str) -> None:
         if self.optimizer is None:
             name = type(self).__name__
-            raise RuntimeError(f"{name}.{method} needs an optimizer: build it with "
-                               f"{name}(model, SGD(model, lr=...))")
+            raise RuntimeError(
+                f"{name}.{method} needs an optimizer: build it with "
+                f"{name}(model, SGD(model, lr=...))"
+            )
 
     def __enter__(self):
         return self

@@ -31,6 +31,7 @@ from the CPU engines' and from ``CudaAlexNet``'s.
 Tested under the CUDA simulator on ``"cuda:0,cuda:0"`` (one device, two streams) only; see
 ``minialexnet.gpu.devices`` for what two real GPUs would exercise that the tests cannot.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -78,29 +79,39 @@ class CudaTwoTowerAlexNet(GPUEngine):
     ``velocity`` (tower name -> device momentum buffer), ``capacity``.
     """
 
-    def __init__(self, model, optimizer=None, batch_size: int = 128, devices=None,
-                 mode: str = "threads", rng: np.random.Generator | None = None,
-                 gemm: str = "auto") -> None:
+    def __init__(
+        self,
+        model,
+        optimizer=None,
+        batch_size: int = 128,
+        devices=None,
+        mode: str = "threads",
+        rng: np.random.Generator | None = None,
+        gemm: str = "auto",
+    ) -> None:
         require_cuda("CudaTwoTowerAlexNet")
         self.gemm = choose_gemm(gemm)
         self.split_net = TwoTowerAlexNet.from_model(
-            model, default_devices() if devices is None else devices, mode, rng)
+            model, default_devices() if devices is None else devices, mode, rng
+        )
         self.towers, self.devices = self.split_net.towers, self.split_net.devices
         if not all(isinstance(device, CUDADevice) for device in self.devices):
-            raise ValueError(f"CudaTwoTowerAlexNet runs its towers on GPUs, got devices "
-                             f"{[str(d) for d in self.devices]}; write e.g. "
-                             f"devices='cuda:0,cuda:1', or use TwoTowerAlexNet for CPU towers")
+            raise ValueError(
+                f"CudaTwoTowerAlexNet runs its towers on GPUs, got devices "
+                f"{[str(d) for d in self.devices]}; write e.g. "
+                f"devices='cuda:0,cuda:1', or use TwoTowerAlexNet for CPU towers"
+            )
         for device in self.devices:
             device.gemm = self.gemm
             device.partners = [other for other in self.devices if other is not device]
-        self.peer_access = enable_peer_access(self.devices)     # [(i, j)] enabled now
+        self.peer_access = enable_peer_access(self.devices)  # [(i, j)] enabled now
         self.model, self.optimizer = model, optimizer
         self.input_size, self.num_classes = model.input_size, model.num_classes
         self.config = dict(model.config)
         self.velocity: OrderedDict = OrderedDict()
         self._load_velocity()
         self.capacity, self._head = max(1, int(batch_size)), None
-        self._backward_from = None        # why backward() may not run now (None: it may)
+        self._backward_from = None  # why backward() may not run now (None: it may)
         self._reserve(self.capacity)
 
     # -- buffers ----------------------------------------------------------------------------
@@ -131,14 +142,18 @@ class CudaTwoTowerAlexNet(GPUEngine):
         """Momentum buffers from the optimizer (single-device names), split and copied to
         each tower's GPU, in place when they exist; zeros without an optimizer."""
         if self.optimizer is None:
-            host = {name: np.zeros(tuple(p.shape), dtype=np.float32)
-                    for name, p, _ in self.named_parameters()}
+            host = {
+                name: np.zeros(tuple(p.shape), dtype=np.float32)
+                for name, p, _ in self.named_parameters()
+            }
         else:
             try:
                 host = self.split_net.split(self.optimizer.velocity)
             except ValueError as err:
-                raise ValueError(f"CudaTwoTowerAlexNet expects an SGD over the single-device "
-                                 f"model (SGD(model)): {err}") from None
+                raise ValueError(
+                    f"CudaTwoTowerAlexNet expects an SGD over the single-device "
+                    f"model (SGD(model)): {err}"
+                ) from None
         for name, _, _ in self.named_parameters():
             device = self.split_net.device_of(name)
             if name in self.velocity:
@@ -161,7 +176,7 @@ class CudaTwoTowerAlexNet(GPUEngine):
         """On tower 0's GPU: gather the logits (N, num_classes), softmax cross-entropy."""
         device = self.towers[0].device
         logits = device.concatenate(pieces)
-        labels = device.local(labels, "labels", np.int64)     # already there: itself
+        labels = device.local(labels, "labels", np.int64)  # already there: itself
         self._last_pass = logits, labels
         return self._head.loss(logits, labels)
 
@@ -173,12 +188,19 @@ class CudaTwoTowerAlexNet(GPUEngine):
 
     def _update(self) -> None:
         """The §5 update of each tower's own parameters, on its GPU and stream."""
-        self.split_net.runner.map([partial(tower.device.run, partial(self._update_tower, tower))
-                                   for tower in self.towers])
+        self.split_net.runner.map(
+            [
+                partial(tower.device.run, partial(self._update_tower, tower))
+                for tower in self.towers
+            ]
+        )
 
     def _update_tower(self, tower) -> None:
-        mine = [(name, p, g) for name, p, g in self.named_parameters()
-                if self.split_net.device_of(name) is tower.device]
+        mine = [
+            (name, p, g)
+            for name, p, g in self.named_parameters()
+            if self.split_net.device_of(name) is tower.device
+        ]
         sgd_step(mine, self.velocity, self.optimizer, tower.device.stream)
 
     # -- the engine protocol (the rest is GPUEngine's) --------------------------------------
@@ -194,10 +216,16 @@ class CudaTwoTowerAlexNet(GPUEngine):
             self._backward_from = None
             return self.split_net.forward(x, train)
         self._reserve(1)
-        self._backward_from = (f"the last forward ran in pieces of {self.capacity} images (its "
-                               f"batch exceeded the buffers)")
-        return np.concatenate([self.split_net.forward(x[start:start + self.capacity])
-                               for start in range(0, n, self.capacity)])
+        self._backward_from = (
+            f"the last forward ran in pieces of {self.capacity} images (its "
+            f"batch exceeded the buffers)"
+        )
+        return np.concatenate(
+            [
+                self.split_net.forward(x[start : start + self.capacity])
+                for start in range(0, n, self.capacity)
+            ]
+        )
 
     __call__ = forward
 
@@ -205,9 +233,11 @@ class CudaTwoTowerAlexNet(GPUEngine):
         """Host dL/dx (N, 3, S, S) of host ``dlogits`` after ``forward`` (not after a training
         step or an evaluation); fills the towers' gradients, as ``TwoTowerAlexNet.backward``."""
         if self._backward_from is not None:
-            raise RuntimeError(f"CudaTwoTowerAlexNet.backward: {self._backward_from} came "
-                               f"last; run forward(x) on the whole batch first (with "
-                               f"batch_size >= the batch to back-propagate)")
+            raise RuntimeError(
+                f"CudaTwoTowerAlexNet.backward: {self._backward_from} came "
+                f"last; run forward(x) on the whole batch first (with "
+                f"batch_size >= the batch to back-propagate)"
+            )
         return self.split_net.backward(dlogits)
 
     def named_parameters(self):
@@ -219,8 +249,12 @@ class CudaTwoTowerAlexNet(GPUEngine):
         optimizer, in place (e.g. before a checkpoint)."""
         self.model.load_state_dict(self.state_dict())
         if self.optimizer is not None:
-            merged = self.split_net.merge({name: self.split_net.device_of(name).to_host(v)
-                                           for name, v in self.velocity.items()})
+            merged = self.split_net.merge(
+                {
+                    name: self.split_net.device_of(name).to_host(v)
+                    for name, v in self.velocity.items()
+                }
+            )
             for name, v in merged.items():
                 self.optimizer.velocity[name][...] = v
 
@@ -238,14 +272,20 @@ class CudaTwoTowerAlexNet(GPUEngine):
 
     def gradients(self) -> OrderedDict[str, np.ndarray]:
         """Host copies of the last backward's gradients, merged to single-device names."""
-        return self.split_net.merge({name: self.split_net.device_of(name).to_host(g)
-                                     for name, _, g in self.named_parameters()})
+        return self.split_net.merge(
+            {
+                name: self.split_net.device_of(name).to_host(g)
+                for name, _, g in self.named_parameters()
+            }
+        )
 
     def __repr__(self) -> str:
-        return (f"CudaTwoTowerAlexNet(num_classes={self.num_classes}, "
-                f"variant={self.config['variant']!r}, devices="
-                f"{','.join(str(d) for d in self.devices)!r}, "
-                f"mode={self.split_net.mode!r}, capacity={self.capacity})")
+        return (
+            f"CudaTwoTowerAlexNet(num_classes={self.num_classes}, "
+            f"variant={self.config['variant']!r}, devices="
+            f"{','.join(str(d) for d in self.devices)!r}, "
+            f"mode={self.split_net.mode!r}, capacity={self.capacity})"
+        )
 
 
 def _reserve_tower(tower, batch: int) -> None:

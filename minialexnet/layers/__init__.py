@@ -12,6 +12,7 @@ Linear, Flatten        fully connected layers                 §3.5
 SoftmaxCrossEntropy    softmax + multinomial logistic loss    §3.5
 =====================  =====================================  ==============
 """
+
 from minialexnet.layers.base import Layer
 from minialexnet.layers.conv import Conv2D
 from minialexnet.layers.dropout import Dropout
@@ -23,5 +24,15 @@ from minialexnet.layers.relu import ReLU
 from minialexnet.layers.softmax_cross_entropy import SoftmaxCrossEntropy
 from minialexnet.layers.tanh import Tanh
 
-__all__ = ["Layer", "Conv2D", "ReLU", "Tanh", "LocalResponseNorm", "MaxPool2D", "Dropout",
-           "Linear", "Flatten", "SoftmaxCrossEntropy"]
+__all__ = [
+    "Layer",
+    "Conv2D",
+    "ReLU",
+    "Tanh",
+    "LocalResponseNorm",
+    "MaxPool2D",
+    "Dropout",
+    "Linear",
+    "Flatten",
+    "SoftmaxCrossEntropy",
+]

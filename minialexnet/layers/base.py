@@ -1,4 +1,5 @@
 """The layer protocol that every layer, the model and the tests share (docs/design.md §2)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,8 +58,10 @@ class Layer:
     def _cached(self):
         """The forward cache, or a clear error if ``backward`` came first."""
         if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward: run "
-                               f"forward(x) first, then backward(dy)")
+            raise RuntimeError(
+                f"{type(self).__name__}.backward called before forward: run "
+                f"forward(x) first, then backward(dy)"
+            )
         return self._cache
 
     def __repr__(self) -> str:

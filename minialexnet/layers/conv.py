@@ -1,4 +1,5 @@
 """Conv2D: the convolutional layer (§3.5); groups give the paper's two-GPU connectivity (§3.2)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -82,9 +83,17 @@ class Conv2D(Layer):
     the layer returns are always fresh.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1,
-                 padding: int = 0, groups: int = 1,
-                 rng: np.random.Generator | None = None, algorithm: str = "im2col") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        rng: np.random.Generator | None = None,
+        algorithm: str = "im2col",
+    ) -> None:
         super().__init__()
         self.in_channels = check_positive_int(in_channels, "Conv2D in_channels")
         self.out_channels = check_positive_int(out_channels, "Conv2D out_channels")
@@ -96,30 +105,36 @@ class Conv2D(Layer):
             raise ValueError(
                 f"Conv2D groups={self.groups} must divide both in_channels={self.in_channels} "
                 f"and out_channels={self.out_channels} (each group gets an equal share of "
-                f"channels and filters); pick groups from the common divisors")
+                f"channels and filters); pick groups from the common divisors"
+            )
         rng = rng if rng is not None else np.random.default_rng()
-        shape = (self.out_channels, self.in_channels // self.groups, self.kernel_h,
-                 self.kernel_w)
-        self.params = {"W": rng.normal(0.0, 0.01, size=shape).astype(np.float32),
-                       "b": np.zeros(self.out_channels, dtype=np.float32)}
+        shape = (self.out_channels, self.in_channels // self.groups, self.kernel_h, self.kernel_w)
+        self.params = {
+            "W": rng.normal(0.0, 0.01, size=shape).astype(np.float32),
+            "b": np.zeros(self.out_channels, dtype=np.float32),
+        }
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
         self._buffers: dict[str, np.ndarray] = {}
         self.algorithm = algorithm
-        self._use_winograd()                   # a clear error now for a bad choice
+        self._use_winograd()  # a clear error now for a bad choice
 
     # ----------------------------------------------------------------------------- shapes
     def _output_hw(self, height: int, width: int) -> tuple[int, int]:
         try:
-            return (conv_output_size(height, self.kernel_h, self.stride, self.padding),
-                    conv_output_size(width, self.kernel_w, self.stride, self.padding))
+            return (
+                conv_output_size(height, self.kernel_h, self.stride, self.padding),
+                conv_output_size(width, self.kernel_w, self.stride, self.padding),
+            )
         except ValueError as err:
             raise ValueError(f"{self!r} cannot take a {height}x{width} input: {err}") from None
 
     def output_shape(self, input_shape: tuple) -> tuple:
         """(F, OH, OW) for one example of shape (C, H, W)."""
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
-            raise ValueError(f"{self!r} expects an input shape (C={self.in_channels}, H, W) "
-                             f"without the batch axis, got {tuple(input_shape)}")
+            raise ValueError(
+                f"{self!r} expects an input shape (C={self.in_channels}, H, W) "
+                f"without the batch axis, got {tuple(input_shape)}"
+            )
         return (self.out_channels, *self._output_hw(input_shape[1], input_shape[2]))
 
     def macs(self, input_shape: tuple) -> int:
@@ -147,21 +162,32 @@ class Conv2D(Layer):
     def _forward_chunk(self, x, weights, bias, y) -> None:
         """y = conv(x) + b for a few images, through one cache-sized cols buffer."""
         n, _, out_h, out_w = y.shape
-        positions = n * out_h * out_w                  # one column of cols per window
-        cols = kernels().im2col(x, self.kernel_h, self.kernel_w, self.stride, self.padding,
-                                out=self._buffer("cols", (self._rows_of_cols(), positions),
-                                                 x.dtype))
+        positions = n * out_h * out_w  # one column of cols per window
+        cols = kernels().im2col(
+            x,
+            self.kernel_h,
+            self.kernel_w,
+            self.stride,
+            self.padding,
+            out=self._buffer("cols", (self._rows_of_cols(), positions), x.dtype),
+        )
         # One GEMM per group, Y_g = W_g @ cols_g, computed as its transpose
         # Y_g^T = cols_g^T @ W_g^T (G, n*P, F/G): the same numbers, but with the long axis
         # n*P as the GEMM's row dimension, which multi-threaded OpenBLAS ran up to 2x faster
         # on conv3-conv5 (it splits a short row dimension badly).
         g, f_g = self.groups, self.out_channels // self.groups
         y_t = self._buffer("activations", (g, positions, f_g), x.dtype)
-        np.matmul(self._grouped(cols).transpose(0, 2, 1),
-                  self._grouped(weights).transpose(0, 2, 1), out=y_t)
+        np.matmul(
+            self._grouped(cols).transpose(0, 2, 1),
+            self._grouped(weights).transpose(0, 2, 1),
+            out=y_t,
+        )
         # Reorder (G, n, P, F/G) -> (n, G, F/G, P) = (n, F, OH, OW), adding the bias on the way.
-        np.add(y_t.reshape(g, n, out_h * out_w, f_g).transpose(1, 0, 3, 2),
-               bias.reshape(g, f_g, 1), out=y.reshape(n, g, f_g, out_h * out_w))
+        np.add(
+            y_t.reshape(g, n, out_h * out_w, f_g).transpose(1, 0, 3, 2),
+            bias.reshape(g, f_g, 1),
+            out=y.reshape(n, g, f_g, out_h * out_w),
+        )
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dx (N, C, H, W) from dy (N, F, OH, OW); sets grads["W"] and grads["b"] (unless
@@ -179,12 +205,20 @@ class Conv2D(Layer):
 
         dx = np.empty(x.shape, dtype=x.dtype)
         # dW^T summed over the chunks, per group (G, C/G*KH*KW, F/G); see _backward_chunk.
-        grad_w_t = None if self.frozen else np.zeros(
-            (self.groups, self._rows_of_cols() // self.groups, self.out_channels // self.groups),
-            dtype=x.dtype)
+        grad_w_t = (
+            None
+            if self.frozen
+            else np.zeros(
+                (
+                    self.groups,
+                    self._rows_of_cols() // self.groups,
+                    self.out_channels // self.groups,
+                ),
+                dtype=x.dtype,
+            )
+        )
         for start, stop in self._chunks(n, out_h * out_w, x.dtype):
-            self._backward_chunk(x[start:stop], dy[start:stop], weights, grad_w_t,
-                                 dx[start:stop])
+            self._backward_chunk(x[start:stop], dy[start:stop], weights, grad_w_t, dx[start:stop])
         if self.frozen:
             self.grads = {}
             return dx
@@ -198,27 +232,39 @@ class Conv2D(Layer):
         n = x.shape[0]
         dtype = x.dtype
         positions = n * dy.shape[2] * dy.shape[3]
-        cols = kernels().im2col(x, self.kernel_h, self.kernel_w, self.stride, self.padding,
-                                out=self._buffer("cols", (self._rows_of_cols(), positions),
-                                                 dtype))
+        cols = kernels().im2col(
+            x,
+            self.kernel_h,
+            self.kernel_w,
+            self.stride,
+            self.padding,
+            out=self._buffer("cols", (self._rows_of_cols(), positions), dtype),
+        )
         # dy (n, F, P) -> dY (F, n*P): filters as rows, columns ordered like those of cols.
         dy_cols = self._buffer("activations", (self.out_channels, positions), dtype)
-        np.copyto(dy_cols.reshape(self.out_channels, n, -1),
-                  dy.reshape(n, self.out_channels, -1).transpose(1, 0, 2))
-        if grad_w_t is not None:        # a frozen layer (fine-tuning) skips one GEMM of three
+        np.copyto(
+            dy_cols.reshape(self.out_channels, n, -1),
+            dy.reshape(n, self.out_channels, -1).transpose(1, 0, 2),
+        )
+        if grad_w_t is not None:  # a frozen layer (fine-tuning) skips one GEMM of three
             # dW_g = dY_g @ cols_g^T, summed over every window: computed as its transpose
             # cols_g @ dY_g^T (the same numbers), which multi-threaded OpenBLAS ran 1.5-3x
             # faster on AlexNet's layers (2-core machine).
             chunk_w_t = self._buffer("grad_w_t", grad_w_t.shape, dtype)
-            np.matmul(self._grouped(cols), self._grouped(dy_cols).transpose(0, 2, 1),
-                      out=chunk_w_t)
+            np.matmul(
+                self._grouped(cols), self._grouped(dy_cols).transpose(0, 2, 1), out=chunk_w_t
+            )
             grad_w_t += chunk_w_t
         # dcols_g = W_g^T @ dY_g, then col2im adds each column back onto its pixels.
         dcols = self._buffer("dcols", cols.shape, dtype)
-        np.matmul(self._grouped(weights).transpose(0, 2, 1), self._grouped(dy_cols),
-                  out=self._grouped(dcols))
-        kernels().col2im(dcols, x.shape, self.kernel_h, self.kernel_w, self.stride,
-                         self.padding, out=dx)
+        np.matmul(
+            self._grouped(weights).transpose(0, 2, 1),
+            self._grouped(dy_cols),
+            out=self._grouped(dcols),
+        )
+        kernels().col2im(
+            dcols, x.shape, self.kernel_h, self.kernel_w, self.stride, self.padding, out=dx
+        )
 
     # ----------------------------------------------------------------------------- helpers
     def _chunks(self, n: int, positions: int, dtype) -> list[tuple[int, int]]:
@@ -230,13 +276,17 @@ class Conv2D(Layer):
 
     def _use_winograd(self) -> bool:
         if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"{self!r}: unknown algorithm {self.algorithm!r}; choose one of "
-                             f"{', '.join(ALGORITHMS)}")
+            raise ValueError(
+                f"{self!r}: unknown algorithm {self.algorithm!r}; choose one of "
+                f"{', '.join(ALGORITHMS)}"
+            )
         if self.algorithm == "im2col":
             return False
         if not winograd.supports(self.kernel_h, self.kernel_w, self.stride):
-            raise ValueError(f"{self!r}: algorithm 'winograd' needs a 3x3 kernel at stride 1; "
-                             f"use algorithm 'im2col' for this layer")
+            raise ValueError(
+                f"{self!r}: algorithm 'winograd' needs a 3x3 kernel at stride 1; "
+                f"use algorithm 'im2col' for this layer"
+            )
         return True
 
     def _rows_of_cols(self) -> int:
@@ -249,8 +299,10 @@ class Conv2D(Layer):
 
     def _weights_as(self, dtype) -> tuple[np.ndarray, np.ndarray]:
         """W and b in the input's dtype (a no-op in normal use, where both are float32)."""
-        return (self.params["W"].astype(dtype, copy=False),
-                self.params["b"].astype(dtype, copy=False))
+        return (
+            self.params["W"].astype(dtype, copy=False),
+            self.params["b"].astype(dtype, copy=False),
+        )
 
     def _buffer(self, name: str, shape: tuple, dtype) -> np.ndarray:
         """A scratch array of this shape, reused between chunks and calls (grown when needed).
@@ -266,6 +318,8 @@ class Conv2D(Layer):
         return buf[:size].reshape(shape)
 
     def __repr__(self) -> str:
-        return (f"Conv2D({self.in_channels}, {self.out_channels}, "
-                f"kernel_size=({self.kernel_h}, {self.kernel_w}), stride={self.stride}, "
-                f"padding={self.padding}, groups={self.groups})")
+        return (
+            f"Conv2D({self.in_channels}, {self.out_channels}, "
+            f"kernel_size=({self.kernel_h}, {self.kernel_w}), stride={self.stride}, "
+            f"padding={self.padding}, groups={self.groups})"
+        )

@@ -1,4 +1,5 @@
 """Dropout (§4.2), in its "inverted" form."""
+
 from __future__ import annotations
 
 import numbers
@@ -45,10 +46,11 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5, rng: np.random.Generator | None = None) -> None:
         super().__init__()
-        if (isinstance(p, bool) or not isinstance(p, numbers.Real)
-                or not 0.0 <= float(p) < 1.0):
-            raise ValueError(f"Dropout probability p must be a number in [0, 1), got {p!r} "
-                             f"(p is the fraction of units dropped; the paper uses 0.5)")
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) < 1.0:
+            raise ValueError(
+                f"Dropout probability p must be a number in [0, 1), got {p!r} "
+                f"(p is the fraction of units dropped; the paper uses 0.5)"
+            )
         self.p = float(p)
         self.rng = rng if rng is not None else np.random.default_rng()
         self.shard: tuple[int, int, int] | None = None
@@ -57,8 +59,8 @@ class Dropout(Layer):
         check_array(x, "Dropout", ndim=None, layout="(N, ...)")
         if not train:
             self._cache = (None, x.shape, x.dtype)
-            return x.copy()                    # a copy: a caller may modify y in place
-        keep = self._draw_keep(x.shape)                    # P(keep) = 1 - p
+            return x.copy()  # a copy: a caller may modify y in place
+        keep = self._draw_keep(x.shape)  # P(keep) = 1 - p
         # The kept units' scale 1 / (1 - p), folded into the mask once for both passes.
         scaled_mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
         self._cache = (scaled_mask, x.shape, x.dtype)
@@ -70,9 +72,11 @@ class Dropout(Layer):
             return self.rng.random(shape) >= self.p
         start, stop, global_batch = self.shard
         if stop - start != shape[0] or not 0 <= start < stop <= global_batch:
-            raise ValueError(f"Dropout.shard {self.shard} does not fit a batch of {shape[0]} "
-                             f"rows: it must be (start, stop, global_batch) with stop - start "
-                             f"= {shape[0]} and 0 <= start < stop <= global_batch")
+            raise ValueError(
+                f"Dropout.shard {self.shard} does not fit a batch of {shape[0]} "
+                f"rows: it must be (start, stop, global_batch) with stop - start "
+                f"= {shape[0]} and 0 <= start < stop <= global_batch"
+            )
         return self.rng.random((global_batch, *shape[1:]))[start:stop] >= self.p
 
     def backward(self, dy: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Flatten: feature maps to vectors, between the last pooling layer and fc6 (§3.5)."""
+
 from __future__ import annotations
 
 import math
@@ -32,6 +33,7 @@ class Flatten(Layer):
     def output_shape(self, input_shape: tuple) -> tuple:
         """(C*H*W,) for one example of shape (C, H, W)."""
         if len(input_shape) != 3:
-            raise ValueError(f"Flatten expects one example of shape (C, H, W), got "
-                             f"{tuple(input_shape)}")
+            raise ValueError(
+                f"Flatten expects one example of shape (C, H, W), got {tuple(input_shape)}"
+            )
         return (math.prod(input_shape),)

@@ -1,4 +1,5 @@
 """Linear: the fully connected layer (§3.5: fc6, fc7, fc8)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,24 +41,29 @@ class Linear(Layer):
     model sets the paper's biases of 1 for fc6 and fc7).
     """
 
-    def __init__(self, in_features: int, out_features: int,
-                 rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, rng: np.random.Generator | None = None
+    ) -> None:
         super().__init__()
         self.in_features = check_positive_int(in_features, "Linear in_features")
         self.out_features = check_positive_int(out_features, "Linear out_features")
         rng = rng if rng is not None else np.random.default_rng()
         self.params = {
-            "W": rng.normal(0.0, 0.01, size=(self.out_features, self.in_features))
-                    .astype(np.float32),
-            "b": np.zeros(self.out_features, dtype=np.float32)}
+            "W": rng.normal(0.0, 0.01, size=(self.out_features, self.in_features)).astype(
+                np.float32
+            ),
+            "b": np.zeros(self.out_features, dtype=np.float32),
+        }
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
 
     def output_shape(self, input_shape: tuple) -> tuple:
         """(out_features,) for one example of shape (in_features,)."""
         if tuple(input_shape) != (self.in_features,):
-            raise ValueError(f"{self!r} expects one example of shape ({self.in_features},), "
-                             f"got {tuple(input_shape)}; put a Flatten() before it if the "
-                             f"input is an image-shaped (C, H, W) map")
+            raise ValueError(
+                f"{self!r} expects one example of shape ({self.in_features},), "
+                f"got {tuple(input_shape)}; put a Flatten() before it if the "
+                f"input is an image-shaped (C, H, W) map"
+            )
         return (self.out_features,)
 
     def macs(self, input_shape: tuple) -> int:
@@ -71,17 +77,19 @@ class Linear(Layer):
             raise ValueError(
                 f"{self!r} expects a batch of vectors (N, {self.in_features}), got shape "
                 f"{x.shape}; put a Flatten() layer before it to turn (N, C, H, W) maps into "
-                f"(N, C*H*W) vectors")
+                f"(N, C*H*W) vectors"
+            )
         check_array(x, "Linear", 2, f"(N, {self.in_features})")
         if x.shape[1] != self.in_features:
             raise ValueError(
                 f"{self!r} expects {self.in_features} features per example, got x of shape "
                 f"{x.shape}; the previous layer produces {x.shape[1]} (after Flatten that is "
                 f"C*H*W of the last feature map): build Linear({x.shape[1]}, "
-                f"{self.out_features}) or fix the layers before it")
+                f"{self.out_features}) or fix the layers before it"
+            )
         weights, bias = self._weights_as(x.dtype)
         y = np.empty((x.shape[0], self.out_features), dtype=x.dtype)
-        np.add(_transposed_product(weights, x), bias, out=y)        # x W^T + b
+        np.add(_transposed_product(weights, x), bias, out=y)  # x W^T + b
         self._cache = x
         return y
 
@@ -95,12 +103,14 @@ class Linear(Layer):
         weights, _ = self._weights_as(x.dtype)
         # A frozen layer (fine-tuning) computes no dW, db: the costly dy.T @ x is skipped.
         self.grads = {} if self.frozen else {"W": np.matmul(dy.T, x), "b": dy.sum(axis=0)}
-        return np.ascontiguousarray(_transposed_product(weights.T, dy))   # dy W
+        return np.ascontiguousarray(_transposed_product(weights.T, dy))  # dy W
 
     def _weights_as(self, dtype) -> tuple[np.ndarray, np.ndarray]:
         """W and b in the input's dtype (a no-op in normal use, where both are float32)."""
-        return (self.params["W"].astype(dtype, copy=False),
-                self.params["b"].astype(dtype, copy=False))
+        return (
+            self.params["W"].astype(dtype, copy=False),
+            self.params["b"].astype(dtype, copy=False),
+        )
 
     def __repr__(self) -> str:
         return f"Linear({self.in_features}, {self.out_features})"

@@ -1,4 +1,5 @@
 """Local response normalization (§3.3)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,14 +50,22 @@ class LocalResponseNorm(Layer):
     The loops are in ``minialexnet.kernels.<backend>.lrn`` (readable NumPy or Numba).
     """
 
-    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
-                 groups: int = 1) -> None:
+    def __init__(
+        self,
+        size: int = 5,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        k: float = 2.0,
+        groups: int = 1,
+    ) -> None:
         super().__init__()
         self.size = check_positive_int(size, "LocalResponseNorm size")
         if self.size % 2 == 0:
-            raise ValueError(f"LocalResponseNorm size must be odd so that the window "
-                             f"i - size//2 .. i + size//2 is centred on channel i and holds "
-                             f"exactly size channels; got size={size} (the paper uses 5)")
+            raise ValueError(
+                f"LocalResponseNorm size must be odd so that the window "
+                f"i - size//2 .. i + size//2 is centred on channel i and holds "
+                f"exactly size channels; got size={size} (the paper uses 5)"
+            )
         self.alpha = check_real(alpha, "LocalResponseNorm: alpha", 0.0)
         self.beta = check_real(beta, "LocalResponseNorm: beta", 0.0)
         # k > 0 keeps the denominator's base positive even where every activity is 0.
@@ -66,20 +75,31 @@ class LocalResponseNorm(Layer):
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         check_array(x, "LocalResponseNorm", ndim=4, layout="(N, C, H, W)")
         if x.shape[1] % self.groups:
-            raise ValueError(f"LocalResponseNorm with groups={self.groups} needs a channel "
-                             f"count divisible by {self.groups}, got C={x.shape[1]} "
-                             f"(input shape {x.shape})")
-        y, scale = kernels().lrn_forward(x, self.size, self.alpha, self.beta, self.k,
-                                         self.groups)
+            raise ValueError(
+                f"LocalResponseNorm with groups={self.groups} needs a channel "
+                f"count divisible by {self.groups}, got C={x.shape[1]} "
+                f"(input shape {x.shape})"
+            )
+        y, scale = kernels().lrn_forward(x, self.size, self.alpha, self.beta, self.k, self.groups)
         self._cache = (x, y, scale)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x, y, scale = self._cached()
         check_same_shape(dy, x.shape, "LocalResponseNorm")
-        return kernels().lrn_backward(x, y, scale, dy.astype(x.dtype, copy=False), self.size,
-                                      self.alpha, self.beta, self.groups)
+        return kernels().lrn_backward(
+            x,
+            y,
+            scale,
+            dy.astype(x.dtype, copy=False),
+            self.size,
+            self.alpha,
+            self.beta,
+            self.groups,
+        )
 
     def __repr__(self) -> str:
-        return (f"LocalResponseNorm(size={self.size}, alpha={self.alpha}, beta={self.beta}, "
-                f"k={self.k}, groups={self.groups})")
+        return (
+            f"LocalResponseNorm(size={self.size}, alpha={self.alpha}, beta={self.beta}, "
+            f"k={self.k}, groups={self.groups})"
+        )

@@ -1,4 +1,5 @@
 """Overlapping max pooling (§3.4)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,7 @@ class MaxPool2D(Layer):
     propagates. The loops are in ``minialexnet.kernels.<backend>.maxpool``.
     """
 
-    def __init__(self, kernel_size: int = 3, stride: int = 2,
-                 padding: int | tuple = 0) -> None:
+    def __init__(self, kernel_size: int = 3, stride: int = 2, padding: int | tuple = 0) -> None:
         super().__init__()
         self.kernel_size = check_positive_int(kernel_size, "MaxPool2D kernel_size")
         self.stride = check_positive_int(stride, "MaxPool2D stride")
@@ -46,32 +46,40 @@ class MaxPool2D(Layer):
         """``(top, left, bottom, right)`` from ``p`` or a 4-tuple, each in 0..kernel_size-1."""
         pads = tuple(padding) if isinstance(padding, (tuple, list)) else (padding,) * 4
         if len(pads) != 4:
-            raise ValueError(f"MaxPool2D padding must be an int or (top, left, bottom, right), "
-                             f"got {padding!r}")
+            raise ValueError(
+                f"MaxPool2D padding must be an int or (top, left, bottom, right), got {padding!r}"
+            )
         pads = tuple(check_positive_int(p, "MaxPool2D padding", minimum=0) for p in pads)
         if max(pads) >= self.kernel_size:
-            raise ValueError(f"MaxPool2D padding {pads} must be smaller than kernel_size="
-                             f"{self.kernel_size} on every side, or some windows would hold "
-                             f"only padding; use less padding or a larger window")
+            raise ValueError(
+                f"MaxPool2D padding {pads} must be smaller than kernel_size="
+                f"{self.kernel_size} on every side, or some windows would hold "
+                f"only padding; use less padding or a larger window"
+            )
         return pads
 
     def output_shape(self, input_shape: tuple) -> tuple:
         """(C, OH, OW) for an input of shape (C, H, W)."""
         c, h, w = input_shape
         top, left, bottom, right = self.padding
-        return (c, conv_output_size(h, self.kernel_size, self.stride, (top, bottom)),
-                conv_output_size(w, self.kernel_size, self.stride, (left, right)))
+        return (
+            c,
+            conv_output_size(h, self.kernel_size, self.stride, (top, bottom)),
+            conv_output_size(w, self.kernel_size, self.stride, (left, right)),
+        )
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         check_array(x, "MaxPool2D", ndim=4, layout="(N, C, H, W)")
         top, left, bottom, right = self.padding
         if min(x.shape[2] + top + bottom, x.shape[3] + left + right) < self.kernel_size:
-            raise ValueError(f"MaxPool2D: a {self.kernel_size}x{self.kernel_size} window does "
-                             f"not fit an input of {x.shape[2]}x{x.shape[3]} pixels (shape "
-                             f"{x.shape}, padding {self.padding}); use a larger input or a "
-                             f"smaller kernel_size")
+            raise ValueError(
+                f"MaxPool2D: a {self.kernel_size}x{self.kernel_size} window does "
+                f"not fit an input of {x.shape[2]}x{x.shape[3]} pixels (shape "
+                f"{x.shape}, padding {self.padding}); use a larger input or a "
+                f"smaller kernel_size"
+            )
         y, argmax = kernels().maxpool_forward(x, self.kernel_size, self.stride, self.padding)
-        self._cache = (argmax, x.shape, x.dtype)   # the winners are all backward needs
+        self._cache = (argmax, x.shape, x.dtype)  # the winners are all backward needs
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:

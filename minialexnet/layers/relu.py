@@ -1,4 +1,5 @@
 """Rectified linear unit, ``f(x) = max(0, x)`` (§3.1)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Softmax followed by the multinomial logistic (cross-entropy) loss (§3.5, §5)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +41,7 @@ class SoftmaxCrossEntropy(Layer):
         check_array(logits, "SoftmaxCrossEntropy", ndim=2, layout="(N, K) logits")
         n, num_classes = logits.shape
         labels = check_labels(labels, n, num_classes, "SoftmaxCrossEntropy")
-        shifted = logits - logits.max(axis=1, keepdims=True)        # every entry <= 0
+        shifted = logits - logits.max(axis=1, keepdims=True)  # every entry <= 0
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         self.probs = np.exp(log_probs)
         self._cache = (self.probs, labels)
@@ -51,7 +52,7 @@ class SoftmaxCrossEntropy(Layer):
         """``dlogits = (probs - onehot(labels)) / N``, (N, K) in the logits' dtype."""
         probs, labels = self._cached()
         n = probs.shape[0]
-        dlogits = probs.copy()                    # never modify the cached probabilities
+        dlogits = probs.copy()  # never modify the cached probabilities
         dlogits[np.arange(n), labels] -= 1
         dlogits /= n
         return dlogits

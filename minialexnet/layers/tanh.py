@@ -1,4 +1,5 @@
 """Hyperbolic tangent, the saturating baseline of the paper's Fig. 1 (§3.1)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,7 @@ class Tanh(Layer):
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         check_array(x, "Tanh", ndim=None, layout="(N, ...)")
         y = np.tanh(x)
-        self._cache = y                     # the derivative is cheapest from the output
+        self._cache = y  # the derivative is cheapest from the output
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:

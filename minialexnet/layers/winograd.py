@@ -30,6 +30,7 @@ here. Only x is kept between forward and backward: V is recomputed from it (one 
 rather than held (16/9 of the im2col matrix). Tested against the im2col path (forward, dx,
 dW, db) in tests/test_winograd.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,29 +51,32 @@ def transform_filters(weights: np.ndarray, groups: int) -> np.ndarray:
     return u.reshape(16, groups, f // groups, c_g)
 
 
-def forward(x: np.ndarray, weights: np.ndarray, bias: np.ndarray, padding: int,
-            groups: int) -> np.ndarray:
+def forward(
+    x: np.ndarray, weights: np.ndarray, bias: np.ndarray, padding: int, groups: int
+) -> np.ndarray:
     """y (N, F, OH, OW) from x (N, C, H, W), weights (F, C/G, 3, 3), bias (F,); one dtype."""
     n, _, h, w = x.shape
     out_h, out_w, _, _ = tile_grid(h, w, padding)
     k = kernels()
-    m = np.matmul(transform_filters(weights, groups),
-                  k.winograd_input(x, padding, groups))          # (16, G, F/G, T)
+    m = np.matmul(
+        transform_filters(weights, groups), k.winograd_input(x, padding, groups)
+    )  # (16, G, F/G, T)
     return k.winograd_output(m, bias, n, out_h, out_w)
 
 
-def backward(dy: np.ndarray, x: np.ndarray, weights: np.ndarray, padding: int,
-             groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def backward(
+    dy: np.ndarray, x: np.ndarray, weights: np.ndarray, padding: int, groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dW, db) of ``forward(x, weights, bias, padding, groups)`` from dy (N, F, OH, OW)."""
     f, c_g = weights.shape[:2]
     k = kernels()
-    grad_m = k.winograd_output_backward(dy, groups)              # (16, G, F/G, T)
-    v = k.winograd_input(x, padding, groups)                     # (16, G, C/G, T)
-    grad_u = np.matmul(grad_m, v.transpose(0, 1, 3, 2))          # (16, G, F/G, C/G)
-    del v                                                        # free it before dV exists
-    grad_w = FILTER_TRANSFORM.T.astype(x.dtype) @ grad_u.reshape(16, f * c_g)   # (9, F*C/G)
+    grad_m = k.winograd_output_backward(dy, groups)  # (16, G, F/G, T)
+    v = k.winograd_input(x, padding, groups)  # (16, G, C/G, T)
+    grad_u = np.matmul(grad_m, v.transpose(0, 1, 3, 2))  # (16, G, F/G, C/G)
+    del v  # free it before dV exists
+    grad_w = FILTER_TRANSFORM.T.astype(x.dtype) @ grad_u.reshape(16, f * c_g)  # (9, F*C/G)
     grad_w = np.ascontiguousarray(grad_w.T).reshape(f, c_g, 3, 3)
     u = transform_filters(weights, groups)
-    grad_v = np.matmul(u.transpose(0, 1, 3, 2), grad_m)          # (16, G, C/G, T)
+    grad_v = np.matmul(u.transpose(0, 1, 3, 2), grad_m)  # (16, G, C/G, T)
     dx = k.winograd_input_backward(grad_v, x.shape, padding)
     return dx, grad_w, dy.sum(axis=(0, 2, 3), dtype=x.dtype)

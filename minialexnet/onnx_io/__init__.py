@@ -5,6 +5,7 @@
 both raise ``ONNXFormatError`` (a ``ValueError``, ``errors.py``) for files they cannot
 handle. ``minialexnet.load_onnx`` / ``minialexnet.save_onnx`` import this package lazily.
 """
+
 from minialexnet.onnx_io.errors import ONNXFormatError
 from minialexnet.onnx_io.reader import load_onnx
 from minialexnet.onnx_io.writer import save_onnx

@@ -1,4 +1,5 @@
 """The one error type of ONNX import and export (no ``onnx`` import: catchable without it)."""
+
 from __future__ import annotations
 
 

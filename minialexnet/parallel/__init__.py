@@ -10,9 +10,18 @@ runner.py      ``TowerRunner``: the towers' work on two threads, or one after th
 Imports point one way: ``minialexnet.gpu`` builds on this package, never the reverse; a
 ``"cuda:i"`` device name imports ``minialexnet.gpu.devices`` only when it is parsed.
 """
+
 from minialexnet.parallel.devices import CPUDevice, Device, parse_devices
 from minialexnet.parallel.runner import TowerRunner
 from minialexnet.parallel.towers import NUM_TOWERS, Tower, TwoTowerAlexNet, split_sizes
 
-__all__ = ["NUM_TOWERS", "TwoTowerAlexNet", "Tower", "split_sizes", "parse_devices", "CPUDevice", "Device",
-           "TowerRunner"]
+__all__ = [
+    "NUM_TOWERS",
+    "TwoTowerAlexNet",
+    "Tower",
+    "split_sizes",
+    "parse_devices",
+    "CPUDevice",
+    "Device",
+    "TowerRunner",
+]

@@ -19,6 +19,7 @@ Devices are passed in, never registered: ``parse_devices("cuda:0,cuda:1")`` buil
 ``CUDADevice`` objects by importing ``minialexnet.gpu`` when (and only when) a name asks for a
 GPU, since numba-cuda is an optional dependency; ``"cpu:0,cpu:1"`` needs nothing but NumPy.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -135,6 +136,7 @@ class CPUDevice(Device):
 
 # -- naming devices -------------------------------------------------------------------------
 
+
 def parse_devices(spec) -> list[Device]:
     """Devices from a command-line style string or a list of names/``Device`` objects.
 
@@ -159,11 +161,15 @@ def parse_devices(spec) -> list[Device]:
         text = str(name).strip().lower()
         kind, _, index = text.rpartition(":") if ":" in text else ("cuda", ":", text)
         if not index.isdigit():
-            raise ValueError(f"cannot read the device name {name!r}: write 'cpu:0', 'cuda:1' "
-                             f"or a bare GPU number like '1' (the whole list: {spec!r})")
+            raise ValueError(
+                f"cannot read the device name {name!r}: write 'cpu:0', 'cuda:1' "
+                f"or a bare GPU number like '1' (the whole list: {spec!r})"
+            )
         if kind not in DEVICE_KINDS:
-            raise ValueError(f"unknown device kind {kind!r} in {name!r}; known kinds: "
-                             f"{', '.join(DEVICE_KINDS)} (the whole list: {spec!r})")
+            raise ValueError(
+                f"unknown device kind {kind!r} in {name!r}; known kinds: "
+                f"{', '.join(DEVICE_KINDS)} (the whole list: {spec!r})"
+            )
         devices.append(DEVICE_KINDS[kind](int(index)))
     return devices
 
@@ -172,12 +178,15 @@ def cuda_device(index: int) -> Device:
     """``minialexnet.gpu.devices.CUDADevice(index)``, imported here because numba-cuda is an
     optional dependency: ``import minialexnet.parallel`` never loads CUDA."""
     if not cuda_is_available():
-        raise ValueError(f"the device 'cuda:{index}' needs an NVIDIA GPU with a working CUDA "
-                         f"driver and numba-cuda (pip install 'minialexnet[cuda]'), and none "
-                         f"is usable here. Run the towers on the CPU with "
-                         f"devices='cpu:0,cpu:1', or set NUMBA_ENABLE_CUDASIM=1 before "
-                         f"starting Python to use the (very slow) CUDA simulator.")
+        raise ValueError(
+            f"the device 'cuda:{index}' needs an NVIDIA GPU with a working CUDA "
+            f"driver and numba-cuda (pip install 'minialexnet[cuda]'), and none "
+            f"is usable here. Run the towers on the CPU with "
+            f"devices='cpu:0,cpu:1', or set NUMBA_ENABLE_CUDASIM=1 before "
+            f"starting Python to use the (very slow) CUDA simulator."
+        )
     from minialexnet.gpu.devices import CUDADevice
+
     return CUDADevice(index)
 
 

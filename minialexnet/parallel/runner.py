@@ -14,6 +14,7 @@ tasks one after another, then looks: under "workqueue" it keeps running the towe
 another for good and says so with a ``RuntimeWarning`` (set ``NUMBA_THREADING_LAYER=omp`` or
 install ``tbb`` to get concurrency).
 """
+
 from __future__ import annotations
 
 import sys
@@ -35,7 +36,7 @@ def _numba_threading_layer() -> str | None:
         return None
     try:
         return numba.threading_layer()
-    except ValueError:                 # "Threading layer is not initialized"
+    except ValueError:  # "Threading layer is not initialized"
         return None
 
 
@@ -56,8 +57,10 @@ class TowerRunner:
 
     def __init__(self, mode: str = "threads", workers: int = 2, guard_numba: bool = True):
         if mode not in MODES:
-            raise ValueError(f"unknown tower mode {mode!r}; choose 'threads' (towers at the "
-                             f"same time) or 'sequential' (one after another, for debugging)")
+            raise ValueError(
+                f"unknown tower mode {mode!r}; choose 'threads' (towers at the "
+                f"same time) or 'sequential' (one after another, for debugging)"
+            )
         self.mode = mode
         self.workers = int(workers)
         self.guard_numba = bool(guard_numba)
@@ -71,7 +74,7 @@ class TowerRunner:
         if self.mode == "sequential" or len(tasks) == 1 or not self._safe_to_overlap():
             return [task() for task in tasks]
         futures = [self._executor().submit(task) for task in tasks]
-        wait(futures)          # every tower finishes before an error propagates
+        wait(futures)  # every tower finishes before an error propagates
         return [f.result() for f in futures]
 
     def _safe_to_overlap(self) -> bool:
@@ -94,15 +97,18 @@ class TowerRunner:
                     "threads launch parallel kernels at once: the two towers will run one after "
                     "another (same results, no overlap). For concurrent towers set "
                     "NUMBA_THREADING_LAYER=omp (or install tbb) before starting Python.",
-                    RuntimeWarning, stacklevel=4)
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
                 return False
         return True
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self.workers,
-                                                thread_name_prefix="minialexnet-tower")
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.workers, thread_name_prefix="minialexnet-tower"
+                )
             return self._pool
 
     def close(self) -> None:

@@ -85,6 +85,7 @@ devices, as ``CudaAlexNet`` does on one GPU.
 Dropout draws from one generator per tower, reseeded from ``self.rng`` at every training
 forward pass, so the model's ``rng`` alone fixes every mask (and a resumed run repeats them).
 """
+
 from __future__ import annotations
 
 import math
@@ -116,8 +117,10 @@ def split_sizes(total: int, parts: int, what: str) -> list[int]:
     """Cut ``total`` units into ``parts`` consecutive blocks as evenly as possible, the larger
     blocks first: ``split_sizes(1000, 2) == [500, 500]``, ``split_sizes(5, 2) == [3, 2]``."""
     if total < parts:
-        raise ValueError(f"{what} has {total} unit(s), fewer than the {parts} towers: every "
-                         f"tower needs at least one; give it at least {parts}")
+        raise ValueError(
+            f"{what} has {total} unit(s), fewer than the {parts} towers: every "
+            f"tower needs at least one; give it at least {parts}"
+        )
     base, extra = divmod(total, parts)
     return [base + (1 if t < extra else 0) for t in range(parts)]
 
@@ -140,8 +143,9 @@ class Tower:
         self.index = index
         self.device = device
         self.stages = stages
-        self.layers = OrderedDict((name, layer) for stage in stages
-                                  for name, layer in stage.items())
+        self.layers = OrderedDict(
+            (name, layer) for stage in stages for name, layer in stage.items()
+        )
 
     def forward_stage(self, s: int, pieces: list, train: bool):
         """Gather ``pieces`` (every tower's output of stage s-1 in tower order, or ``[x]``
@@ -152,8 +156,7 @@ class Tower:
             x = layer.forward(x, train=train)
         return x
 
-    def backward_stage(self, s: int, grads: list, start: int, stop: int,
-                       need_dx: bool = True):
+    def backward_stage(self, s: int, grads: list, start: int, stop: int, need_dx: bool = True):
         """This tower's output gradient is ``sum_u grads[u][:, start:stop]`` (every tower's
         gradient w.r.t. the gathered input of stage s+1, or ``[dlogits]``); back-propagate it
         through stage ``s`` and return the gradient w.r.t. the stage's whole gathered input.
@@ -201,14 +204,26 @@ class TwoTowerAlexNet:
     when the model is garbage-collected or Python exits.
     """
 
-    def __init__(self, num_classes: int = 1000, variant: str = "paper",
-                 rng: np.random.Generator | None = None, *, devices="cpu:0,cpu:1",
-                 mode: str = "threads", **options) -> None:
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        variant: str = "paper",
+        rng: np.random.Generator | None = None,
+        *,
+        devices="cpu:0,cpu:1",
+        mode: str = "threads",
+        **options,
+    ) -> None:
         self._split(AlexNet(num_classes, variant, rng, **options), devices, mode, rng)
 
     @classmethod
-    def from_model(cls, model, devices="cpu:0,cpu:1", mode: str = "threads",
-                   rng: np.random.Generator | None = None) -> TwoTowerAlexNet:
+    def from_model(
+        cls,
+        model,
+        devices="cpu:0,cpu:1",
+        mode: str = "threads",
+        rng: np.random.Generator | None = None,
+    ) -> TwoTowerAlexNet:
         """Split a single-device ``AlexNet`` (any variant, float32 or float64) into towers."""
         net = cls.__new__(cls)
         net._split(model, devices, mode, rng)
@@ -218,33 +233,52 @@ class TwoTowerAlexNet:
 
     def _split(self, model, devices, mode, rng) -> None:
         if not hasattr(model, "layers") or not hasattr(model, "config"):
-            raise TypeError(f"TwoTowerAlexNet.from_model expects a minialexnet.model.AlexNet, "
-                            f"got {type(model).__name__}")
+            raise TypeError(
+                f"TwoTowerAlexNet.from_model expects a minialexnet.model.AlexNet, "
+                f"got {type(model).__name__}"
+            )
         self.devices = parse_devices(devices)
         if len(self.devices) != NUM_TOWERS:
-            raise ValueError(f"the split of §3.2 runs on exactly {NUM_TOWERS} devices, got "
-                             f"{len(self.devices)}: {[str(d) for d in self.devices]}; write "
-                             f"e.g. devices='cpu:0,cpu:1'")
+            raise ValueError(
+                f"the split of §3.2 runs on exactly {NUM_TOWERS} devices, got "
+                f"{len(self.devices)}: {[str(d) for d in self.devices]}; write "
+                f"e.g. devices='cpu:0,cpu:1'"
+            )
         self.config = dict(model.config)
         self.variant = model.variant
         self.num_classes = model.num_classes
         self.input_size = model.input_size
         self.rng = rng if rng is not None else model.rng
         self.mode = mode
-        self.runner = TowerRunner(mode, workers=NUM_TOWERS,
-                                  guard_numba=any(isinstance(d, CPUDevice)
-                                                  for d in self.devices))
+        self.runner = TowerRunner(
+            mode,
+            workers=NUM_TOWERS,
+            guard_numba=any(isinstance(d, CPUDevice) for d in self.devices),
+        )
         stages, in_shapes, self._params, self._rows, self._stage_widths = _split_layers(
-            model, NUM_TOWERS)
-        self.towers = [Tower(t, device, [OrderedDict((name, device.adopt(layer,
-                                                                         in_shapes[t][name]))
-                                                     for name, layer in stage.items())
-                                         for stage in stages[t]])
-                       for t, device in enumerate(self.devices)]
+            model, NUM_TOWERS
+        )
+        self.towers = [
+            Tower(
+                t,
+                device,
+                [
+                    OrderedDict(
+                        (name, device.adopt(layer, in_shapes[t][name]))
+                        for name, layer in stage.items()
+                    )
+                    for stage in stages[t]
+                ],
+            )
+            for t, device in enumerate(self.devices)
+        ]
         # tower parameter name -> (tower index, layer name, key), e.g. "tower1.fc8.W" ->
         # (1, "fc8", "W")
-        self._where = {part: (t, layer, key) for layer, key, _, parts in self._params.values()
-                       for t, (part, _, _) in enumerate(parts)}
+        self._where = {
+            part: (t, layer, key)
+            for layer, key, _, parts in self._params.values()
+            for t, (part, _, _) in enumerate(parts)
+        }
         self._logits_shape = None
 
     # -- the model protocol ---------------------------------------------------------------
@@ -255,12 +289,15 @@ class TwoTowerAlexNet:
         each tower drawing its masks from its own generator."""
         check_array(x, "TwoTowerAlexNet", 4, "(N, 3, H, W)", channels=3)
         if x.shape[2:] != (self.input_size, self.input_size):
-            raise ValueError(f"this AlexNet ({self.config['variant']!r}) takes "
-                             f"{self.input_size}x{self.input_size} crops, got images of "
-                             f"{x.shape[2]}x{x.shape[3]}; crop or resize the input first")
+            raise ValueError(
+                f"this AlexNet ({self.config['variant']!r}) takes "
+                f"{self.input_size}x{self.input_size} crops, got images of "
+                f"{x.shape[2]}x{x.shape[3]}; crop or resize the input first"
+            )
         pieces = self.forward_stages(x, train)
-        logits = np.concatenate([tower.device.to_host(piece)
-                                 for tower, piece in zip(self.towers, pieces)], axis=1)
+        logits = np.concatenate(
+            [tower.device.to_host(piece) for tower, piece in zip(self.towers, pieces)], axis=1
+        )
         self._logits_shape = logits.shape
         return logits
 
@@ -270,12 +307,16 @@ class TwoTowerAlexNet:
         """Back-propagate dL/dlogits (N, num_classes); sets every tower layer's grads and
         returns dL/dx (N, 3, S, S), the sum of both towers' conv1 input gradients."""
         if self._logits_shape is None:
-            raise RuntimeError("TwoTowerAlexNet.backward called before forward: run "
-                               "forward(x) first, then backward(dlogits)")
+            raise RuntimeError(
+                "TwoTowerAlexNet.backward called before forward: run "
+                "forward(x) first, then backward(dlogits)"
+            )
         check_array(dlogits, "TwoTowerAlexNet.backward", 2, "(N, num_classes)")
         if dlogits.shape != self._logits_shape:
-            raise ValueError(f"TwoTowerAlexNet.backward expects dlogits of the logits' shape "
-                             f"{self._logits_shape}, got {dlogits.shape}")
+            raise ValueError(
+                f"TwoTowerAlexNet.backward expects dlogits of the logits' shape "
+                f"{self._logits_shape}, got {dlogits.shape}"
+            )
         grads = self.backward_stages(dlogits)
         dx = np.array(self.towers[0].device.to_host(grads[0]), copy=True)
         for tower, g in zip(self.towers[1:], grads[1:]):
@@ -291,9 +332,12 @@ class TwoTowerAlexNet:
             self._reseed_dropout()
         pieces = [x]
         for s in range(len(self._stage_widths)):
-            pieces = self.runner.map([
-                partial(tower.device.run, partial(tower.forward_stage, s, pieces, train))
-                for tower in self.towers])
+            pieces = self.runner.map(
+                [
+                    partial(tower.device.run, partial(tower.forward_stage, s, pieces, train))
+                    for tower in self.towers
+                ]
+            )
         return pieces
 
     def backward_stages(self, dlogits, need_dx: bool = True) -> list:
@@ -301,10 +345,15 @@ class TwoTowerAlexNet:
         gradient w.r.t. the image (None with ``need_dx=False``, see ``Tower.backward_stage``)."""
         grads = [dlogits]
         for s in reversed(range(len(self._stage_widths))):
-            grads = self.runner.map([
-                partial(tower.device.run,
-                        partial(tower.backward_stage, s, grads, start, stop, need_dx or s > 0))
-                for tower, (start, stop) in zip(self.towers, _offsets(self._stage_widths[s]))])
+            grads = self.runner.map(
+                [
+                    partial(
+                        tower.device.run,
+                        partial(tower.backward_stage, s, grads, start, stop, need_dx or s > 0),
+                    )
+                    for tower, (start, stop) in zip(self.towers, _offsets(self._stage_widths[s]))
+                ]
+            )
         return grads
 
     def named_parameters(self):
@@ -325,11 +374,14 @@ class TwoTowerAlexNet:
         for single, (_, _, shape, parts) in self._params.items():
             for part, start, stop in parts:
                 if np.shape(arrays[part]) != (stop - start, *shape[1:]):
-                    raise ValueError(f"{part} has shape {np.shape(arrays[part])}; this split "
-                                     f"expects {(stop - start, *shape[1:])} (rows {start}:"
-                                     f"{stop} of {single}, shape {shape})")
-            merged[single] = np.concatenate([np.asarray(arrays[part])
-                                             for part, _, _ in parts], axis=0)
+                    raise ValueError(
+                        f"{part} has shape {np.shape(arrays[part])}; this split "
+                        f"expects {(stop - start, *shape[1:])} (rows {start}:"
+                        f"{stop} of {single}, shape {shape})"
+                    )
+            merged[single] = np.concatenate(
+                [np.asarray(arrays[part]) for part, _, _ in parts], axis=0
+            )
         return merged
 
     def split(self, state: dict) -> OrderedDict[str, np.ndarray]:
@@ -339,9 +391,11 @@ class TwoTowerAlexNet:
         for single, (_, _, shape, parts) in self._params.items():
             value = np.asarray(state[single])
             if value.shape != shape:
-                raise ValueError(f"state entry {single} has shape {value.shape}; this "
-                                 f"AlexNet ({self.config['variant']!r}, {self.num_classes} "
-                                 f"classes) expects {shape}")
+                raise ValueError(
+                    f"state entry {single} has shape {value.shape}; this "
+                    f"AlexNet ({self.config['variant']!r}, {self.num_classes} "
+                    f"classes) expects {shape}"
+                )
             for part, start, stop in parts:
                 parts_out[part] = value[start:stop].copy()
         return parts_out
@@ -350,8 +404,9 @@ class TwoTowerAlexNet:
         """The single-device state dict (``"conv1.W"`` (96, 3, 11, 11), ...): the towers'
         pieces brought to the host and concatenated, equal to ``AlexNet.state_dict()`` of
         the merged network."""
-        return self.merge({name: self.device_of(name).to_host(p)
-                           for name, p, _ in self.named_parameters()})
+        return self.merge(
+            {name: self.device_of(name).to_host(p) for name, p, _ in self.named_parameters()}
+        )
 
     def load_state_dict(self, state: dict) -> None:
         """Load a single-device state dict (an ``AlexNet``'s, or a checkpoint's ``params``)
@@ -382,24 +437,32 @@ class TwoTowerAlexNet:
 
     def summary(self) -> str:
         """A table: every layer, what it reads, each tower's output shape and parameters."""
-        header = (f"{'layer':<9} {'reads':<13} {'tower 0 output':<16} {'tower 1 output':<16} "
-                  f"{'params/tower':>14}")
+        header = (
+            f"{'layer':<9} {'reads':<13} {'tower 0 output':<16} {'tower 1 output':<16} "
+            f"{'params/tower':>14}"
+        )
         lines = [repr(self), header, "-" * len(header)]
         for name, reads, shapes, params in self._rows:
             if reads == "both towers":
                 lines.append(f"{'':<9} -- gather: each tower reads both towers' outputs --")
-            lines.append(f"{name:<9} {reads:<13} {str(shapes[0]):<16} {str(shapes[1]):<16} "
-                         f"{' + '.join(f'{p:,}' for p in params):>14}")
+            lines.append(
+                f"{name:<9} {reads:<13} {str(shapes[0]):<16} {str(shapes[1]):<16} "
+                f"{' + '.join(f'{p:,}' for p in params):>14}"
+            )
         lines.append("-" * len(header))
-        lines.append(f"total parameters {self.num_parameters():,} (the single-device count: "
-                     f"every parameter lives on exactly one tower)")
+        lines.append(
+            f"total parameters {self.num_parameters():,} (the single-device count: "
+            f"every parameter lives on exactly one tower)"
+        )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         serialized = " (serialized: Numba workqueue)" if self.runner.serialized else ""
-        return (f"TwoTowerAlexNet(num_classes={self.num_classes}, "
-                f"variant={self.config['variant']!r}, devices="
-                f"{','.join(str(d) for d in self.devices)!r}, mode={self.mode!r}){serialized}")
+        return (
+            f"TwoTowerAlexNet(num_classes={self.num_classes}, "
+            f"variant={self.config['variant']!r}, devices="
+            f"{','.join(str(d) for d in self.devices)!r}, mode={self.mode!r}){serialized}"
+        )
 
     # -- lifetime and helpers -------------------------------------------------------------
 
@@ -418,11 +481,13 @@ class TwoTowerAlexNet:
         towers draw independent masks concurrently, and ``self.rng``'s state (saved in
         checkpoints) still fixes every mask of a run. A layer that draws random numbers while
         running (``Dropout``, or a device's twin of it) keeps its generator in ``layer.rng``."""
-        dropouts = [[layer for layer in tower.layers.values() if hasattr(layer, "rng")]
-                    for tower in self.towers]
+        dropouts = [
+            [layer for layer in tower.layers.values() if hasattr(layer, "rng")]
+            for tower in self.towers
+        ]
         if not any(dropouts):
             return
-        seeds = self.rng.integers(0, 2 ** 63, size=len(self.towers), dtype=np.int64)
+        seeds = self.rng.integers(0, 2**63, size=len(self.towers), dtype=np.int64)
         for layers, seed in zip(dropouts, seeds):
             generator = np.random.default_rng(int(seed))
             for layer in layers:
@@ -437,9 +502,11 @@ class TwoTowerAlexNet:
         missing = [name for name in expected if name not in arrays]
         unexpected = [name for name in arrays if name not in known]
         if missing or unexpected:
-            raise ValueError(f"expected {kind} names of this TwoTowerAlexNet "
-                             f"({self.config['variant']!r}, {self.num_classes} classes): "
-                             f"missing {missing}, unexpected {unexpected}")
+            raise ValueError(
+                f"expected {kind} names of this TwoTowerAlexNet "
+                f"({self.config['variant']!r}, {self.num_classes} classes): "
+                f"missing {missing}, unexpected {unexpected}"
+            )
 
 
 def _split_layers(model, n: int):
@@ -466,9 +533,9 @@ def _split_layers(model, n: int):
     stages = [[] for _ in range(n)]
     in_shapes = [{} for _ in range(n)]
     params, rows, stage_widths = OrderedDict(), [], []
-    shape = (3, model.input_size, model.input_size)    # single-device, no batch axis
+    shape = (3, model.input_size, model.input_size)  # single-device, no batch axis
     widths = None
-    scratch_rng = np.random.default_rng(0)    # for the constructors; their weights are replaced
+    scratch_rng = np.random.default_rng(0)  # for the constructors; their weights are replaced
     for name, layer in model.layers.items():
         reads_all = isinstance(layer, Linear) or (isinstance(layer, Conv2D) and layer.groups == 1)
         if reads_all:
@@ -477,9 +544,11 @@ def _split_layers(model, n: int):
             for tower_stages in stages:
                 tower_stages.append(OrderedDict())
         elif widths is None:
-            raise ValueError(f"{name} ({layer!r}) is the first layer but does not read the "
-                             f"whole image; the split needs a first layer that every tower "
-                             f"reads whole (conv1 with groups=1)")
+            raise ValueError(
+                f"{name} ({layer!r}) is the first layer but does not read the "
+                f"whole image; the split needs a first layer that every tower "
+                f"reads whole (conv1 with groups=1)"
+            )
         for t in range(n):
             in_shapes[t][name] = shape if reads_all else (widths[t], *shape[1:])
         out_shape = tuple(layer.output_shape(shape))
@@ -488,9 +557,14 @@ def _split_layers(model, n: int):
         for t in range(n):
             stages[t][-1][name] = towers[t]
         tower_shapes = [(w, *out_shape[1:]) for w in widths]
-        rows.append((name, "both towers" if reads_all and rows else
-                     "the image" if reads_all else "own tower", tower_shapes,
-                     [sum(int(p.size) for p in tw.params.values()) for tw in towers]))
+        rows.append(
+            (
+                name,
+                "both towers" if reads_all and rows else "the image" if reads_all else "own tower",
+                tower_shapes,
+                [sum(int(p.size) for p in tw.params.values()) for tw in towers],
+            )
+        )
         shape = out_shape
     stage_widths.append(widths)
     return stages, in_shapes, params, rows, stage_widths
@@ -510,11 +584,23 @@ def _tower_layers(name: str, layer, widths, shape: tuple, n: int, scratch_rng):
             in_channels, groups = layer.in_channels // n, layer.groups // n
             widths = [layer.out_channels // n] * n
         else:
-            raise ValueError(f"{name} has groups={layer.groups}, which cannot be divided "
-                             f"between {n} towers; the split needs groups=1 (reads both "
-                             f"towers) or a multiple of {n} (stays on each tower)")
-        towers = [Conv2D(in_channels, w, (layer.kernel_h, layer.kernel_w), layer.stride,
-                         layer.padding, groups, rng=scratch_rng) for w in widths]
+            raise ValueError(
+                f"{name} has groups={layer.groups}, which cannot be divided "
+                f"between {n} towers; the split needs groups=1 (reads both "
+                f"towers) or a multiple of {n} (stays on each tower)"
+            )
+        towers = [
+            Conv2D(
+                in_channels,
+                w,
+                (layer.kernel_h, layer.kernel_w),
+                layer.stride,
+                layer.padding,
+                groups,
+                rng=scratch_rng,
+            )
+            for w in widths
+        ]
     elif isinstance(layer, Linear):
         widths = split_sizes(layer.out_features, n, name)
         towers = [Linear(layer.in_features, w, rng=scratch_rng) for w in widths]
@@ -524,23 +610,28 @@ def _tower_layers(name: str, layer, widths, shape: tuple, n: int, scratch_rng):
                 f"{name} normalizes within {layer.groups} group(s) of channels, so its "
                 f"windows cross the boundary between the towers' maps, which no tower "
                 f"can see (§3.2 normalizes within each GPU's half); build the model with "
-                f"LRN groups={n} (the paper's) or without LRN")
+                f"LRN groups={n} (the paper's) or without LRN"
+            )
         _require_equal(widths, name, f"a grouped LRN (groups={layer.groups})")
-        towers = [LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k,
-                                    layer.groups // n) for _ in range(n)]
+        towers = [
+            LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k, layer.groups // n)
+            for _ in range(n)
+        ]
     elif isinstance(layer, Flatten):
         towers = [Flatten() for _ in range(n)]
-        widths = [w * math.prod(shape[1:]) for w in widths]   # channel-major blocks
+        widths = [w * math.prod(shape[1:]) for w in widths]  # channel-major blocks
     elif isinstance(layer, MaxPool2D):
         towers = [MaxPool2D(layer.kernel_size, layer.stride, layer.padding) for _ in range(n)]
     elif isinstance(layer, Dropout):
-        towers = [Dropout(layer.p) for _ in range(n)]   # generators set per pass
+        towers = [Dropout(layer.p) for _ in range(n)]  # generators set per pass
     elif isinstance(layer, (ReLU, Tanh)):
         towers = [type(layer)() for _ in range(n)]
     else:
-        raise TypeError(f"the two-tower split does not know how to divide {name} "
-                        f"({type(layer).__name__}); teach _split_layers where its inputs "
-                        f"and parameters go")
+        raise TypeError(
+            f"the two-tower split does not know how to divide {name} "
+            f"({type(layer).__name__}); teach _split_layers where its inputs "
+            f"and parameters go"
+        )
 
     return towers, widths
 
@@ -561,9 +652,10 @@ def _require_equal(widths: list[int], name: str, what: str) -> None:
     """Layers that stay on their own tower need the towers' shares to be equal halves."""
     if len(set(widths)) != 1:
         total = sum(widths)
-        raise ValueError(f"{name} is {what} and stays on each tower, so the {total} channels "
-                         f"reaching it must be divided equally between {len(widths)} towers, "
-                         f"but {total} does not divide evenly (the towers would hold "
-                         f"{widths}); give the layer before it a multiple of {len(widths)} "
-                         f"filters")
-
+        raise ValueError(
+            f"{name} is {what} and stays on each tower, so the {total} channels "
+            f"reaching it must be divided equally between {len(widths)} towers, "
+            f"but {total} does not divide evenly (the towers would hold "
+            f"{widths}); give the layer before it a multiple of {len(widths)} "
+            f"filters"
+        )

@@ -15,6 +15,7 @@ module                      what
     from minialexnet.training import TrainConfig, fit
     history = fit(model, train_set, val_set, TrainConfig(epochs=15, batch_size=32, lr=0.003))
 """
+
 from minialexnet.training.config import TrainConfig
 from minialexnet.training.engines import make_engine
 from minialexnet.training.trainer import TrainingDiverged, fit

@@ -15,6 +15,7 @@ Writing goes to a temporary file in the destination's folder that replaces the d
 with ``os.replace`` only when complete, so a crash, a full disk or Ctrl-C leaves either the old
 checkpoint or the new one, never half a file.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,6 +31,7 @@ FORMAT_VERSION = 1
 #: The first bytes of every ``.npz`` file (a zip archive; an empty one starts PK\x05\x06).
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
+
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, or does not fit the model it is loaded into."""
 
@@ -42,6 +44,7 @@ class Checkpoint:
     momentum buffer (empty when saved without an optimizer); ``stats``: the ``DatasetStats``
     saved with it, or ``None``.
     """
+
     meta: dict
     params: dict = field(default_factory=dict)
     optim: dict = field(default_factory=dict)
@@ -57,9 +60,13 @@ def save_checkpoint(path, model, optimizer=None, stats=None, meta: dict | None =
     JSON-serialisable. The file is written atomically (temporary file + ``os.replace``).
     """
     path = os.fspath(path)
-    info = {"format_version": FORMAT_VERSION, "arch": model.config["variant"],
-            "model": model.config, "num_classes": model.num_classes,
-            "input_size": model.input_size}
+    info = {
+        "format_version": FORMAT_VERSION,
+        "arch": model.config["variant"],
+        "model": model.config,
+        "num_classes": model.num_classes,
+        "input_size": model.input_size,
+    }
     # Single-device names (conv1.W) even for the two-tower split (§3.2), whose state_dict
     # and merge() translate tower0.conv1.W + tower1.conv1.W back: one checkpoint format.
     arrays = {f"param/{name}": p for name, p in model.state_dict().items()}
@@ -99,19 +106,24 @@ def load_checkpoint(path) -> Checkpoint:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt, truncated or "
-                              f"not an .npz file ({type(err).__name__}: {err})") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: the file is corrupt, truncated or "
+            f"not an .npz file ({type(err).__name__}: {err})"
+        ) from None
     if "meta" not in arrays:
-        raise CheckpointError(f"{path} is an .npz file but not a minialexnet checkpoint (it has "
-                              f"no 'meta' entry)")
+        raise CheckpointError(
+            f"{path} is an .npz file but not a minialexnet checkpoint (it has no 'meta' entry)"
+        )
     try:
         meta = json.loads(str(arrays.pop("meta")))
     except ValueError as err:
         raise CheckpointError(f"checkpoint {path} has unreadable metadata: {err}") from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         version = meta.get("format_version") if isinstance(meta, dict) else None
-        raise CheckpointError(f"checkpoint {path} has format_version {version!r}; this "
-                              f"minialexnet reads version {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"checkpoint {path} has format_version {version!r}; this "
+            f"minialexnet reads version {FORMAT_VERSION}"
+        )
     for key in ("arch", "model", "num_classes", "input_size"):
         if key not in meta:
             raise CheckpointError(f"checkpoint {path} lacks the metadata entry {key!r}")
@@ -124,9 +136,12 @@ def load_checkpoint(path) -> Checkpoint:
             ckpt.optim[name] = value
     if "data/mean" in arrays:
         from minialexnet.data.dataset import DatasetStats
-        ckpt.stats = DatasetStats(mean=arrays["data/mean"],
-                                  pca_eigvals=arrays["data/pca_eigvals"],
-                                  pca_eigvecs=arrays["data/pca_eigvecs"])
+
+        ckpt.stats = DatasetStats(
+            mean=arrays["data/mean"],
+            pca_eigvals=arrays["data/pca_eigvals"],
+            pca_eigvecs=arrays["data/pca_eigvecs"],
+        )
     return ckpt
 
 
@@ -142,10 +157,13 @@ def _check_is_zip(path: str) -> None:
     except OSError as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
     if head not in ZIP_MAGIC:
-        what = "it is empty" if not head else \
-            "the file is corrupt, truncated or not an .npz archive"
-        raise CheckpointError(f"{path} is not a minialexnet checkpoint ({what}); pass a "
-                              f"checkpoint_last.npz or checkpoint_best.npz written by training")
+        what = (
+            "it is empty" if not head else "the file is corrupt, truncated or not an .npz archive"
+        )
+        raise CheckpointError(
+            f"{path} is not a minialexnet checkpoint ({what}); pass a "
+            f"checkpoint_last.npz or checkpoint_best.npz written by training"
+        )
 
 
 def read_meta(path) -> dict:
@@ -166,14 +184,18 @@ def check_finite(ckpt: Checkpoint, path) -> None:
     and predicting gives "nan%", so they are refused with a message instead.
     """
     for group, arrays in (("weights", ckpt.params), ("momentum", ckpt.optim)):
-        bad = [name for name, a in arrays.items()
-               if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all()]
+        bad = [
+            name
+            for name, a in arrays.items()
+            if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all()
+        ]
         if bad:
             raise CheckpointError(
                 f"{path} holds NaN or infinite {group} ({', '.join(bad[:3])}"
                 f"{' ...' if len(bad) > 3 else ''}): it was saved from a run that diverged. "
                 f"Use an earlier checkpoint of that run, or train again with a smaller "
-                f"learning rate (--lr)")
+                f"learning rate (--lr)"
+            )
 
 
 def restore_model(model, ckpt: Checkpoint, path: str = "the checkpoint") -> None:
@@ -186,13 +208,17 @@ def restore_model(model, ckpt: Checkpoint, path: str = "the checkpoint") -> None
     saved = ckpt.meta["model"]
     if not same_network(saved, model.config):
         if same_network(dict(saved, num_classes=model.config.get("num_classes")), model.config):
-            advice = (f"it was trained on {saved.get('num_classes')} classes and this data has "
-                      f"{model.config.get('num_classes')}: use the data it was trained on "
-                      f"(--data-dir, --subset)")
+            advice = (
+                f"it was trained on {saved.get('num_classes')} classes and this data has "
+                f"{model.config.get('num_classes')}: use the data it was trained on "
+                f"(--data-dir, --subset)"
+            )
         else:
             advice = "pass the matching --arch, or start a new run without --resume"
-        raise CheckpointError(f"{path} holds a different network: {_describe(saved)}, but this "
-                              f"run builds {_describe(model.config)}; {advice}")
+        raise CheckpointError(
+            f"{path} holds a different network: {_describe(saved)}, but this "
+            f"run builds {_describe(model.config)}; {advice}"
+        )
     check_finite(ckpt, path)
     try:
         model.load_state_dict(ckpt.params)
@@ -228,7 +254,8 @@ def model_from_checkpoint(path, rng: np.random.Generator | None = None):
     try:
         model = AlexNet.from_config(ckpt.meta["model"], rng=rng)
     except (TypeError, ValueError, KeyError) as err:
-        raise CheckpointError(f"checkpoint {path} describes a network this minialexnet cannot "
-                              f"build ({err})") from None
+        raise CheckpointError(
+            f"checkpoint {path} describes a network this minialexnet cannot build ({err})"
+        ) from None
     restore_model(model, ckpt, path)
     return model, ckpt

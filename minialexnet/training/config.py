@@ -4,6 +4,7 @@
 10 when the validation error stops improving, momentum 0.9, weight decay 0.0005, 90 epochs
 (§5). ``ARCH_DEFAULTS`` holds that recipe and the one measured for the "mini" network.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -17,15 +18,29 @@ from minialexnet.metrics import CROPS
 #: several points from epoch to epoch at lr 0.003, so a short run divides the rate by 10 at a
 #: fixed epoch (``step``) rather than waiting for a plateau that a 15-epoch run may not see.
 ARCH_DEFAULTS = {
-    "paper": {"epochs": 90, "batch_size": 128, "lr": 0.01, "image_size": 256,
-              "schedule": "plateau", "step_size": 30, "init": "bvlc"},
-    "mini": {"epochs": 15, "batch_size": 32, "lr": 0.003, "image_size": 64,
-             "schedule": "step", "step_size": 10, "init": "paper"},
+    "paper": {
+        "epochs": 90,
+        "batch_size": 128,
+        "lr": 0.01,
+        "image_size": 256,
+        "schedule": "plateau",
+        "step_size": 30,
+        "init": "bvlc",
+    },
+    "mini": {
+        "epochs": 15,
+        "batch_size": 32,
+        "lr": 0.003,
+        "image_size": 64,
+        "schedule": "step",
+        "step_size": 10,
+        "init": "paper",
+    },
 }
 
 DEVICES = ("cpu", "cuda")
 TOWER_MODES = ("threads", "sequential")
-GEMMS = ("auto", "numba", "cublas")     # minialexnet.kernels.cuda.cublas.GEMM_CHOICES
+GEMMS = ("auto", "numba", "cublas")  # minialexnet.kernels.cuda.cublas.GEMM_CHOICES
 
 #: ``"plateau"``, ``None``/``"none"`` (constant rate) or ``optimizer -> schedule``.
 Schedule = str | Callable | None
@@ -80,9 +95,11 @@ class TrainConfig:
         self.epochs = check_positive_int(self.epochs, "epochs")
         self.batch_size = check_positive_int(self.batch_size, "batch_size")
         self.print_freq = check_positive_int(self.print_freq, "print_freq")
-        for name, value, allowed in (("val_crops", self.val_crops, CROPS),
-                                     ("device", self.device, DEVICES),
-                                     ("tower_mode", self.tower_mode, TOWER_MODES),
-                                     ("gemm", self.gemm, GEMMS)):
+        for name, value, allowed in (
+            ("val_crops", self.val_crops, CROPS),
+            ("device", self.device, DEVICES),
+            ("tower_mode", self.tower_mode, TOWER_MODES),
+            ("gemm", self.gemm, GEMMS),
+        ):
             if value not in allowed:
                 raise ValueError(f"TrainConfig: {name} must be one of {allowed}, got {value!r}")

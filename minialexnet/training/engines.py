@@ -14,6 +14,7 @@
 Every engine answers the same calls, so the trainer and evaluation never ask which one they
 drive. ``minialexnet.gpu`` needs numba.cuda and is imported only when a GPU engine is built.
 """
+
 from __future__ import annotations
 
 from minialexnet.distributed import DataParallelEngine, SingleProcess
@@ -56,15 +57,19 @@ def make_engine(model, optimizer, config: TrainConfig, context=None):
 def _local_engine(model, optimizer, config: TrainConfig, context):
     """The engine of this process alone."""
     if frozen_parameters(model) and (config.device == "cuda" or config.devices):
-        raise ValueError(f"frozen layers ({', '.join(model.frozen_layers)}; fine-tuning with "
-                         f"--freeze) train on the CPU engine only: the GPU engines and the "
-                         f"two-tower split update every layer. Use --backend numba without "
-                         f"--devices, or fine-tune without --freeze")
+        raise ValueError(
+            f"frozen layers ({', '.join(model.frozen_layers)}; fine-tuning with "
+            f"--freeze) train on the CPU engine only: the GPU engines and the "
+            f"two-tower split update every layer. Use --backend numba without "
+            f"--devices, or fine-tune without --freeze"
+        )
     if config.device == "cuda":
         return _gpu_engine(model, optimizer, config, context)
     if config.devices and "cuda" in str(config.devices):
-        raise ValueError(f"devices {config.devices!r} are GPUs, but the engine runs on the CPU; "
-                         f"pass --backend cuda (device='cuda'), or use devices='cpu:0,cpu:1'")
+        raise ValueError(
+            f"devices {config.devices!r} are GPUs, but the engine runs on the CPU; "
+            f"pass --backend cuda (device='cuda'), or use devices='cpu:0,cpu:1'"
+        )
     if config.devices:
         return _cpu_split_engine(model, optimizer, config)
     return CPUEngine(model, optimizer)
@@ -76,27 +81,37 @@ def _gpu_engine(model, optimizer, config: TrainConfig, context):
 
     if context.size > 1:
         if config.devices:
-            raise ValueError("--devices (the two-tower split) cannot be combined with MPI data "
-                             "parallelism; drop --devices: each process takes one GPU")
+            raise ValueError(
+                "--devices (the two-tower split) cannot be combined with MPI data "
+                "parallelism; drop --devices: each process takes one GPU"
+            )
         from numba import cuda
 
-        cuda.select_device(context.local_rank)   # the GPU of this process's local rank
+        cuda.select_device(context.local_rank)  # the GPU of this process's local rank
     if config.devices:
-        return gpu.CudaTwoTowerAlexNet(model, optimizer, batch_size=config.batch_size,
-                                       devices=config.devices, gemm=config.gemm)
+        return gpu.CudaTwoTowerAlexNet(
+            model,
+            optimizer,
+            batch_size=config.batch_size,
+            devices=config.devices,
+            gemm=config.gemm,
+        )
     return gpu.CudaAlexNet(model, optimizer, batch_size=config.batch_size, gemm=config.gemm)
 
 
 def _cpu_split_engine(model, optimizer, config: TrainConfig) -> CPUEngine:
     """The §3.2 split of ``model`` over two CPU devices, with ``optimizer`` carried over."""
     if isinstance(model, TwoTowerAlexNet):
-        raise ValueError(f"the model is already split over {model.devices}; leave "
-                         f"config.devices at None, or pass the single-device AlexNet")
+        raise ValueError(
+            f"the model is already split over {model.devices}; leave "
+            f"config.devices at None, or pass the single-device AlexNet"
+        )
     towers = TwoTowerAlexNet.from_model(model, devices=config.devices, mode=config.tower_mode)
     if optimizer is None:
         return CPUEngine(towers)
     state = optimizer.state_dict()
-    tower_optimizer = SGD(towers, lr=state["lr"], momentum=state["momentum"],
-                          weight_decay=state["weight_decay"])
+    tower_optimizer = SGD(
+        towers, lr=state["lr"], momentum=state["momentum"], weight_decay=state["weight_decay"]
+    )
     tower_optimizer.load_state_dict({**state, "velocity": towers.split(state["velocity"])})
     return CPUEngine(towers, tower_optimizer)

@@ -13,6 +13,7 @@ exactly this. The new network keeps the pretrained one's table, preprocessing (B
 minus a mean pixel; ours: RGB minus the training mean image) and input size; only fc8 is new
 (drawn as the table's fc8 row says: N(0, 0.01^2), bias 0) and its class names are the data's.
 """
+
 from __future__ import annotations
 
 from minialexnet.data.dataset import DatasetStats, compute_stats
@@ -23,8 +24,13 @@ from minialexnet.training.model_files import needs_mean_image
 #: recognition" example): a learning rate 10x below training from scratch, so the pretrained
 #: features are adjusted rather than overwritten, a constant rate, and few epochs (a few
 #: hundred photos are learnt in 10). ``batch_size`` is capped at the training set's size.
-FINE_TUNING_DEFAULTS = {"epochs": 10, "batch_size": 32, "lr": 0.001, "schedule": "none",
-                        "step_size": 10}
+FINE_TUNING_DEFAULTS = {
+    "epochs": 10,
+    "batch_size": 32,
+    "lr": 0.001,
+    "schedule": "none",
+    "step_size": 10,
+}
 
 
 def new_classifier(pretrained: AlexNet, class_names, rng=None) -> AlexNet:
@@ -37,8 +43,9 @@ def new_classifier(pretrained: AlexNet, class_names, rng=None) -> AlexNet:
     config = dict(pretrained.config, num_classes=len(class_names), class_names=class_names)
     model = AlexNet.from_config(config, rng=rng)
     state = model.state_dict()
-    state.update((name, p) for name, p in pretrained.state_dict().items()
-                 if not name.startswith("fc8."))
+    state.update(
+        (name, p) for name, p in pretrained.state_dict().items() if not name.startswith("fc8.")
+    )
     model.load_state_dict(state)
     return model
 
@@ -53,11 +60,14 @@ def fine_tuning_stats(pretrained: AlexNet, ckpt, train_set, log=print) -> Datase
     """
     stats = compute_stats(train_set)
     if not needs_mean_image(pretrained.config):
-        return stats                                 # a mean pixel: the mean image is unused
+        return stats  # a mean pixel: the mean image is unused
     own = getattr(ckpt, "stats", None)
     if own is not None and own.image_size == stats.image_size:
-        return DatasetStats(mean=own.mean, pca_eigvals=stats.pca_eigvals,
-                            pca_eigvecs=stats.pca_eigvecs)
-    log("note: the pretrained file holds no mean image of this size; subtracting the new "
-        "training set's mean image instead")
+        return DatasetStats(
+            mean=own.mean, pca_eigvals=stats.pca_eigvals, pca_eigvecs=stats.pca_eigvecs
+        )
+    log(
+        "note: the pretrained file holds no mean image of this size; subtracting the new "
+        "training set's mean image instead"
+    )
     return stats

@@ -13,6 +13,7 @@ the training set's mean image and the stored image size S. A network that subtra
 *pixel* (BVLC's) needs neither; one that subtracts the mean image needs its checkpoint
 (``needs_mean_image``).
 """
+
 from __future__ import annotations
 
 import os
@@ -52,15 +53,22 @@ def load_model(path, rng=None):
         raise CheckpointError(f"{path} does not exist (or is not a file)")
     try:
         from minialexnet import load_onnx  # optional dependency: onnx
+
         model = load_onnx(path, rng=rng)
     except ImportError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    except ValueError as err:                     # ONNXFormatError and bad metadata
+    except ValueError as err:  # ONNXFormatError and bad metadata
         raise CheckpointError(str(err)) from None
-    meta = {"format_version": FORMAT_VERSION, "arch": model.config["variant"],
-            "model": model.config, "num_classes": model.num_classes,
-            "input_size": model.input_size, "image_size": stored_image_size(model),
-            "class_names": model.class_names, "source": "onnx"}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "arch": model.config["variant"],
+        "model": model.config,
+        "num_classes": model.num_classes,
+        "input_size": model.input_size,
+        "image_size": stored_image_size(model),
+        "class_names": model.class_names,
+        "source": "onnx",
+    }
     return model, Checkpoint(meta=meta)
 
 
@@ -83,6 +91,8 @@ def check_mean_image(model, ckpt: Checkpoint, path) -> None:
     """``CheckpointError`` when ``model`` subtracts a mean image that ``ckpt`` lacks."""
     if needs_mean_image(model.config) and ckpt.stats is None:
         kind = "ONNX files do not store it" if is_onnx(path) else "it was saved without stats"
-        raise CheckpointError(f"{path}: this network subtracts its training set's mean image "
-                              f"(§2), which the file does not hold ({kind}); use the "
-                              f"training checkpoint (.npz) instead")
+        raise CheckpointError(
+            f"{path}: this network subtracts its training set's mean image "
+            f"(§2), which the file does not hold ({kind}); use the "
+            f"training checkpoint (.npz) instead"
+        )

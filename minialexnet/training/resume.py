@@ -7,6 +7,7 @@ size, the class names and the history. ``RunState`` is that state in memory;
 ``training_meta`` writes it and ``resume_run`` reads it, so a resumed run continues
 *bit-identically* to an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,10 @@ def training_meta(state: RunState, class_names, batch_size: int) -> dict:
         "batch_size": batch_size,
         "class_names": list(class_names),
         "schedule": None if state.scheduler is None else state.scheduler.state_dict(),
-        "rng": {"data": state.data_rng.bit_generator.state,
-                "model": state.engine.model.rng.bit_generator.state},
+        "rng": {
+            "data": state.data_rng.bit_generator.state,
+            "model": state.engine.model.rng.bit_generator.state,
+        },
         "history": state.history,
     }
 
@@ -85,8 +88,10 @@ def resume_run(state: RunState, path, train_set, batch_size: int, log=print) -> 
     _restore_schedule(state.scheduler, meta["schedule"], path)
     _restore_generators(meta["rng"], path, state.data_rng, model.rng)
     if meta.get("batch_size") != batch_size:
-        log(f"note: resuming with batch size {batch_size}, the checkpoint used "
-            f"{meta.get('batch_size')}: the run will differ from an uninterrupted one")
+        log(
+            f"note: resuming with batch size {batch_size}, the checkpoint used "
+            f"{meta.get('batch_size')}: the run will differ from an uninterrupted one"
+        )
     best = meta["best_top1"]
     state.epoch, state.history = int(meta["epoch"]), list(meta["history"])
     state.best_top1 = math.inf if best is None else best
@@ -101,22 +106,27 @@ def check_training_keys(meta: dict, path) -> None:
     a check that needs no data, so a command line makes it before building any)."""
     for key in TRAINING_KEYS:
         if key not in meta:
-            raise CheckpointError(f"{path} is not a training checkpoint (no {key!r} entry); "
-                                  f"it can be evaluated but not resumed")
+            raise CheckpointError(
+                f"{path} is not a training checkpoint (no {key!r} entry); "
+                f"it can be evaluated but not resumed"
+            )
 
 
 def _check_resumable(meta: dict, path, train_set) -> None:
     check_training_keys(meta, path)
     if meta.get("class_names") != list(train_set.class_names):
         names = meta.get("class_names") or []
-        raise CheckpointError(f"{path} was trained on other classes ({len(names)} "
-                              f"classes, e.g. {names[:3]}); resume it on the same dataset")
+        raise CheckpointError(
+            f"{path} was trained on other classes ({len(names)} "
+            f"classes, e.g. {names[:3]}); resume it on the same dataset"
+        )
 
 
 def _restore_schedule(scheduler, saved: dict | None, path) -> None:
     if (scheduler is None) != (saved is None):
-        raise CheckpointError(f"{path} was trained with schedule "
-                              f"{(saved or {}).get('name')!r}; resume with the same")
+        raise CheckpointError(
+            f"{path} was trained with schedule {(saved or {}).get('name')!r}; resume with the same"
+        )
     if scheduler is not None:
         try:
             scheduler.load_state_dict(saved)
@@ -128,7 +138,9 @@ def _restore_generators(saved: dict, path, data_rng, model_rng) -> None:
     """Both generators back to their states after the checkpoint's epoch (same kinds only)."""
     for gen, gen_state in ((data_rng, saved["data"]), (model_rng, saved["model"])):
         if gen_state["bit_generator"] != type(gen.bit_generator).__name__:
-            raise CheckpointError(f"{path} stores a {gen_state['bit_generator']} generator "
-                                  f"state; this run uses {type(gen.bit_generator).__name__}")
+            raise CheckpointError(
+                f"{path} stores a {gen_state['bit_generator']} generator "
+                f"state; this run uses {type(gen.bit_generator).__name__}"
+            )
     data_rng.bit_generator.state = saved["data"]
     model_rng.bit_generator.state = saved["model"]

@@ -14,6 +14,7 @@ delete what a killed run left behind: the temporary files of its unfinished atom
 A folder that ``hold_output`` created and that holds nothing but the lock file when the run
 ends (it failed before writing anything) is removed again.
 """
+
 from __future__ import annotations
 
 import errno
@@ -72,16 +73,18 @@ def hold_output(folder, run_files=(), log=print):
         yield folder
     finally:
         del _HELD[key]
-        os.close(fd)                                      # releases the lock
+        os.close(fd)  # releases the lock
         _remove_if_unused(folder, created)
 
 
 def _make_folder(folder: str) -> str | None:
     """Create ``folder``; return the topmost folder this created (``None`` if it existed)."""
     if os.path.exists(folder) and not os.path.isdir(folder):
-        raise OutputFolderError(f"the output folder {folder} is a file, not a folder; choose a "
-                                f"folder for the run's checkpoints (--output runs/NAME; it is "
-                                f"created if missing)")
+        raise OutputFolderError(
+            f"the output folder {folder} is a file, not a folder; choose a "
+            f"folder for the run's checkpoints (--output runs/NAME; it is "
+            f"created if missing)"
+        )
     top = None
     path = folder
     while path and not os.path.exists(path):
@@ -91,8 +94,10 @@ def _make_folder(folder: str) -> str | None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise OutputFolderError(f"cannot write to the output folder {folder}: "
-                                f"{err.strerror or err}; choose another --output") from None
+        raise OutputFolderError(
+            f"cannot write to the output folder {folder}: "
+            f"{err.strerror or err}; choose another --output"
+        ) from None
     return top
 
 
@@ -107,22 +112,27 @@ def _lock(folder: str) -> int:
             holder = _read_holder(fd)
             os.close(fd)
             if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise OutputFolderError(f"cannot lock the output folder {folder} ({err}); "
-                                        f"choose another --output") from None
+                raise OutputFolderError(
+                    f"cannot lock the output folder {folder} ({err}); choose another --output"
+                ) from None
             raise OutputFolderError(
                 f"another training run is writing to {folder} ({holder}); two runs in one "
                 f"folder would overwrite each other's checkpoints. Wait for it to finish (or "
-                f"stop it), or choose another --output") from None
+                f"stop it), or choose another --output"
+            ) from None
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
             same = False
         if same:
             break
-        os.close(fd)           # the file was removed between open and flock: lock the new one
-    info = {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": shlex.join([os.path.basename(sys.executable), *sys.argv])}
+        os.close(fd)  # the file was removed between open and flock: lock the new one
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
     return fd
@@ -132,8 +142,10 @@ def _read_holder(fd: int) -> str:
     """The lock holder as words, from what it wrote into the lock file."""
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
-        return (f"process {info['pid']} on {info['host']}, started {info['started']}: "
-                f"{info['command']}")
+        return (
+            f"process {info['pid']} on {info['host']}, started {info['started']}: "
+            f"{info['command']}"
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return "a process that is just starting"
 
@@ -148,8 +160,10 @@ def _remove_leftovers(folder: str, run_files, log) -> None:
         except FileNotFoundError:
             pass
     if stale:
-        log(f"removed {len(stale)} temporary file(s) ({size / 2**20:.1f} MB) that an "
-            f"interrupted run left in {folder}")
+        log(
+            f"removed {len(stale)} temporary file(s) ({size / 2**20:.1f} MB) that an "
+            f"interrupted run left in {folder}"
+        )
 
 
 def _remove_if_unused(folder: str, created: str | None) -> None:
@@ -168,4 +182,4 @@ def _remove_if_unused(folder: str, created: str | None) -> None:
                     break
                 path = os.path.dirname(path)
     except OSError:
-        pass                     # something else appeared meanwhile: leave it
+        pass  # something else appeared meanwhile: leave it

@@ -20,6 +20,7 @@ the model's ``rng``) and, at the start of each epoch, all of that epoch's data c
 (``BatchLoader`` draws them in the main thread, so ``workers`` does not change them). A
 checkpoint stores the generator's state (``minialexnet.training.resume``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,9 +70,20 @@ def hold_run_folder(output, log=print):
     return hold_output(output, RUN_FILES, log)
 
 
-def fit(model, train_set, val_set, config: TrainConfig, *, stats=None, rng=None,
-        output=None, resume=None, log=print, meta: dict | None = None,
-        context=None) -> list[dict]:
+def fit(
+    model,
+    train_set,
+    val_set,
+    config: TrainConfig,
+    *,
+    stats=None,
+    rng=None,
+    output=None,
+    resume=None,
+    log=print,
+    meta: dict | None = None,
+    context=None,
+) -> list[dict]:
     """Train ``model`` for ``config.epochs`` epochs in total; returns the history.
 
     Parameters
@@ -114,12 +126,17 @@ def fit(model, train_set, val_set, config: TrainConfig, *, stats=None, rng=None,
     output = output if context.is_main else None
     if config.threads is not None:
         set_threads(config.threads)
-    optimizer = SGD(model, lr=config.lr, momentum=config.momentum,
-                    weight_decay=config.weight_decay)
+    optimizer = SGD(
+        model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
     held = contextlib.nullcontext() if output is None else hold_run_folder(output, log)
     with held, make_engine(model, optimizer, config, context) as engine:
-        state = RunState(engine, make_schedule(config.schedule, engine.optimizer),
-                         model.rng if rng is None else rng, stats)
+        state = RunState(
+            engine,
+            make_schedule(config.schedule, engine.optimizer),
+            model.rng if rng is None else rng,
+            stats,
+        )
         if resume is not None:
             resume_run(state, resume, train_set, config.batch_size, log)
             if output is not None:
@@ -129,18 +146,19 @@ def fit(model, train_set, val_set, config: TrainConfig, *, stats=None, rng=None,
         _check_stats(state.stats, train_set)
         _run_epochs(state, train_set, val_set, config, output, log, meta, context)
         engine.sync_to_host()
-        if engine.model is not model:      # the CPU split trained its own copy of the weights
+        if engine.model is not model:  # the CPU split trained its own copy of the weights
             model.load_state_dict(engine.model.state_dict())
     return state.history
 
 
-def _run_epochs(state: RunState, train_set, val_set, config: TrainConfig, output, log,
-                meta, context) -> None:
+def _run_epochs(
+    state: RunState, train_set, val_set, config: TrainConfig, output, log, meta, context
+) -> None:
     """Epochs ``state.epoch + 1 .. config.epochs``: train, validate, schedule, save, report."""
     engine, first, run_start = state.engine, state.epoch, time.perf_counter()
     while state.epoch < config.epochs:
         record = train_one_epoch(state, train_set, config, log, output)
-        engine.sync_to_host()              # parameters and momentum, for the checkpoint
+        engine.sync_to_host()  # parameters and momentum, for the checkpoint
         top1, top5 = _validate(engine, val_set, state.stats, config, context)
         record.update(val_top1_err=top1, val_top5_err=top5)
         state.history.append(record)
@@ -153,19 +171,26 @@ def _run_epochs(state: RunState, train_set, val_set, config: TrainConfig, output
             save_epoch(state, output, train_set.class_names, config.batch_size, is_best, meta)
         elapsed = time.perf_counter() - run_start
         left = elapsed / (state.epoch - first) * (config.epochs - state.epoch)
-        log(f"epoch {state.epoch}/{config.epochs}: train loss {record['train_loss']:.4f}, "
+        log(
+            f"epoch {state.epoch}/{config.epochs}: train loss {record['train_loss']:.4f}, "
             f"top-1 err {100 * record['train_top1_err']:.1f}% | val top-1 err "
             f"{100 * top1:.2f}%, top-5 err {100 * top5:.2f}%{' (best)' if is_best else ''} | "
-            f"lr {record['lr']:.3g} | {record['epoch_seconds']:.1f} s, ETA {_clock(left)}")
+            f"lr {record['lr']:.3g} | {record['epoch_seconds']:.1f} s, ETA {_clock(left)}"
+        )
 
 
 def _validate(engine, val_set, stats, config: TrainConfig, context) -> tuple[float, float]:
     """``(top1_err, top5_err)`` on the validation set; several processes split it."""
     if context.size == 1:
-        return evaluate(engine, val_set, stats, batch_size=config.batch_size,
-                        crops=config.val_crops, workers=config.workers)
-    counts = evaluate_split(engine, val_set, stats, context, config.batch_size,
-                            config.val_crops)
+        return evaluate(
+            engine,
+            val_set,
+            stats,
+            batch_size=config.batch_size,
+            crops=config.val_crops,
+            workers=config.workers,
+        )
+    counts = evaluate_split(engine, val_set, stats, context, config.batch_size, config.val_crops)
     return counts.top1_error, counts.top5_error
 
 
@@ -177,9 +202,16 @@ def train_one_epoch(state: RunState, train_set, config: TrainConfig, log, output
     untouched).
     """
     engine, epoch = state.engine, state.epoch
-    loader = BatchLoader(train_set, config.batch_size, engine.input_size, state.stats,
-                         train=True, rng=state.data_rng, workers=config.workers,
-                         preprocessing=preprocessing_of(engine))
+    loader = BatchLoader(
+        train_set,
+        config.batch_size,
+        engine.input_size,
+        state.stats,
+        train=True,
+        rng=state.data_rng,
+        workers=config.workers,
+        preprocessing=preprocessing_of(engine),
+    )
     n_batches = len(loader)
     lr = engine.optimizer.lr
     loss_sum, correct, seen = 0.0, 0, 0
@@ -191,7 +223,8 @@ def train_one_epoch(state: RunState, train_set, config: TrainConfig, log, output
             raise TrainingDiverged(
                 f"the loss became {step.loss} at epoch {epoch + 1}, batch {i}/{n_batches} (lr "
                 f"{lr:g}): training diverged and was stopped; {last}. Try a smaller "
-                f"learning rate (--lr).")
+                f"learning rate (--lr)."
+            )
         correct += int(step.top1_correct)
         loss_sum += step.loss * len(labels)
         seen += len(labels)
@@ -199,15 +232,22 @@ def train_one_epoch(state: RunState, train_set, config: TrainConfig, log, output
             state.losses.append(step.loss)
         if i % config.print_freq == 0 or i == n_batches:
             elapsed = time.perf_counter() - start
-            log(f"epoch {epoch + 1}/{config.epochs} [{i:>{len(str(n_batches))}}/{n_batches}] "
+            log(
+                f"epoch {epoch + 1}/{config.epochs} [{i:>{len(str(n_batches))}}/{n_batches}] "
                 f"loss {step.loss:.4f} (avg {loss_sum / seen:.4f}) top-1 err "
                 f"{100 * (1 - correct / seen):5.1f}% | {seen / elapsed:6.1f} img/s | "
-                f"ETA {_clock(elapsed / i * (n_batches - i))}")
+                f"ETA {_clock(elapsed / i * (n_batches - i))}"
+            )
             _warn_early(state, engine.num_classes, log)
     seconds = time.perf_counter() - start
-    return {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen,
-            "train_top1_err": 1 - correct / seen, "epoch_seconds": seconds,
-            "images_per_second": seen / seconds}
+    return {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "train_loss": loss_sum / seen,
+        "train_top1_err": 1 - correct / seen,
+        "epoch_seconds": seconds,
+        "images_per_second": seen / seconds,
+    }
 
 
 def _warn_early(state: RunState, num_classes: int, log) -> None:
@@ -220,8 +260,9 @@ def _warn_early(state: RunState, num_classes: int, log) -> None:
         state.warned = True
 
 
-def save_epoch(state: RunState, output, class_names, batch_size: int, is_best: bool,
-               meta: dict | None) -> None:
+def save_epoch(
+    state: RunState, output, class_names, batch_size: int, is_best: bool, meta: dict | None
+) -> None:
     """checkpoint_last (and _best), metrics.csv and the plot, each written atomically.
 
     Call after ``engine.sync_to_host()``: the checkpoint saves ``engine.model`` and
@@ -237,8 +278,9 @@ def save_epoch(state: RunState, output, class_names, batch_size: int, is_best: b
         save_checkpoint(last, model, optimizer, state.stats, info)
         state.last_checkpoint, state.saved_epoch = last, state.epoch
         if is_best:
-            save_checkpoint(os.path.join(output, CHECKPOINT_BEST), model, optimizer,
-                            state.stats, info)
+            save_checkpoint(
+                os.path.join(output, CHECKPOINT_BEST), model, optimizer, state.stats, info
+            )
         write_metrics_csv(os.path.join(output, METRICS_CSV), state.history)
         plot_history(state.history, os.path.join(output, CURVES_PNG))
     except OSError as err:
@@ -246,22 +288,29 @@ def save_epoch(state: RunState, output, class_names, batch_size: int, is_best: b
 
 
 def _save_failed_message(err: OSError, state: RunState, output) -> str:
-    what = "the disk is full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else \
-        (err.strerror or str(err))
+    what = (
+        "the disk is full"
+        if err.errno in (errno.ENOSPC, errno.EDQUOT)
+        else (err.strerror or str(err))
+    )
     size = sum(p.nbytes for _, p, _ in state.engine.model.named_parameters()) * 2
-    resume = (f", then continue with --resume {state.last_checkpoint}"
-              if state.last_checkpoint else "")
-    return (f"could not save epoch {state.epoch} in {output}: {what} "
-            f"({err.filename or 'writing a file'}). {_last_checkpoint_words(state, 'complete')}"
-            f". Free some space (one checkpoint takes {size / 2**20:.0f} MB, a run keeps two) "
-            f"or choose another --output{resume}")
+    resume = (
+        f", then continue with --resume {state.last_checkpoint}" if state.last_checkpoint else ""
+    )
+    return (
+        f"could not save epoch {state.epoch} in {output}: {what} "
+        f"({err.filename or 'writing a file'}). {_last_checkpoint_words(state, 'complete')}"
+        f". Free some space (one checkpoint takes {size / 2**20:.0f} MB, a run keeps two) "
+        f"or choose another --output{resume}"
+    )
 
 
 def _last_checkpoint_words(state: RunState, adjective: str) -> str:
     if state.last_checkpoint is None:
         return "no checkpoint was written"
-    return (f"the last {adjective} checkpoint is {state.last_checkpoint} "
-            f"(epoch {state.saved_epoch})")
+    return (
+        f"the last {adjective} checkpoint is {state.last_checkpoint} (epoch {state.saved_epoch})"
+    )
 
 
 def restore_best_file(state: RunState, resumed, output, log) -> None:
@@ -275,11 +324,14 @@ def restore_best_file(state: RunState, resumed, output, log) -> None:
     if not history or history[-1]["val_top1_err"] != state.best_top1:
         return
     best = os.path.join(output, CHECKPOINT_BEST)
-    if os.path.exists(best) and (os.path.samefile(best, resumed)
-                                 or read_meta(best).get("epoch") == state.epoch):
+    if os.path.exists(best) and (
+        os.path.samefile(best, resumed) or read_meta(best).get("epoch") == state.epoch
+    ):
         return
-    log(f"note: {best} is missing or older than the best epoch ({state.epoch}); "
-        f"restoring it from {resumed}")
+    log(
+        f"note: {best} is missing or older than the best epoch ({state.epoch}); "
+        f"restoring it from {resumed}"
+    )
     with open(resumed, "rb") as source:
         atomic_write(best, lambda f: shutil.copyfileobj(source, f, 1 << 24))
 
@@ -288,26 +340,36 @@ def check_datasets(model, train_set, val_set, batch_size: int) -> None:
     """Clear errors (``ValueError``) for data that cannot train this model."""
     for name, ds in (("training", train_set), ("validation", val_set)):
         if ds.num_classes != model.num_classes:
-            raise ValueError(f"the {name} set has {ds.num_classes} classes, the model "
-                             f"{model.num_classes}; build AlexNet(num_classes="
-                             f"{ds.num_classes}, ...)")
+            raise ValueError(
+                f"the {name} set has {ds.num_classes} classes, the model "
+                f"{model.num_classes}; build AlexNet(num_classes="
+                f"{ds.num_classes}, ...)"
+            )
         if ds.image_size < model.input_size:
-            raise ValueError(f"the {name} images are {ds.image_size}x{ds.image_size}, smaller "
-                             f"than the {model.input_size}x{model.input_size} crops this "
-                             f"AlexNet takes")
+            raise ValueError(
+                f"the {name} images are {ds.image_size}x{ds.image_size}, smaller "
+                f"than the {model.input_size}x{model.input_size} crops this "
+                f"AlexNet takes"
+            )
     if val_set.image_size != train_set.image_size:
-        raise ValueError(f"training images are {train_set.image_size} px, validation images "
-                         f"{val_set.image_size} px; both splits must have the same size")
+        raise ValueError(
+            f"training images are {train_set.image_size} px, validation images "
+            f"{val_set.image_size} px; both splits must have the same size"
+        )
     if batch_size > len(train_set):
-        raise ValueError(f"batch size {batch_size} is larger than the training set "
-                         f"({len(train_set)} images); use a batch size <= {len(train_set)}")
+        raise ValueError(
+            f"batch size {batch_size} is larger than the training set "
+            f"({len(train_set)} images); use a batch size <= {len(train_set)}"
+        )
 
 
 def _check_stats(stats, train_set) -> None:
     if stats.image_size != train_set.image_size:
-        raise ValueError(f"the dataset statistics are for {stats.image_size}x{stats.image_size} "
-                         f"images, the training images are {train_set.image_size}x"
-                         f"{train_set.image_size}")
+        raise ValueError(
+            f"the dataset statistics are for {stats.image_size}x{stats.image_size} "
+            f"images, the training images are {train_set.image_size}x"
+            f"{train_set.image_size}"
+        )
 
 
 def make_schedule(schedule, optimizer):
@@ -318,8 +380,9 @@ def make_schedule(schedule, optimizer):
         return ReduceOnPlateau(optimizer)
     if callable(schedule):
         return schedule(optimizer)
-    raise ValueError(f"schedule must be 'plateau', None or a callable optimizer -> schedule, "
-                     f"got {schedule!r}")
+    raise ValueError(
+        f"schedule must be 'plateau', None or a callable optimizer -> schedule, got {schedule!r}"
+    )
 
 
 def _clock(seconds: float) -> str:

@@ -13,19 +13,29 @@ The OpenMP runtime reads ``OMP_WAIT_POLICY`` once, when it starts, so the variab
 for that moment and then put back: other libraries' OpenMP runtimes in the same process (a
 PyTorch benchmarked beside us) keep their own default. A value the user set is used as it is.
 """
+
 from minialexnet.kernels.cpu.im2col import col2im, im2col
 from minialexnet.kernels.cpu.lrn import lrn_backward, lrn_forward
 from minialexnet.kernels.cpu.maxpool import maxpool_backward, maxpool_forward
 from minialexnet.kernels.cpu.winograd import (
-                                             winograd_input,
-                                             winograd_input_backward,
-                                             winograd_output,
-                                             winograd_output_backward,
+    winograd_input,
+    winograd_input_backward,
+    winograd_output,
+    winograd_output_backward,
 )
 from minialexnet.threads import start_numba_threads
 
-__all__ = ["im2col", "col2im", "lrn_forward", "lrn_backward", "maxpool_forward",
-           "maxpool_backward", "winograd_input", "winograd_input_backward",
-           "winograd_output", "winograd_output_backward"]
+__all__ = [
+    "im2col",
+    "col2im",
+    "lrn_forward",
+    "lrn_backward",
+    "maxpool_forward",
+    "maxpool_backward",
+    "winograd_input",
+    "winograd_input_backward",
+    "winograd_output",
+    "winograd_output_backward",
+]
 
 start_numba_threads()

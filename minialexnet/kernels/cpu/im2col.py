@@ -22,6 +22,7 @@ Outputs are allocated in NumPy with an explicit dtype (float32 normally, float64
 gradcheck) and passed into the jitted loops: large ``np.empty`` calls inside ``@njit`` are
 several times slower (docs/numba.md, CPU). Pass ``out=`` to reuse a buffer between calls.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,20 +59,20 @@ def _im2col_into(x, kernel_h, kernel_w, stride, padding, out_h, out_w, cols):
         i = (r // kernel_w) % kernel_h
         j = r % kernel_w
         lo, hi = _valid_output_columns(j, stride, padding, width, out_w)
-        w_lo = _U(lo * stride + j - padding)          # input column read by output column lo
+        w_lo = _U(lo * stride + j - padding)  # input column read by output column lo
         for n in range(n_images):
             for oh in range(out_h):
                 h = oh * stride + i - padding
                 base = _U(n * plane + oh * out_w)
-                if h < 0 or h >= height:              # this window row lies in the padding
+                if h < 0 or h >= height:  # this window row lies in the padding
                     for ow in range(_U(out_w)):
                         cols[r, base + ow] = 0
                     continue
-                for ow in range(_U(lo)):              # left padding
+                for ow in range(_U(lo)):  # left padding
                     cols[r, base + ow] = 0
-                for k in range(_U(hi - lo)):          # inside the image
+                for k in range(_U(hi - lo)):  # inside the image
                     cols[r, base + _U(lo) + k] = x[n, c, _U(h), w_lo + k * _U(stride)]
-                for ow in range(_U(hi), _U(out_w)):   # right padding
+                for ow in range(_U(hi), _U(out_w)):  # right padding
                     cols[r, base + ow] = 0
 
 
@@ -92,7 +93,7 @@ def _col2im_into(cols, kernel_h, kernel_w, stride, padding, out_h, out_w, dx):
             for i in range((h + padding) % stride, kernel_h, stride):
                 t = h + padding - i
                 if t < 0:
-                    break                             # i only grows: no later row fits
+                    break  # i only grows: no later row fits
                 oh = t // stride
                 if oh >= out_h:
                     continue
@@ -105,8 +106,14 @@ def _col2im_into(cols, kernel_h, kernel_w, stride, padding, out_h, out_w, dx):
                         dx[n, c, _U(h), w_lo + k * _U(stride)] += cols[r, base + k]
 
 
-def im2col(x: np.ndarray, kernel_h: int, kernel_w: int, stride: int, padding: int,
-           out: np.ndarray | None = None) -> np.ndarray:
+def im2col(
+    x: np.ndarray,
+    kernel_h: int,
+    kernel_w: int,
+    stride: int,
+    padding: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Unfold every convolution window of ``x`` into a column (Numba, parallel over rows).
 
     x : float32/float64 (N, C, H, W) -> cols of x's dtype, shape (C*KH*KW, N*OH*OW), with
@@ -124,8 +131,15 @@ def im2col(x: np.ndarray, kernel_h: int, kernel_w: int, stride: int, padding: in
     return cols
 
 
-def col2im(cols: np.ndarray, x_shape: tuple, kernel_h: int, kernel_w: int, stride: int,
-           padding: int, out: np.ndarray | None = None) -> np.ndarray:
+def col2im(
+    cols: np.ndarray,
+    x_shape: tuple,
+    kernel_h: int,
+    kernel_w: int,
+    stride: int,
+    padding: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Fold columns back onto the image, summing overlapping windows (Numba gather).
 
     cols : float32/float64 (C*KH*KW, N*OH*OW) laid out as ``im2col`` returns it ->
@@ -139,8 +153,10 @@ def col2im(cols: np.ndarray, x_shape: tuple, kernel_h: int, kernel_w: int, strid
     ow = conv_output_size(w, kernel_w, stride, padding)
     expected = (c * kernel_h * kernel_w, n * oh * ow)
     if cols.shape != expected:
-        raise ValueError(f"col2im expects cols of shape (C*KH*KW, N*OH*OW) = {expected} for "
-                         f"x_shape {tuple(x_shape)}, got {cols.shape}")
+        raise ValueError(
+            f"col2im expects cols of shape (C*KH*KW, N*OH*OW) = {expected} for "
+            f"x_shape {tuple(x_shape)}, got {cols.shape}"
+        )
     cols = np.ascontiguousarray(cols)
     dx = _output_buffer(out, (n, c, h, w), cols.dtype, "col2im")
     _col2im_into(cols, kernel_h, kernel_w, stride, padding, oh, ow, dx)
@@ -152,6 +168,8 @@ def _output_buffer(out, shape, dtype, who):
     if out is None:
         return np.empty(shape, dtype=dtype)
     if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous:
-        raise ValueError(f"{who}: out must be a C-contiguous {np.dtype(dtype).name} array of "
-                         f"shape {tuple(shape)}, got {out.dtype.name} {out.shape}")
+        raise ValueError(
+            f"{who}: out must be a C-contiguous {np.dtype(dtype).name} array of "
+            f"shape {tuple(shape)}, got {out.dtype.name} {out.shape}"
+        )
     return out

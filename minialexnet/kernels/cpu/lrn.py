@@ -24,6 +24,7 @@ group of one image, so the tasks write disjoint parts of the outputs, and each h
 row of the running-sum scratch buffer. All arrays, scratch included, are allocated here in
 NumPy with an explicit dtype and passed in (allocating inside ``@njit`` is slower).
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,7 @@ def _power(s, beta):
     if beta == 0.75:
         r = math.sqrt(s)
         return r * math.sqrt(r)
-    return s ** beta
+    return s**beta
 
 
 @njit(cache=True, parallel=True)
@@ -49,7 +50,7 @@ def _lrn_forward_kernel(x, size, alpha, beta, k, groups, y, scale, running):
     half = size // 2
     for task in prange(n_images * groups):
         n = task // groups
-        first = (task % groups) * per_group          # this group's channels: first .. end-1
+        first = (task % groups) * per_group  # this group's channels: first .. end-1
         end = first + per_group
         acc = running[task]
         acc[:] = 0.0
@@ -72,7 +73,7 @@ def _lrn_forward_kernel(x, size, alpha, beta, k, groups, y, scale, running):
                     acc[p] -= v * v
             # Two simple loops rather than one: each compiles to vector code on its own.
             for p in range(pixels):
-                scale[n, c, p] = k + alpha * acc[p]      # rounded to x's dtype on store
+                scale[n, c, p] = k + alpha * acc[p]  # rounded to x's dtype on store
             for p in range(pixels):
                 y[n, c, p] = x[n, c, p] / _power(scale[n, c, p], beta)
 
@@ -118,8 +119,9 @@ def _planes(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(n, c, h * w)
 
 
-def lrn_forward(x: np.ndarray, size: int, alpha: float, beta: float, k: float,
-                groups: int) -> tuple[np.ndarray, np.ndarray]:
+def lrn_forward(
+    x: np.ndarray, size: int, alpha: float, beta: float, k: float, groups: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Forward LRN (§3.3). Returns ``(y, scale)``, both of ``x``'s shape and dtype.
 
     ``x``: (N, C, H, W) float32 or float64, ``C`` divisible by ``groups``; ``size`` odd.
@@ -130,13 +132,30 @@ def lrn_forward(x: np.ndarray, size: int, alpha: float, beta: float, k: float,
     y = np.empty(x.shape, dtype=x.dtype)
     scale = np.empty(x.shape, dtype=x.dtype)
     running = np.empty((n * groups, h * w), dtype=np.float64)
-    _lrn_forward_kernel(_planes(x), size, float(alpha), dtype(beta), float(k), groups,
-                        _planes(y), _planes(scale), running)
+    _lrn_forward_kernel(
+        _planes(x),
+        size,
+        float(alpha),
+        dtype(beta),
+        float(k),
+        groups,
+        _planes(y),
+        _planes(scale),
+        running,
+    )
     return y, scale
 
 
-def lrn_backward(x: np.ndarray, y: np.ndarray, scale: np.ndarray, dy: np.ndarray, size: int,
-                 alpha: float, beta: float, groups: int) -> np.ndarray:
+def lrn_backward(
+    x: np.ndarray,
+    y: np.ndarray,
+    scale: np.ndarray,
+    dy: np.ndarray,
+    size: int,
+    alpha: float,
+    beta: float,
+    groups: int,
+) -> np.ndarray:
     """Backward LRN: ``dx`` of ``x``'s shape and dtype (arguments as in the NumPy twin).
 
     ``dx_i = dy_i * scale_i**-beta - 2 alpha beta x_i sum_{j: i in window(j)} dy_j y_j / scale_j``
@@ -145,8 +164,16 @@ def lrn_backward(x: np.ndarray, y: np.ndarray, scale: np.ndarray, dy: np.ndarray
     n, c, h, w = x.shape
     dx = np.empty(x.shape, dtype=x.dtype)
     running = np.empty((n * groups, h * w), dtype=np.float64)
-    _lrn_backward_kernel(_planes(x), _planes(y.astype(x.dtype, copy=False)),
-                         _planes(scale.astype(x.dtype, copy=False)),
-                         _planes(dy.astype(x.dtype, copy=False)), size,
-                         float(2.0 * alpha * beta), dtype(beta), groups, _planes(dx), running)
+    _lrn_backward_kernel(
+        _planes(x),
+        _planes(y.astype(x.dtype, copy=False)),
+        _planes(scale.astype(x.dtype, copy=False)),
+        _planes(dy.astype(x.dtype, copy=False)),
+        size,
+        float(2.0 * alpha * beta),
+        dtype(beta),
+        groups,
+        _planes(dx),
+        running,
+    )
     return dx

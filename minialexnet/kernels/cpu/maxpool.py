@@ -35,6 +35,7 @@ every window lies in one plane, so no two tasks write the same element of ``y``,
 or ``dx``. Outputs and the per-task ``row_best`` scratch are allocated here in NumPy and
 passed in.
 """
+
 from __future__ import annotations
 
 import numba
@@ -66,8 +67,8 @@ def _maxpool_forward_kernel(x, kernel_size, stride, top, left, y, argmax, row_be
     out_h, out_w = y.shape[1], y.shape[2]
     tasks = row_best.shape[0]
     for t in prange(tasks):
-        best_in_row = row_best[t]        # (H, OW): max of x[q, r, window's columns]
-        col_in_row = row_col[t]          # (H, OW): the column w where it was found
+        best_in_row = row_best[t]  # (H, OW): max of x[q, r, window's columns]
+        col_in_row = row_col[t]  # (H, OW): the column w where it was found
         for q in range(t, planes, tasks):
             # Pass 1, along rows: the k-wide maximum at every output column of every row.
             for r in range(height):
@@ -104,14 +105,15 @@ def _maxpool_backward_kernel(dy, argmax, dx):
     """dy, argmax: (P, OH, OW); dx: (P, H*W), zeroed and filled here one plane per task."""
     planes, out_h, out_w = dy.shape
     for q in prange(planes):
-        dx[q, :] = 0.0                     # zeroing in the parallel loop: one pass, warm cache
+        dx[q, :] = 0.0  # zeroing in the parallel loop: one pass, warm cache
         for oh in range(out_h):
             for ow in range(out_w):
                 dx[q, argmax[q, oh, ow]] += dy[q, oh, ow]
 
 
-def maxpool_forward(x: np.ndarray, kernel_size: int, stride: int,
-                    padding: tuple = (0, 0, 0, 0)) -> tuple[np.ndarray, np.ndarray]:
+def maxpool_forward(
+    x: np.ndarray, kernel_size: int, stride: int, padding: tuple = (0, 0, 0, 0)
+) -> tuple[np.ndarray, np.ndarray]:
     """Max over each window. Returns ``(y, argmax)``.
 
     ``x``: (N, C, H, W) float32/float64; ``padding``: ``(top, left, bottom, right)``, each
@@ -132,9 +134,17 @@ def maxpool_forward(x: np.ndarray, kernel_size: int, stride: int,
     tasks = min(n * c, 4 * numba.get_num_threads())
     row_best = np.empty((tasks, h, out_w), dtype=x.dtype)
     row_col = np.empty((tasks, h, out_w), dtype=np.int64)
-    _maxpool_forward_kernel(np.ascontiguousarray(x).reshape(n * c, h, w), kernel_size, stride,
-                            top, left, y.reshape(n * c, out_h, out_w),
-                            argmax.reshape(n * c, out_h, out_w), row_best, row_col)
+    _maxpool_forward_kernel(
+        np.ascontiguousarray(x).reshape(n * c, h, w),
+        kernel_size,
+        stride,
+        top,
+        left,
+        y.reshape(n * c, out_h, out_w),
+        argmax.reshape(n * c, out_h, out_w),
+        row_best,
+        row_col,
+    )
     return y, argmax
 
 
@@ -145,8 +155,9 @@ def maxpool_backward(dy: np.ndarray, argmax: np.ndarray, x_shape: tuple) -> np.n
     n, c, h, w = x_shape
     out_h, out_w = dy.shape[2], dy.shape[3]
     dx = np.empty((n, c, h, w), dtype=dy.dtype)
-    _maxpool_backward_kernel(np.ascontiguousarray(dy).reshape(n * c, out_h, out_w),
-                             np.ascontiguousarray(argmax, dtype=np.int64).reshape(
-                                 n * c, out_h, out_w),
-                             dx.reshape(n * c, h * w))
+    _maxpool_backward_kernel(
+        np.ascontiguousarray(dy).reshape(n * c, out_h, out_w),
+        np.ascontiguousarray(argmax, dtype=np.int64).reshape(n * c, out_h, out_w),
+        dx.reshape(n * c, h * w),
+    )
     return dx

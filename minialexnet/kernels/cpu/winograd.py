@@ -19,6 +19,7 @@ Every loop is parallel (``prange``) over the planes (n, c) of the image-side arr
 alone reads or writes: a plane's tiles are the columns n*TH*TW ... (n+1)*TH*TW - 1 of row
 (g, c) of every one of the 16 Winograd-domain matrices, written by no other iteration.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -61,12 +62,15 @@ def _input_into(x_pad, th, tw, v):
                 y, x = 2 * r, 2 * s
                 # B^T d: the tile's four rows combined, one column at a time ...
                 c0 = _bt(plane[y, x], plane[y + 1, x], plane[y + 2, x], plane[y + 3, x])
-                c1 = _bt(plane[y, x + 1], plane[y + 1, x + 1], plane[y + 2, x + 1],
-                         plane[y + 3, x + 1])
-                c2 = _bt(plane[y, x + 2], plane[y + 1, x + 2], plane[y + 2, x + 2],
-                         plane[y + 3, x + 2])
-                c3 = _bt(plane[y, x + 3], plane[y + 1, x + 3], plane[y + 2, x + 3],
-                         plane[y + 3, x + 3])
+                c1 = _bt(
+                    plane[y, x + 1], plane[y + 1, x + 1], plane[y + 2, x + 1], plane[y + 3, x + 1]
+                )
+                c2 = _bt(
+                    plane[y, x + 2], plane[y + 1, x + 2], plane[y + 2, x + 2], plane[y + 3, x + 2]
+                )
+                c3 = _bt(
+                    plane[y, x + 3], plane[y + 1, x + 3], plane[y + 2, x + 3], plane[y + 3, x + 3]
+                )
                 # ... then (B^T d) B: each row combined along its four columns.
                 for i in range(4):
                     row = _bt(c0[i], c1[i], c2[i], c3[i])
@@ -88,14 +92,30 @@ def _input_backward_into(grad_v, th, tw, grad_pad):
                 t = (n * th + r) * tw + s
                 y, x = 2 * r, 2 * s
                 # B dV: the four rows of dV combined, one column at a time ...
-                c0 = _b(grad_v[0, g, cg, t], grad_v[4, g, cg, t], grad_v[8, g, cg, t],
-                        grad_v[12, g, cg, t])
-                c1 = _b(grad_v[1, g, cg, t], grad_v[5, g, cg, t], grad_v[9, g, cg, t],
-                        grad_v[13, g, cg, t])
-                c2 = _b(grad_v[2, g, cg, t], grad_v[6, g, cg, t], grad_v[10, g, cg, t],
-                        grad_v[14, g, cg, t])
-                c3 = _b(grad_v[3, g, cg, t], grad_v[7, g, cg, t], grad_v[11, g, cg, t],
-                        grad_v[15, g, cg, t])
+                c0 = _b(
+                    grad_v[0, g, cg, t],
+                    grad_v[4, g, cg, t],
+                    grad_v[8, g, cg, t],
+                    grad_v[12, g, cg, t],
+                )
+                c1 = _b(
+                    grad_v[1, g, cg, t],
+                    grad_v[5, g, cg, t],
+                    grad_v[9, g, cg, t],
+                    grad_v[13, g, cg, t],
+                )
+                c2 = _b(
+                    grad_v[2, g, cg, t],
+                    grad_v[6, g, cg, t],
+                    grad_v[10, g, cg, t],
+                    grad_v[14, g, cg, t],
+                )
+                c3 = _b(
+                    grad_v[3, g, cg, t],
+                    grad_v[7, g, cg, t],
+                    grad_v[11, g, cg, t],
+                    grad_v[15, g, cg, t],
+                )
                 # ... then (B dV) B^T, added onto the 4x4 pixels the tile was read from.
                 for i in range(4):
                     row = _b(c0[i], c1[i], c2[i], c3[i])
@@ -130,7 +150,7 @@ def _output_into(m, bias, th, tw, y):
 def _output_backward_into(dy, th, tw, grad_m):
     n_images, filters, out_h, out_w = dy.shape
     f_g = grad_m.shape[2]
-    zero = np.zeros(1, dtype=dy.dtype)[0]      # of dy's dtype, so the four values type alike
+    zero = np.zeros(1, dtype=dy.dtype)[0]  # of dy's dtype, so the four values type alike
     for nf in prange(n_images * filters):
         n, f = nf // filters, nf % filters
         g, fg = f // f_g, f % f_g
@@ -143,9 +163,9 @@ def _output_backward_into(dy, th, tw, grad_m):
                 d01 = dy[n, f, y, x + 1] if x + 1 < out_w else zero
                 d10 = dy[n, f, y + 1, x] if y + 1 < out_h else zero
                 d11 = dy[n, f, y + 1, x + 1] if x + 1 < out_w and y + 1 < out_h else zero
-                c0 = _a(d00, d10)              # A dY: each column of the 2x2 tile ...
+                c0 = _a(d00, d10)  # A dY: each column of the 2x2 tile ...
                 c1 = _a(d01, d11)
-                for i in range(4):             # ... then (A dY) A^T along each row
+                for i in range(4):  # ... then (A dY) A^T along each row
                     row = _a(c0[i], c1[i])
                     for j in range(4):
                         grad_m[4 * i + j, g, fg, t] = row[j]
@@ -166,16 +186,20 @@ def winograd_input_backward(grad_v: np.ndarray, x_shape: tuple, padding: int) ->
     _, _, th, tw = tile_grid(h, w, padding)
     grad_pad = np.empty((n, c, 2 * th + 2, 2 * tw + 2), dtype=grad_v.dtype)
     _input_backward_into(np.ascontiguousarray(grad_v), th, tw, grad_pad)
-    return np.ascontiguousarray(grad_pad[:, :, padding:padding + h, padding:padding + w])
+    return np.ascontiguousarray(grad_pad[:, :, padding : padding + h, padding : padding + w])
 
 
-def winograd_output(m: np.ndarray, bias: np.ndarray, n: int, out_h: int,
-                    out_w: int) -> np.ndarray:
+def winograd_output(m: np.ndarray, bias: np.ndarray, n: int, out_h: int, out_w: int) -> np.ndarray:
     """y (N, F, OH, OW) = A^T m A + b from M (16, G, F/G, T), m's dtype."""
     _, groups, f_g, _ = m.shape
     y = np.empty((n, groups * f_g, out_h, out_w), dtype=m.dtype)
-    _output_into(np.ascontiguousarray(m), bias.astype(m.dtype, copy=False),
-                 (out_h + 1) // 2, (out_w + 1) // 2, y)
+    _output_into(
+        np.ascontiguousarray(m),
+        bias.astype(m.dtype, copy=False),
+        (out_h + 1) // 2,
+        (out_w + 1) // 2,
+        y,
+    )
     return y
 
 

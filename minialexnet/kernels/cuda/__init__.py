@@ -29,6 +29,7 @@ has been imported (the network imports them all), the package attribute is the *
 in ``kernels/cpu/``. Import those functions from their file:
 ``from minialexnet.kernels.cuda.gemm import gemm``.
 """
+
 import importlib
 
 from minialexnet.kernels.cuda._compat import restore_row_stack
@@ -37,19 +38,32 @@ from minialexnet.kernels.cuda._compat import restore_row_stack
 # removed (see _compat.py; nothing happens with a NumPy that still has it).
 restore_row_stack()
 
-_WHERE = {"im2col": "im2col", "col2im": "im2col",
-          "lrn_forward": "lrn", "lrn_backward": "lrn",
-          "maxpool_forward": "maxpool", "maxpool_backward": "maxpool",
-          "gemm": "gemm", "GemmPlan": "gemm",
-          "to_image_major": "layout", "to_channel_major": "layout",
-          "add_bias": "bias", "bias_grad": "bias",
-          "relu_forward": "relu", "relu_backward": "relu",
-          "tanh_forward": "tanh", "tanh_backward": "tanh",
-          "dropout_forward": "dropout", "dropout_backward": "dropout", "keep_mask": "dropout",
-          "softmax_cross_entropy_forward": "softmax_cross_entropy",
-          "softmax_cross_entropy_backward": "softmax_cross_entropy",
-          "sgd_update": "sgd",
-          "place_columns": "columns", "add_columns": "columns"}
+_WHERE = {
+    "im2col": "im2col",
+    "col2im": "im2col",
+    "lrn_forward": "lrn",
+    "lrn_backward": "lrn",
+    "maxpool_forward": "maxpool",
+    "maxpool_backward": "maxpool",
+    "gemm": "gemm",
+    "GemmPlan": "gemm",
+    "to_image_major": "layout",
+    "to_channel_major": "layout",
+    "add_bias": "bias",
+    "bias_grad": "bias",
+    "relu_forward": "relu",
+    "relu_backward": "relu",
+    "tanh_forward": "tanh",
+    "tanh_backward": "tanh",
+    "dropout_forward": "dropout",
+    "dropout_backward": "dropout",
+    "keep_mask": "dropout",
+    "softmax_cross_entropy_forward": "softmax_cross_entropy",
+    "softmax_cross_entropy_backward": "softmax_cross_entropy",
+    "sgd_update": "sgd",
+    "place_columns": "columns",
+    "add_columns": "columns",
+}
 __all__ = [*_WHERE, "is_available", "require_cuda"]
 
 
@@ -61,6 +75,7 @@ def is_available() -> bool:
     """
     try:
         from numba import cuda
+
         return bool(cuda.is_available())
     except Exception:  # noqa: BLE001 - any failure to load CUDA means "not available"
         return False
@@ -73,7 +88,8 @@ def require_cuda(who: str = "the CUDA backend") -> None:
             f"{who} needs an NVIDIA GPU with a working CUDA driver and numba-cuda "
             f"(pip install 'minialexnet[cuda]'); none was found. Use the CPU backend instead, "
             f"or set NUMBA_ENABLE_CUDASIM=1 before starting Python to run the (very slow) "
-            f"CUDA simulator on tiny inputs.")
+            f"CUDA simulator on tiny inputs."
+        )
 
 
 def __getattr__(name):  # import each kernel file on first use

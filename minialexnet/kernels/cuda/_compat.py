@@ -25,6 +25,7 @@ needed and can be removed once numba-cuda no longer needs it.
    ``kernels/cuda/_launch.py`` applies it when imported, which every kernel file does before
    it launches anything.
 """
+
 from __future__ import annotations
 
 import sys
@@ -72,7 +73,7 @@ def fix_simulator_shared_arrays(shared_class=None) -> bool:
         if alignment is not None or shape == 0:
             return original(self, shape, dtype, alignment)
         caller = sys._getframe(1)
-        key = (caller.f_code.co_filename, caller.f_lineno)   # the simulator's own key
+        key = (caller.f_code.co_filename, caller.f_lineno)  # the simulator's own key
         with _SHARED_LOCK:
             found = self._allocations.get(key)
             if found is None:
@@ -92,4 +93,5 @@ def _as_numpy_dtype(dtype):
         return np.dtype(dtype)
     except TypeError:
         from numba.cuda.np import numpy_support  # a Numba type: numba.float32, ...
+
         return numpy_support.as_dtype(dtype)

@@ -4,6 +4,7 @@ Nothing here touches the GPU at import time. The checks run on the host before a
 wrong argument gives a clear message instead of a kernel that reads out of bounds or a
 typing error from deep inside Numba.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,9 @@ def is_device_array(x) -> bool:
     return bool(getattr(x, "__cuda_ndarray__", False))
 
 
-def check_device_array(x, who: str, name: str, shape: tuple | None = None,
-                       ndim: int | None = None, dtype=np.float32):
+def check_device_array(
+    x, who: str, name: str, shape: tuple | None = None, ndim: int | None = None, dtype=np.float32
+):
     """Check that ``x`` is a C-contiguous device array of ``dtype`` (and shape / rank).
 
     The GPU path is float32 only (the paper trained in single precision, and every kernel
@@ -44,15 +46,21 @@ def check_device_array(x, who: str, name: str, shape: tuple | None = None,
     Returns ``x`` unchanged.
     """
     if not is_device_array(x):
-        raise TypeError(f"{who}: {name} must be a numba.cuda device array, got "
-                        f"{type(x).__name__}; copy it with numba.cuda.to_device(x)")
+        raise TypeError(
+            f"{who}: {name} must be a numba.cuda device array, got "
+            f"{type(x).__name__}; copy it with numba.cuda.to_device(x)"
+        )
     if np.dtype(x.dtype) != np.dtype(dtype):
-        raise TypeError(f"{who}: {name} must have dtype {np.dtype(dtype)}, got {x.dtype} "
-                        f"(the CUDA kernels run in float32; convert on the host with "
-                        f"x.astype(np.float32) before copying)")
+        raise TypeError(
+            f"{who}: {name} must have dtype {np.dtype(dtype)}, got {x.dtype} "
+            f"(the CUDA kernels run in float32; convert on the host with "
+            f"x.astype(np.float32) before copying)"
+        )
     if not x.is_c_contiguous():
-        raise ValueError(f"{who}: {name} must be C-contiguous; copy it with "
-                         f"numba.cuda.to_device(np.ascontiguousarray(host_array))")
+        raise ValueError(
+            f"{who}: {name} must be C-contiguous; copy it with "
+            f"numba.cuda.to_device(np.ascontiguousarray(host_array))"
+        )
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{who}: {name} must have {ndim} axes, got shape {tuple(x.shape)}")
     if shape is not None and tuple(x.shape) != tuple(shape):

@@ -12,6 +12,7 @@ The device functions take the kernel's shared scratch array (one float32 per thr
 kernel declares its own, on its own source line, because the CUDA simulator aliases two
 shared arrays declared on one line) and must be called by every thread of the block.
 """
+
 from __future__ import annotations
 
 from numba import cuda
@@ -37,7 +38,7 @@ def block_sum(scratch, value):
         cuda.syncthreads()
         half //= 2
     total = scratch[0]
-    cuda.syncthreads()                 # everyone has read it before scratch is reused
+    cuda.syncthreads()  # everyone has read it before scratch is reused
     return total
 
 

@@ -17,6 +17,7 @@ writes a partial sum, and a second kernel adds each output's partials in slice o
 (deterministic: no atomics). conv1 at batch 128: 96 x 95 blocks. When one slice suffices
 (the fully connected layers: N values) the blocks write ``db`` directly.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,7 +63,7 @@ def _bias_grad_kernel(dy, per_block, partials):
     total = np.float32(0.0)
     for e in range(s * per_block + cuda.threadIdx.x, stop, cuda.blockDim.x):
         n = e // pixels
-        total += dy[n, f, e - n * pixels]        # consecutive threads: consecutive pixels
+        total += dy[n, f, e - n * pixels]  # consecutive threads: consecutive pixels
     total = block_sum(scratch, total)
     if cuda.threadIdx.x == 0:
         partials[s, f] = total
@@ -109,10 +110,10 @@ def bias_grad(dy, db=None, stream=0, partials=None):
     slices = bias_grad_slices(tuple(dy.shape))
     if slices == 1:
         _bias_grad_kernel[(features, 1), REDUCE_THREADS, stream](
-            dy3, VALUES_PER_BLOCK, db.reshape(1, features))
+            dy3, VALUES_PER_BLOCK, db.reshape(1, features)
+        )
         return db
     partials = output(partials, (slices, features), "bias_grad", "partials", stream=stream)
-    _bias_grad_kernel[(features, slices), REDUCE_THREADS, stream](dy3, VALUES_PER_BLOCK,
-                                                                  partials)
+    _bias_grad_kernel[(features, slices), REDUCE_THREADS, stream](dy3, VALUES_PER_BLOCK, partials)
     _sum_slices_kernel[blocks_for(features), THREADS_PER_BLOCK, stream](partials, db)
     return db

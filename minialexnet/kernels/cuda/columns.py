@@ -12,6 +12,7 @@ One thread per output element, gather-style: each thread reads the values it wri
 there are no atomics and the towers' additions happen in a fixed order (tower order), as in
 ``CPUDevice.sum_slices``.
 """
+
 from __future__ import annotations
 
 from numba import cuda
@@ -64,10 +65,11 @@ def place_columns(piece, out, offset: int, stream=0):
     _check_ncp(out, "place_columns", "out")
     n, width, pixels = piece.shape
     if (out.shape[0], out.shape[2]) != (n, pixels) or not 0 <= offset <= out.shape[1] - width:
-        raise ValueError(f"place_columns: a piece of shape {tuple(piece.shape)} does not fit "
-                         f"at channel {offset} of an array of shape {tuple(out.shape)}")
-    _place_columns_kernel[blocks_for(piece.size), THREADS_PER_BLOCK, stream](piece, out,
-                                                                             offset)
+        raise ValueError(
+            f"place_columns: a piece of shape {tuple(piece.shape)} does not fit "
+            f"at channel {offset} of an array of shape {tuple(out.shape)}"
+        )
+    _place_columns_kernel[blocks_for(piece.size), THREADS_PER_BLOCK, stream](piece, out, offset)
     return out
 
 
@@ -79,9 +81,12 @@ def add_columns(full, start: int, out, accumulate: bool, stream=0):
     _check_ncp(out, "add_columns", "out")
     n, width, pixels = out.shape
     if (full.shape[0], full.shape[2]) != (n, pixels) or not 0 <= start <= full.shape[1] - width:
-        raise ValueError(f"add_columns: channels {start}:{start + width} of an array of shape "
-                         f"{tuple(full.shape)} do not match an output of shape "
-                         f"{tuple(out.shape)}")
-    _add_columns_kernel[blocks_for(out.size), THREADS_PER_BLOCK, stream](full, start, out,
-                                                                         bool(accumulate))
+        raise ValueError(
+            f"add_columns: channels {start}:{start + width} of an array of shape "
+            f"{tuple(full.shape)} do not match an output of shape "
+            f"{tuple(out.shape)}"
+        )
+    _add_columns_kernel[blocks_for(out.size), THREADS_PER_BLOCK, stream](
+        full, start, out, bool(accumulate)
+    )
     return out

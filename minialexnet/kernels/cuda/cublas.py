@@ -44,6 +44,7 @@ groups of a convolution, §3.2) are consecutive matrices: strides ``M*K``, ``K*N
 by running the recorded call on host memory with NumPy, for every transpose combination,
 with the library absent.
 """
+
 from __future__ import annotations
 
 import threading
@@ -55,9 +56,9 @@ from minialexnet.kernels.cuda._launch import SIMULATOR, check_device_array
 from minialexnet.kernels.cuda.gemm import GemmPlan, _dims
 
 GEMM_CHOICES = ("auto", "numba", "cublas")
-OP_N, OP_T = 0, 1                         # cublasOperation_t: CUBLAS_OP_N, CUBLAS_OP_T
+OP_N, OP_T = 0, 1  # cublasOperation_t: CUBLAS_OP_N, CUBLAS_OP_T
 
-_handles: dict = {}                 # (GPU id, stream) -> cuBLAS handle (kept for the process)
+_handles: dict = {}  # (GPU id, stream) -> cuBLAS handle (kept for the process)
 _handles_lock = threading.Lock()
 
 
@@ -66,7 +67,8 @@ def load_cublas():
     installed. Never raises; needs no GPU (asking the library's version loads libcublas)."""
     try:
         from nvmath.bindings import cublas
-        cublas.get_property(0)            # MAJOR_VERSION: fails if libcublas cannot be loaded
+
+        cublas.get_property(0)  # MAJOR_VERSION: fails if libcublas cannot be loaded
         return cublas
     except Exception:  # noqa: BLE001 - a missing or broken install means "not available"
         return None
@@ -79,8 +81,10 @@ def cublas_unavailable_reason(library=None) -> str | None:
         return "the CUDA simulator runs only numba kernels (cuBLAS needs a real GPU)"
     library = load_cublas() if library is None else library
     if library is None:
-        return ("nvmath-python with the cuBLAS library is not installed (pip install "
-                "'minialexnet[cuda12]', or [cuda13] with a CUDA 13 driver)")
+        return (
+            "nvmath-python with the cuBLAS library is not installed (pip install "
+            "'minialexnet[cuda12]', or [cuda13] with a CUDA 13 driver)"
+        )
     if not is_available():
         return "no usable NVIDIA GPU"
     return None
@@ -98,8 +102,10 @@ def choose_gemm(requested: str = "auto", library=None) -> str:
     if reason is None:
         return "cublas"
     if requested == "cublas":
-        raise RuntimeError(f"gemm='cublas' cannot run here: {reason}. Use gemm='numba' "
-                           f"(--gemm numba), the hand-written SGEMM, or 'auto'")
+        raise RuntimeError(
+            f"gemm='cublas' cannot run here: {reason}. Use gemm='numba' "
+            f"(--gemm numba), the hand-written SGEMM, or 'auto'"
+        )
     return "numba"
 
 
@@ -121,7 +127,7 @@ def stream_pointer(stream) -> int:
     """The ``cudaStream_t`` of a numba.cuda stream as an integer (0: the default stream)."""
     if stream is None or (isinstance(stream, int) and stream == 0):
         return 0
-    return int(stream)             # numba-cuda's Stream converts to its handle
+    return int(stream)  # numba-cuda's Stream converts to its handle
 
 
 def device_pointer(array) -> int:
@@ -136,22 +142,25 @@ class CublasGemmPlan:
     ``library``: the binding (default ``load_cublas()``); tests pass a stand-in that records.
     """
 
-    def __init__(self, a_shape, b_shape, trans_a: bool = False, trans_b: bool = False,
-                 library=None) -> None:
+    def __init__(
+        self, a_shape, b_shape, trans_a: bool = False, trans_b: bool = False, library=None
+    ) -> None:
         self.a_shape, self.b_shape = tuple(a_shape), tuple(b_shape)
         self.trans_a, self.trans_b = bool(trans_a), bool(trans_b)
         ba, m, ka = _dims(self.a_shape, self.trans_a, "a")
         bb, kb, n = _dims(self.b_shape, self.trans_b, "b")
         if ka != kb or len(self.a_shape) != len(self.b_shape) or ba != bb:
-            raise ValueError(f"gemm: op(a) of {self.a_shape} (trans_a={self.trans_a}) and "
-                             f"op(b) of {self.b_shape} (trans_b={self.trans_b}) do not "
-                             f"multiply: inner dimensions {ka} and {kb}, batches {ba} and {bb}")
+            raise ValueError(
+                f"gemm: op(a) of {self.a_shape} (trans_a={self.trans_a}) and "
+                f"op(b) of {self.b_shape} (trans_b={self.trans_b}) do not "
+                f"multiply: inner dimensions {ka} and {kb}, batches {ba} and {bb}"
+            )
         self.batch, self.m, self.n, self.k = ba, m, n, ka
         self.out_shape = (m, n) if len(self.a_shape) == 2 else (ba, m, n)
         self.library = load_cublas() if library is None else library
         if self.library is None:
             raise RuntimeError(cublas_unavailable_reason(None))
-        self._one = np.ones(1, dtype=np.float32)       # alpha, beta: host scalars
+        self._one = np.ones(1, dtype=np.float32)  # alpha, beta: host scalars
         self._zero = np.zeros(1, dtype=np.float32)
 
     @property
@@ -161,11 +170,26 @@ class CublasGemmPlan:
     def arguments(self, a_ptr: int, b_ptr: int, c_ptr: int) -> tuple:
         """The arguments of ``sgemm_strided_batched`` after the handle (module docstring)."""
         m, n, k = self.m, self.n, self.k
-        lda, ldb = self.a_shape[-1], self.b_shape[-1]        # stored row lengths
-        return (OP_T if self.trans_b else OP_N, OP_T if self.trans_a else OP_N,
-                n, m, k, self._one.ctypes.data,
-                b_ptr, ldb, k * n, a_ptr, lda, m * k,
-                self._zero.ctypes.data, c_ptr, n, m * n, self.batch)
+        lda, ldb = self.a_shape[-1], self.b_shape[-1]  # stored row lengths
+        return (
+            OP_T if self.trans_b else OP_N,
+            OP_T if self.trans_a else OP_N,
+            n,
+            m,
+            k,
+            self._one.ctypes.data,
+            b_ptr,
+            ldb,
+            k * n,
+            a_ptr,
+            lda,
+            m * k,
+            self._zero.ctypes.data,
+            c_ptr,
+            n,
+            m * n,
+            self.batch,
+        )
 
     def __call__(self, a, b, c, stream=0):
         """Run on float32 device arrays of the planned shapes, on ``stream``; returns ``c``."""
@@ -174,12 +198,15 @@ class CublasGemmPlan:
         check_device_array(c, "gemm", "c", shape=self.out_shape)
         handle = handle_for(_device_id(c), stream_pointer(stream), self.library)
         self.library.sgemm_strided_batched(
-            handle, *self.arguments(device_pointer(a), device_pointer(b), device_pointer(c)))
+            handle, *self.arguments(device_pointer(a), device_pointer(b), device_pointer(c))
+        )
         return c
 
     def __repr__(self) -> str:
-        return (f"CublasGemmPlan(batch={self.batch}, op(a)={self.m}x{self.k}, "
-                f"op(b)={self.k}x{self.n}, trans_a={self.trans_a}, trans_b={self.trans_b})")
+        return (
+            f"CublasGemmPlan(batch={self.batch}, op(a)={self.m}x{self.k}, "
+            f"op(b)={self.k}x{self.n}, trans_a={self.trans_a}, trans_b={self.trans_b})"
+        )
 
 
 def _device_id(array) -> int:
@@ -194,4 +221,3 @@ def gemm_plan_class(gemm: str):
     if gemm == "numba":
         return GemmPlan
     raise ValueError(f"gemm must be 'numba' or 'cublas' once chosen, got {gemm!r}")
-

@@ -26,6 +26,7 @@ against, and a way to give the CPU layers the GPU's masks.
 
 Thread mapping: one thread per element (arrays treated as flat, index ``i`` in C order).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,10 +40,10 @@ from minialexnet.kernels.cuda._launch import (
 )
 
 _MASK64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15          # 2**64 / golden ratio: SplitMix64's counter increment
+_GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: SplitMix64's counter increment
 _MIX1 = 0xBF58476D1CE4E5B9
 _MIX2 = 0x94D049BB133111EB
-_RANDOM_BITS = 24                      # bits of each draw compared against the threshold
+_RANDOM_BITS = 24  # bits of each draw compared against the threshold
 
 # uint64 constants for the kernels: numba turns uint64 (op) int64 into float64, so every
 # operand of the bit mixing must be a uint64.
@@ -66,8 +67,10 @@ def _mix64_int(z: int) -> int:
 def dropout_key(seed: int, sequence: int) -> int:
     """The 64-bit key of one mask: ``mix64(seed ^ mix64(sequence + GOLDEN))``."""
     if int(seed) < 0 or int(sequence) < 0:
-        raise ValueError(f"dropout seed and sequence must be integers >= 0, got seed={seed}, "
-                         f"sequence={sequence}")
+        raise ValueError(
+            f"dropout seed and sequence must be integers >= 0, got seed={seed}, "
+            f"sequence={sequence}"
+        )
     return _mix64_int((int(seed) & _MASK64) ^ _mix64_int((int(sequence) + _GOLDEN) & _MASK64))
 
 
@@ -84,9 +87,10 @@ def keep_mask(seed: int, sequence: int, shape: tuple, p: float) -> np.ndarray:
     round(p * 2**24)`` with ``key = dropout_key(seed, sequence)``.
     """
     count = int(np.prod(shape))
-    with np.errstate(over="ignore"):      # uint64 arithmetic wraps modulo 2**64 on purpose
-        z = np.uint64(dropout_key(seed, sequence)) + (np.arange(1, count + 1, dtype=np.uint64)
-                                                   * _GOLDEN_U64)
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps modulo 2**64 on purpose
+        z = np.uint64(dropout_key(seed, sequence)) + (
+            np.arange(1, count + 1, dtype=np.uint64) * _GOLDEN_U64
+        )
         z = (z ^ (z >> _SHIFT30)) * _MIX1_U64
         z = (z ^ (z >> _SHIFT27)) * _MIX2_U64
         z = z ^ (z >> _SHIFT31)
@@ -118,8 +122,12 @@ def dropout_forward(x, p: float, seed: int, sequence: int, y=None, stream=0):
     check_device_array(x, "dropout_forward", "x")
     y = output(y, x.shape, "dropout_forward", "y", stream=stream)
     _dropout_kernel[blocks_for(x.size), THREADS_PER_BLOCK, stream](
-        x.reshape(x.size), np.uint64(dropout_key(seed, sequence)), np.uint64(_threshold(p)),
-        np.float32(1.0 / (1.0 - p)), y.reshape(y.size))
+        x.reshape(x.size),
+        np.uint64(dropout_key(seed, sequence)),
+        np.uint64(_threshold(p)),
+        np.float32(1.0 / (1.0 - p)),
+        y.reshape(y.size),
+    )
     return y
 
 
@@ -130,6 +138,10 @@ def dropout_backward(dy, p: float, seed: int, sequence: int, dx=None, stream=0):
     check_device_array(dy, "dropout_backward", "dy")
     dx = output(dx, dy.shape, "dropout_backward", "dx", stream=stream)
     _dropout_kernel[blocks_for(dy.size), THREADS_PER_BLOCK, stream](
-        dy.reshape(dy.size), np.uint64(dropout_key(seed, sequence)), np.uint64(_threshold(p)),
-        np.float32(1.0 / (1.0 - p)), dx.reshape(dx.size))
+        dy.reshape(dy.size),
+        np.uint64(dropout_key(seed, sequence)),
+        np.uint64(_threshold(p)),
+        np.float32(1.0 / (1.0 - p)),
+        dx.reshape(dx.size),
+    )
     return dx

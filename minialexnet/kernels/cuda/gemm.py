@@ -42,6 +42,7 @@ atomics).
 Data layout: float32, C-contiguous. ``a`` is ``(B, M, K)`` (``(B, K, M)`` when ``trans_a``),
 ``b`` is ``(B, K, N)`` (``(B, N, K)`` when ``trans_b``), ``c`` is ``(B, M, N)``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -58,6 +59,7 @@ class GemmTile(NamedTuple):
     """Tile geometry: a block computes ``block_m x block_n`` of C, stepping ``block_k`` along K;
     each thread owns ``thread_m x thread_n`` outputs. Threads per block:
     ``(block_m / thread_m) * (block_n / thread_n)``."""
+
     block_m: int
     block_n: int
     block_k: int
@@ -92,10 +94,10 @@ def _gemm_kernel(trans_a: bool, trans_b: bool, tile: GemmTile):
     """Compile-time specialisation: the transposes and tile sizes are closure constants, so
     the loops below unroll and the untaken ``if TRANS_A`` branch disappears."""
     BM, BN, BK, TM, TN = tile
-    THREADS_M = BM // TM                 # threads along a column of the tile
-    THREADS_N = BN // TN                 # threads along a row of the tile
+    THREADS_M = BM // TM  # threads along a column of the tile
+    THREADS_N = BN // TN  # threads along a row of the tile
     THREADS = THREADS_M * THREADS_N
-    A_LOADS = BM * BK // THREADS         # elements of the A slab each thread copies
+    A_LOADS = BM * BK // THREADS  # elements of the A slab each thread copies
     B_LOADS = BK * BN // THREADS
     # Padded slab rows: copying row-major A (or B^T) writes down a column of the k-major
     # slab; with rows of exactly BM words those 8 writes would share a bank (8-way conflict).
@@ -119,8 +121,8 @@ def _gemm_kernel(trans_a: bool, trans_b: bool, tile: GemmTile):
         m0 = cuda.blockIdx.y * BM
         slices = c.shape[0]
         batch = c.shape[1]
-        g = cuda.blockIdx.z % batch          # which matrix of the batch
-        s = cuda.blockIdx.z // batch         # which slice of the K loop
+        g = cuda.blockIdx.z % batch  # which matrix of the batch
+        s = cuda.blockIdx.z // batch  # which slice of the K loop
         m_size = c.shape[2]
         n_size = c.shape[3]
         k_size = a.shape[1] if TRANS_A else a.shape[2]
@@ -149,7 +151,7 @@ def _gemm_kernel(trans_a: bool, trans_b: bool, tile: GemmTile):
                 else:
                     mm = e // BK
                     kk = e % BK
-                value = np.float32(0.0)        # zero-fill past the edges of A
+                value = np.float32(0.0)  # zero-fill past the edges of A
                 if m0 + mm < m_size and k0 + kk < k_size:
                     if TRANS_A:
                         value = a[g, k0 + kk, m0 + mm]
@@ -219,8 +221,9 @@ def choose_tile(m: int, n: int) -> GemmTile:
     """The largest tile whose zero padding wastes at most ``MAX_TILE_WASTE`` of its work."""
     best, best_waste = TILES[-1], 2.0
     for tile in TILES:
-        padded = (math.ceil(m / tile.block_m) * tile.block_m
-                  * math.ceil(n / tile.block_n) * tile.block_n)
+        padded = (
+            math.ceil(m / tile.block_m) * tile.block_m * math.ceil(n / tile.block_n) * tile.block_n
+        )
         waste = 1.0 - (m * n) / padded
         if waste <= MAX_TILE_WASTE:
             return tile
@@ -232,8 +235,10 @@ def choose_tile(m: int, n: int) -> GemmTile:
 def _dims(shape: tuple, transposed: bool, name: str) -> tuple[int, int, int]:
     """(batch, rows, cols) of the operand ``op(x)`` as the product sees it."""
     if len(shape) not in (2, 3) or 0 in shape:
-        raise ValueError(f"gemm: {name} must be a non-empty matrix (2 axes) or batch of "
-                         f"matrices (3 axes), got shape {tuple(shape)}")
+        raise ValueError(
+            f"gemm: {name} must be a non-empty matrix (2 axes) or batch of "
+            f"matrices (3 axes), got shape {tuple(shape)}"
+        )
     batch, rows, cols = (1, *shape) if len(shape) == 2 else shape
     return (batch, cols, rows) if transposed else (batch, rows, cols)
 
@@ -253,19 +258,30 @@ class GemmPlan:
     reused): a layer builds its plans once and calls them every step.
     """
 
-    def __init__(self, a_shape, b_shape, trans_a: bool = False, trans_b: bool = False,
-                 tile: GemmTile | None = None, split_k: int | None = None) -> None:
+    def __init__(
+        self,
+        a_shape,
+        b_shape,
+        trans_a: bool = False,
+        trans_b: bool = False,
+        tile: GemmTile | None = None,
+        split_k: int | None = None,
+    ) -> None:
         self.a_shape, self.b_shape = tuple(a_shape), tuple(b_shape)
         self.trans_a, self.trans_b = bool(trans_a), bool(trans_b)
         ba, m, ka = _dims(self.a_shape, self.trans_a, "a")
         bb, kb, n = _dims(self.b_shape, self.trans_b, "b")
         if ka != kb:
-            raise ValueError(f"gemm: inner dimensions differ: op(a) is {m} x {ka} but op(b) is "
-                             f"{kb} x {n} (a {self.a_shape}, trans_a={self.trans_a}; "
-                             f"b {self.b_shape}, trans_b={self.trans_b})")
+            raise ValueError(
+                f"gemm: inner dimensions differ: op(a) is {m} x {ka} but op(b) is "
+                f"{kb} x {n} (a {self.a_shape}, trans_a={self.trans_a}; "
+                f"b {self.b_shape}, trans_b={self.trans_b})"
+            )
         if len(self.a_shape) != len(self.b_shape) or ba != bb:
-            raise ValueError(f"gemm: a {self.a_shape} and b {self.b_shape} must both be "
-                             f"matrices or both batches of the same size")
+            raise ValueError(
+                f"gemm: a {self.a_shape} and b {self.b_shape} must both be "
+                f"matrices or both batches of the same size"
+            )
         self.batch, self.m, self.n, self.k = ba, m, n, ka
         self.out_shape = (m, n) if len(self.a_shape) == 2 else (ba, m, n)
         self.tile = tile if tile is not None else choose_tile(m, n)
@@ -273,9 +289,11 @@ class GemmPlan:
         self.grid = (math.ceil(n / self.tile.block_n), math.ceil(m / self.tile.block_m), ba)
         self.slices = self._choose_split() if split_k is None else int(split_k)
         if not 1 <= self.slices <= self.k_steps or ba * self.slices > MAX_GRID_Z:
-            raise ValueError(f"gemm: split_k={self.slices} must lie in [1, {self.k_steps}] "
-                             f"(the steps of {self.tile.block_k} along K={ka}) with "
-                             f"batch * split_k <= {MAX_GRID_Z}")
+            raise ValueError(
+                f"gemm: split_k={self.slices} must lie in [1, {self.k_steps}] "
+                f"(the steps of {self.tile.block_k} along K={ka}) with "
+                f"batch * split_k <= {MAX_GRID_Z}"
+            )
         self._kernel = _gemm_kernel(self.trans_a, self.trans_b, self.tile)
         self._workspace = None
 
@@ -304,26 +322,38 @@ class GemmPlan:
         else:
             if self._workspace is None:
                 self._workspace = cuda.device_array(
-                    (self.slices, self.batch, self.m, self.n), dtype=np.float32, stream=stream)
+                    (self.slices, self.batch, self.m, self.n), dtype=np.float32, stream=stream
+                )
             target = self._workspace
         grid = (self.grid[0], self.grid[1], self.batch * self.slices)
         self._kernel[grid, self.tile.threads, stream](a3, b3, target, self.k_steps)
         if self.slices > 1:
             size = self.batch * self.m * self.n
             _sum_slices_kernel[blocks_for(size), THREADS_PER_BLOCK, stream](
-                self._workspace.reshape(self.slices, size), c.reshape(size))
+                self._workspace.reshape(self.slices, size), c.reshape(size)
+            )
         return c
 
     def __repr__(self) -> str:
         t = self.tile
-        return (f"GemmPlan(batch={self.batch}, op(a)={self.m}x{self.k}, "
-                f"op(b)={self.k}x{self.n}, trans_a={self.trans_a}, trans_b={self.trans_b}, "
-                f"tile={t.block_m}x{t.block_n}x{t.block_k} ({t.thread_m}x{t.thread_n} per "
-                f"thread), split_k={self.slices})")
+        return (
+            f"GemmPlan(batch={self.batch}, op(a)={self.m}x{self.k}, "
+            f"op(b)={self.k}x{self.n}, trans_a={self.trans_a}, trans_b={self.trans_b}, "
+            f"tile={t.block_m}x{t.block_n}x{t.block_k} ({t.thread_m}x{t.thread_n} per "
+            f"thread), split_k={self.slices})"
+        )
 
 
-def gemm(a, b, c=None, trans_a: bool = False, trans_b: bool = False,
-         tile: GemmTile | None = None, split_k: int | None = None, stream=0):
+def gemm(
+    a,
+    b,
+    c=None,
+    trans_a: bool = False,
+    trans_b: bool = False,
+    tile: GemmTile | None = None,
+    split_k: int | None = None,
+    stream=0,
+):
     """``c = op(a) @ op(b)`` (batched: ``c[g] = op(a[g]) @ op(b[g])``) on device arrays: the
     products of the convolutional and fully connected layers (§3.5). Grid: one block of
     ``tile.threads`` threads per ``tile.block_m x tile.block_n`` tile of ``c`` (times the

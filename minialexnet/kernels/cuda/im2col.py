@@ -18,6 +18,7 @@ and no atomics are needed):
 
 Both take float32 device arrays and an optional preallocated ``out`` and CUDA ``stream``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,7 +40,7 @@ from minialexnet.shapes import conv_output_size
 # arithmetic to 64 bits, so every value that is divided is cast back with ``U32(...)``
 # (tests/cuda_ptx.py counts the 64-bit divisions left in the PTX: none).
 U32 = np.uint32
-MAX_INDEX = 2 ** 32 - 1
+MAX_INDEX = 2**32 - 1
 
 
 @cuda.jit
@@ -54,8 +55,8 @@ def _im2col_kernel(x, kernel_h, kernel_w, stride, padding, out_h, out_w, cols):
     ow_count = U32(out_w)
     pixels = U32(U32(out_h) * ow_count)
     t32 = U32(t)
-    r = t32 // columns                     # row: (c, i, j)
-    q = U32(t32 - r * columns)             # column: (n, oh, ow)
+    r = t32 // columns  # row: (c, i, j)
+    q = U32(t32 - r * columns)  # column: (n, oh, ow)
     c = r // khw
     ij = U32(r - c * khw)
     i = ij // kw
@@ -64,9 +65,9 @@ def _im2col_kernel(x, kernel_h, kernel_w, stride, padding, out_h, out_w, cols):
     p = U32(q - n * pixels)
     oh = p // ow_count
     ow = p - oh * ow_count
-    h = np.int64(oh * U32(stride) + i) - padding     # may be negative: in the padding
+    h = np.int64(oh * U32(stride) + i) - padding  # may be negative: in the padding
     w = np.int64(ow * U32(stride) + j) - padding
-    value = np.float32(0.0)                # zero padding
+    value = np.float32(0.0)  # zero padding
     if 0 <= h < x.shape[2] and 0 <= w < x.shape[3]:
         value = x[n, c, h, w]
     cols[r, q] = value
@@ -88,7 +89,7 @@ def _col2im_kernel(cols, kernel_h, kernel_w, stride, padding, out_h, out_w, dx):
     w = pixel - h * width
     n = plane // channels
     c = plane - n * channels
-    hp = U32(h + U32(padding))             # coordinates in the padded image
+    hp = U32(h + U32(padding))  # coordinates in the padded image
     wp = U32(w + U32(padding))
     kh, kw, step = U32(kernel_h), U32(kernel_w), U32(stride)
     # Windows covering row hp: oh*stride <= hp <= oh*stride + KH - 1, i.e. oh from
@@ -101,7 +102,7 @@ def _col2im_kernel(cols, kernel_h, kernel_w, stride, padding, out_h, out_w, dx):
     first_column = n * pixels
     total = np.float32(0.0)
     for oh in range(oh_first, oh_last + U32(1)):
-        i = hp - oh * step                 # offset of this pixel inside window row oh
+        i = hp - oh * step  # offset of this pixel inside window row oh
         row_base = (c * kh + i) * kw
         column_base = first_column + oh * U32(out_w)
         for ow in range(ow_first, ow_last + U32(1)):
@@ -112,8 +113,10 @@ def _col2im_kernel(cols, kernel_h, kernel_w, stride, padding, out_h, out_w, dx):
 def _check_indices(size: int, who: str) -> None:
     """The kernels index in 32 bits: refuse arrays of 2**32 elements or more."""
     if size > MAX_INDEX:
-        raise ValueError(f"{who}: {size:,} elements exceed the 32-bit indices of the kernel "
-                         f"(at most {MAX_INDEX:,}); use a smaller batch")
+        raise ValueError(
+            f"{who}: {size:,} elements exceed the 32-bit indices of the kernel "
+            f"(at most {MAX_INDEX:,}); use a smaller batch"
+        )
 
 
 def im2col(x, kernel_h: int, kernel_w: int, stride: int, padding: int, out=None, stream=0):
@@ -132,12 +135,21 @@ def im2col(x, kernel_h: int, kernel_w: int, stride: int, padding: int, out=None,
     cols = output(out, (c * kernel_h * kernel_w, n * oh * ow), "im2col", "out", stream=stream)
     _check_indices(cols.size, "im2col")
     _im2col_kernel[blocks_for(cols.size), THREADS_PER_BLOCK, stream](
-        x, kernel_h, kernel_w, stride, padding, oh, ow, cols)
+        x, kernel_h, kernel_w, stride, padding, oh, ow, cols
+    )
     return cols
 
 
-def col2im(cols, x_shape: tuple, kernel_h: int, kernel_w: int, stride: int, padding: int,
-           out=None, stream=0):
+def col2im(
+    cols,
+    x_shape: tuple,
+    kernel_h: int,
+    kernel_w: int,
+    stride: int,
+    padding: int,
+    out=None,
+    stream=0,
+):
     """Fold columns back onto the image, summing overlapping windows: the adjoint of im2col.
 
     cols : float32 device array (C*KH*KW, N*OH*OW) laid out as ``im2col`` returns it
@@ -155,5 +167,6 @@ def col2im(cols, x_shape: tuple, kernel_h: int, kernel_w: int, stride: int, padd
     dx = output(out, (n, c, h, w), "col2im", "out", stream=stream)
     _check_indices(max(dx.size, cols.size), "col2im")
     _col2im_kernel[blocks_for(dx.size), THREADS_PER_BLOCK, stream](
-        cols, kernel_h, kernel_w, stride, padding, oh, ow, dx)
+        cols, kernel_h, kernel_w, stride, padding, oh, ow, dx
+    )
     return dx

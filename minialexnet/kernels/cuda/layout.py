@@ -14,6 +14,7 @@ innermost::
 Thread mapping: one thread per output element, consecutive threads on consecutive pixels,
 so both reads and writes are contiguous runs of P values.
 """
+
 from __future__ import annotations
 
 from numba import cuda
@@ -52,7 +53,8 @@ def to_image_major(y_cm, n_images: int, out=None, stream=0):
     pixels = columns // n_images
     out = output(out, (n_images, features, pixels), "to_image_major", "out", stream=stream)
     _swap_outer_axes_kernel[blocks_for(out.size), THREADS_PER_BLOCK, stream](
-        y_cm.reshape(features, n_images, pixels), out)
+        y_cm.reshape(features, n_images, pixels), out
+    )
     return out
 
 
@@ -67,5 +69,6 @@ def to_channel_major(dy, out=None, stream=0):
     n_images, features, pixels = dy.shape
     out = output(out, (features, n_images * pixels), "to_channel_major", "out", stream=stream)
     _swap_outer_axes_kernel[blocks_for(out.size), THREADS_PER_BLOCK, stream](
-        dy, out.reshape(features, n_images, pixels))
+        dy, out.reshape(features, n_images, pixels)
+    )
     return out

@@ -14,6 +14,7 @@ gather ``sum_{j: i in window(j)}`` runs over the same clipped window. (The CPU t
 running sum over channels instead, which needs float64 to avoid cancellation; five direct
 terms in a float32 accumulator have no such problem.)
 """
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,7 @@ def _lrn_forward_kernel(x, size, alpha, beta, k, groups, y, scale):
     c = (t // pixels) % channels
     n = t // (pixels * channels)
     per_group = channels // groups
-    first = (c // per_group) * per_group          # this group's channels: first .. end-1
+    first = (c // per_group) * per_group  # this group's channels: first .. end-1
     lo = max(first, c - size // 2)
     hi = min(first + per_group, c + size // 2 + 1)
     total = np.float32(0.0)
@@ -70,8 +71,9 @@ def _lrn_backward_kernel(x, y, scale, dy, size, two_alpha_beta, beta, groups, dx
     total = np.float32(0.0)
     for j in range(lo, hi):
         total += dy[n, j, p] * y[n, j, p] / scale[n, j, p]
-    dx[n, c, p] = (dy[n, c, p] * math.pow(scale[n, c, p], -beta)
-                   - two_alpha_beta * x[n, c, p] * total)
+    dx[n, c, p] = (
+        dy[n, c, p] * math.pow(scale[n, c, p], -beta) - two_alpha_beta * x[n, c, p] * total
+    )
 
 
 def _check(x, who: str, size: int, groups: int) -> tuple[int, int, int, int]:
@@ -85,8 +87,9 @@ def _check(x, who: str, size: int, groups: int) -> tuple[int, int, int, int]:
     return x.shape
 
 
-def lrn_forward(x, size: int, alpha: float, beta: float, k: float, groups: int,
-                y=None, scale=None, stream=0):
+def lrn_forward(
+    x, size: int, alpha: float, beta: float, k: float, groups: int, y=None, scale=None, stream=0
+):
     """Forward LRN (§3.3) on the GPU. Returns ``(y, scale)``, both (N, C, H, W) float32.
 
     x : float32 device array (N, C, H, W), C divisible by ``groups``; ``size`` odd
@@ -98,13 +101,21 @@ def lrn_forward(x, size: int, alpha: float, beta: float, k: float, groups: int,
     y = output(y, x.shape, "lrn_forward", "y", stream=stream)
     scale = output(scale, x.shape, "lrn_forward", "scale", stream=stream)
     _lrn_forward_kernel[blocks_for(x.size), THREADS_PER_BLOCK, stream](
-        x.reshape(n, c, h * w), size, np.float32(alpha), np.float32(beta), np.float32(k),
-        groups, y.reshape(n, c, h * w), scale.reshape(n, c, h * w))
+        x.reshape(n, c, h * w),
+        size,
+        np.float32(alpha),
+        np.float32(beta),
+        np.float32(k),
+        groups,
+        y.reshape(n, c, h * w),
+        scale.reshape(n, c, h * w),
+    )
     return y, scale
 
 
-def lrn_backward(x, y, scale, dy, size: int, alpha: float, beta: float, groups: int,
-                 dx=None, stream=0):
+def lrn_backward(
+    x, y, scale, dy, size: int, alpha: float, beta: float, groups: int, dx=None, stream=0
+):
     """Backward LRN on the GPU: ``dx`` (N, C, H, W) float32.
 
     x, y, scale : as saved by :func:`lrn_forward`; dy : upstream gradient; all float32 device
@@ -118,6 +129,14 @@ def lrn_backward(x, y, scale, dy, size: int, alpha: float, beta: float, groups: 
     dx = output(dx, x.shape, "lrn_backward", "dx", stream=stream)
     planes = (n, c, h * w)
     _lrn_backward_kernel[blocks_for(x.size), THREADS_PER_BLOCK, stream](
-        x.reshape(planes), y.reshape(planes), scale.reshape(planes), dy.reshape(planes), size,
-        np.float32(2.0 * alpha * beta), np.float32(beta), groups, dx.reshape(planes))
+        x.reshape(planes),
+        y.reshape(planes),
+        scale.reshape(planes),
+        dy.reshape(planes),
+        size,
+        np.float32(2.0 * alpha * beta),
+        np.float32(beta),
+        groups,
+        dx.reshape(planes),
+    )
     return dx

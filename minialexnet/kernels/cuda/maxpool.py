@@ -15,6 +15,7 @@ Thread mappings (one thread per output element, no atomics):
   (``oh*stride <= h + top < oh*stride + kernel``) and adds ``dy`` where that window's argmax is
   itself.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,7 +51,7 @@ def _maxpool_forward_kernel(x, kernel_size, stride, top, left, y, argmax):
     col_stop = min(ow * stride - left + kernel_size, width)
     best = x[q, row_first, col_first]
     best_at = row_first * width + col_first
-    for row in range(row_first, row_stop):           # row-major window order
+    for row in range(row_first, row_stop):  # row-major window order
         for col in range(col_first, col_stop):
             v = x[q, row, col]
             # Strictly greater keeps the first of equal maxima; v != v tests for NaN.
@@ -91,14 +92,17 @@ def _check_padding(padding, kernel_size: int) -> tuple:
     """``(top, left, bottom, right)`` as ints in ``0 .. kernel_size - 1``."""
     pads = tuple(padding)
     if len(pads) != 4 or any(int(p) != p or not 0 <= p < kernel_size for p in pads):
-        raise ValueError(f"maxpool padding must be (top, left, bottom, right), each an "
-                         f"integer in 0..{kernel_size - 1} (smaller than the window), got "
-                         f"{padding!r}")
+        raise ValueError(
+            f"maxpool padding must be (top, left, bottom, right), each an "
+            f"integer in 0..{kernel_size - 1} (smaller than the window), got "
+            f"{padding!r}"
+        )
     return tuple(int(p) for p in pads)
 
 
-def maxpool_forward(x, kernel_size: int, stride: int, y=None, argmax=None, stream=0,
-                    padding=(0, 0, 0, 0)):
+def maxpool_forward(
+    x, kernel_size: int, stride: int, y=None, argmax=None, stream=0, padding=(0, 0, 0, 0)
+):
     """Max over each window (§3.4) on the GPU. Returns ``(y, argmax)``.
 
     x : float32 device array (N, C, H, W)
@@ -116,16 +120,31 @@ def maxpool_forward(x, kernel_size: int, stride: int, y=None, argmax=None, strea
     oh = conv_output_size(h, kernel_size, stride, (top, bottom))
     ow = conv_output_size(w, kernel_size, stride, (left, right))
     y = output(y, (n, c, oh, ow), "maxpool_forward", "y", stream=stream)
-    argmax = output(argmax, (n, c, oh, ow), "maxpool_forward", "argmax", dtype=np.int64,
-                    stream=stream)
+    argmax = output(
+        argmax, (n, c, oh, ow), "maxpool_forward", "argmax", dtype=np.int64, stream=stream
+    )
     _maxpool_forward_kernel[blocks_for(y.size), THREADS_PER_BLOCK, stream](
-        x.reshape(n * c, h, w), kernel_size, stride, top, left, y.reshape(n * c, oh, ow),
-        argmax.reshape(n * c, oh, ow))
+        x.reshape(n * c, h, w),
+        kernel_size,
+        stride,
+        top,
+        left,
+        y.reshape(n * c, oh, ow),
+        argmax.reshape(n * c, oh, ow),
+    )
     return y, argmax
 
 
-def maxpool_backward(dy, argmax, x_shape: tuple, kernel_size: int, stride: int, dx=None,
-                     stream=0, padding=(0, 0, 0, 0)):
+def maxpool_backward(
+    dy,
+    argmax,
+    x_shape: tuple,
+    kernel_size: int,
+    stride: int,
+    dx=None,
+    stream=0,
+    padding=(0, 0, 0, 0),
+):
     """Route each output's gradient to its window's winner, on the GPU: ``dx`` (N, C, H, W).
 
     dy : float32 device array (N, C, OH, OW); argmax : int64 device array from
@@ -139,13 +158,23 @@ def maxpool_backward(dy, argmax, x_shape: tuple, kernel_size: int, stride: int, 
     kernel_size = check_positive_int(kernel_size, "kernel_size")
     stride = check_positive_int(stride, "stride")
     top, left, bottom, right = _check_padding(padding, kernel_size)
-    out_shape = (n, c, conv_output_size(h, kernel_size, stride, (top, bottom)),
-                 conv_output_size(w, kernel_size, stride, (left, right)))
+    out_shape = (
+        n,
+        c,
+        conv_output_size(h, kernel_size, stride, (top, bottom)),
+        conv_output_size(w, kernel_size, stride, (left, right)),
+    )
     check_device_array(dy, "maxpool_backward", "dy", shape=out_shape)
     check_device_array(argmax, "maxpool_backward", "argmax", shape=out_shape, dtype=np.int64)
     dx = output(dx, (n, c, h, w), "maxpool_backward", "dx", stream=stream)
     _, _, oh, ow = out_shape
     _maxpool_backward_kernel[blocks_for(dx.size), THREADS_PER_BLOCK, stream](
-        dy.reshape(n * c, oh, ow), argmax.reshape(n * c, oh, ow), kernel_size, stride, top,
-        left, dx.reshape(n * c, h, w))
+        dy.reshape(n * c, oh, ow),
+        argmax.reshape(n * c, oh, ow),
+        kernel_size,
+        stride,
+        top,
+        left,
+        dx.reshape(n * c, h, w),
+    )
     return dx

@@ -8,6 +8,7 @@ No CPU twin: the CPU layer is one NumPy expression (``np.maximum(x, 0)``).
 Arrays of any shape (treated as flat). Thread mapping: one thread per element. Passing the
 same array as input and output is allowed (elementwise, each thread reads before it writes).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,7 +45,8 @@ def relu_forward(x, y=None, stream=0):
     check_device_array(x, "relu_forward", "x")
     y = output(y, x.shape, "relu_forward", "y", stream=stream)
     _relu_forward_kernel[blocks_for(x.size), THREADS_PER_BLOCK, stream](
-        x.reshape(x.size), y.reshape(y.size))
+        x.reshape(x.size), y.reshape(y.size)
+    )
     return y
 
 
@@ -55,5 +57,6 @@ def relu_backward(y, dy, dx=None, stream=0):
     check_device_array(dy, "relu_backward", "dy", shape=y.shape)
     dx = output(dx, y.shape, "relu_backward", "dx", stream=stream)
     _relu_backward_kernel[blocks_for(y.size), THREADS_PER_BLOCK, stream](
-        y.reshape(y.size), dy.reshape(dy.size), dx.reshape(dx.size))
+        y.reshape(y.size), dy.reshape(dy.size), dx.reshape(dx.size)
+    )
     return dx

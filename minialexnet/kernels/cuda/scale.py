@@ -6,6 +6,7 @@ each process first weighs its shard's gradient by ``n_r / B`` (``distributed/sha
 
 Thread mapping: one thread per element (the array treated as flat).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,5 +26,6 @@ def scale_inplace(x, factor: float, stream=0) -> None:
     """``x <- factor * x`` for a float32 device array ``x`` of any shape (``factor`` rounded
     to float32 once, as NumPy's ``x *= np.float32(factor)``)."""
     check_device_array(x, "scale_inplace", "x")
-    _scale_kernel[blocks_for(x.size), THREADS_PER_BLOCK, stream](x.reshape(x.size),
-                                                                 np.float32(factor))
+    _scale_kernel[blocks_for(x.size), THREADS_PER_BLOCK, stream](
+        x.reshape(x.size), np.float32(factor)
+    )

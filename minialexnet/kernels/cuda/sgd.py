@@ -12,6 +12,7 @@ update, term by term as in ``optim.SGD.step`` (each term rounded to float32)::
 Thread mapping: one thread per parameter element (arrays treated as flat); ``w`` and ``v``
 are updated in place, ``g`` is only read.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,5 +42,10 @@ def sgd_update(w, g, v, lr: float, momentum: float, weight_decay: float, stream=
     check_device_array(g, "sgd_update", "g", shape=w.shape)
     check_device_array(v, "sgd_update", "v", shape=w.shape)
     _sgd_kernel[blocks_for(w.size), THREADS_PER_BLOCK, stream](
-        w.reshape(w.size), g.reshape(g.size), v.reshape(v.size), np.float32(lr),
-        np.float32(momentum), np.float32(weight_decay * lr))
+        w.reshape(w.size),
+        g.reshape(g.size),
+        v.reshape(v.size),
+        np.float32(lr),
+        np.float32(momentum),
+        np.float32(weight_decay * lr),
+    )

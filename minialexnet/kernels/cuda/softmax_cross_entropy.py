@@ -16,6 +16,7 @@ Thread mappings: ``forward`` runs one *block* per example (each row's max, sum a
 reductions over the classes: 1000 for ImageNet) and then a single block that adds the
 per-example results; ``backward`` one thread per element of ``dlogits``.
 """
+
 from __future__ import annotations
 
 import math
@@ -104,8 +105,7 @@ def _check(logits, labels, who):
     check_device_array(labels, who, "labels", shape=(logits.shape[0],), dtype=np.int64)
 
 
-def softmax_cross_entropy_forward(logits, labels, log_z=None, example=None, totals=None,
-                                  stream=0):
+def softmax_cross_entropy_forward(logits, labels, log_z=None, example=None, totals=None, stream=0):
     """Loss (§3.5) and top-1/top-5 counts (§4.1) of a batch. Returns ``(totals, log_z,
     example)``. One block per example, then one block for the totals.
 
@@ -119,8 +119,7 @@ def softmax_cross_entropy_forward(logits, labels, log_z=None, example=None, tota
     _check(logits, labels, "softmax_cross_entropy_forward")
     rows = logits.shape[0]
     log_z = output(log_z, (rows,), "softmax_cross_entropy_forward", "log_z", stream=stream)
-    example = output(example, (rows, 2), "softmax_cross_entropy_forward", "example",
-                     stream=stream)
+    example = output(example, (rows, 2), "softmax_cross_entropy_forward", "example", stream=stream)
     totals = output(totals, (3,), "softmax_cross_entropy_forward", "totals", stream=stream)
     _row_kernel[rows, REDUCE_THREADS, stream](logits, labels, log_z, example)
     _totals_kernel[1, REDUCE_THREADS, stream](example, totals)
@@ -134,10 +133,11 @@ def softmax_cross_entropy_backward(logits, labels, log_z, dlogits=None, stream=0
     (N, C) to overwrite. One thread per element.
     """
     _check(logits, labels, "softmax_cross_entropy_backward")
-    check_device_array(log_z, "softmax_cross_entropy_backward", "log_z",
-                       shape=(logits.shape[0],))
-    dlogits = output(dlogits, logits.shape, "softmax_cross_entropy_backward", "dlogits",
-                     stream=stream)
+    check_device_array(log_z, "softmax_cross_entropy_backward", "log_z", shape=(logits.shape[0],))
+    dlogits = output(
+        dlogits, logits.shape, "softmax_cross_entropy_backward", "dlogits", stream=stream
+    )
     _gradient_kernel[blocks_for(logits.size), THREADS_PER_BLOCK, stream](
-        logits, labels, log_z, np.float32(1.0 / logits.shape[0]), dlogits)
+        logits, labels, log_z, np.float32(1.0 / logits.shape[0]), dlogits
+    )
     return dlogits

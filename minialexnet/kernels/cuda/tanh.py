@@ -8,6 +8,7 @@ No CPU twin: the CPU layer is one NumPy expression (``np.tanh(x)``).
 Arrays of any shape (treated as flat). Thread mapping: one thread per element; the output
 may be the input array.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,8 @@ def tanh_forward(x, y=None, stream=0):
     check_device_array(x, "tanh_forward", "x")
     y = output(y, x.shape, "tanh_forward", "y", stream=stream)
     _tanh_forward_kernel[blocks_for(x.size), THREADS_PER_BLOCK, stream](
-        x.reshape(x.size), y.reshape(y.size))
+        x.reshape(x.size), y.reshape(y.size)
+    )
     return y
 
 
@@ -54,5 +56,6 @@ def tanh_backward(y, dy, dx=None, stream=0):
     check_device_array(dy, "tanh_backward", "dy", shape=y.shape)
     dx = output(dx, y.shape, "tanh_backward", "dx", stream=stream)
     _tanh_backward_kernel[blocks_for(y.size), THREADS_PER_BLOCK, stream](
-        y.reshape(y.size), dy.reshape(dy.size), dx.reshape(dx.size))
+        y.reshape(y.size), dy.reshape(dy.size), dx.reshape(dx.size)
+    )
     return dx

@@ -1,15 +1,25 @@
 """Readable NumPy reference kernels: the specification the Numba and CUDA twins are tested
 against."""
+
 from minialexnet.kernels.numpy.im2col import col2im, im2col
 from minialexnet.kernels.numpy.lrn import lrn_backward, lrn_forward
 from minialexnet.kernels.numpy.maxpool import maxpool_backward, maxpool_forward
 from minialexnet.kernels.numpy.winograd import (
-                                               winograd_input,
-                                               winograd_input_backward,
-                                               winograd_output,
-                                               winograd_output_backward,
+    winograd_input,
+    winograd_input_backward,
+    winograd_output,
+    winograd_output_backward,
 )
 
-__all__ = ["im2col", "col2im", "lrn_forward", "lrn_backward", "maxpool_forward",
-           "maxpool_backward", "winograd_input", "winograd_input_backward",
-           "winograd_output", "winograd_output_backward"]
+__all__ = [
+    "im2col",
+    "col2im",
+    "lrn_forward",
+    "lrn_backward",
+    "maxpool_forward",
+    "maxpool_backward",
+    "winograd_input",
+    "winograd_input_backward",
+    "winograd_output",
+    "winograd_output_backward",
+]

@@ -29,6 +29,7 @@ These functions favour clarity (one loop over the KH*KW kernel offsets, each a s
 the whole batch); ``minialexnet/kernels/cpu/im2col.py`` is the fast Numba twin with the same
 signatures, tested against this file.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,14 @@ import numpy as np
 from minialexnet.shapes import conv_output_size
 
 
-def im2col(x: np.ndarray, kernel_h: int, kernel_w: int, stride: int, padding: int,
-           out: np.ndarray | None = None) -> np.ndarray:
+def im2col(
+    x: np.ndarray,
+    kernel_h: int,
+    kernel_w: int,
+    stride: int,
+    padding: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Unfold every convolution window of ``x`` into a column.
 
     Parameters
@@ -63,7 +70,7 @@ def im2col(x: np.ndarray, kernel_h: int, kernel_w: int, stride: int, padding: in
     for i in range(kernel_h):
         for j in range(kernel_w):
             # Kernel offset (i, j) of every window: rows i, i+s, ..., columns j, j+s, ...
-            window_pixels = x_pad[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            window_pixels = x_pad[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride]
             cols[:, i, j] = window_pixels.transpose(1, 0, 2, 3)  # (N, C, ...) -> (C, N, ...)
     cols = cols.reshape(c * kernel_h * kernel_w, n * oh * ow)
     if out is None:
@@ -73,8 +80,15 @@ def im2col(x: np.ndarray, kernel_h: int, kernel_w: int, stride: int, padding: in
     return out
 
 
-def col2im(cols: np.ndarray, x_shape: tuple, kernel_h: int, kernel_w: int, stride: int,
-           padding: int, out: np.ndarray | None = None) -> np.ndarray:
+def col2im(
+    cols: np.ndarray,
+    x_shape: tuple,
+    kernel_h: int,
+    kernel_w: int,
+    stride: int,
+    padding: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Fold columns back onto the image, summing overlapping windows: the adjoint of im2col.
 
     Parameters
@@ -96,8 +110,10 @@ def col2im(cols: np.ndarray, x_shape: tuple, kernel_h: int, kernel_w: int, strid
     ow = conv_output_size(w, kernel_w, stride, padding)
     expected = (c * kernel_h * kernel_w, n * oh * ow)
     if cols.shape != expected:
-        raise ValueError(f"col2im expects cols of shape (C*KH*KW, N*OH*OW) = {expected} for "
-                         f"x_shape {tuple(x_shape)}, got {cols.shape}")
+        raise ValueError(
+            f"col2im expects cols of shape (C*KH*KW, N*OH*OW) = {expected} for "
+            f"x_shape {tuple(x_shape)}, got {cols.shape}"
+        )
 
     windows = cols.reshape(c, kernel_h, kernel_w, n, oh, ow)
     dx_pad = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
@@ -105,9 +121,10 @@ def col2im(cols: np.ndarray, x_shape: tuple, kernel_h: int, kernel_w: int, strid
         for j in range(kernel_w):
             # Windows overlap when stride < kernel: add, never assign. Within one (i, j) the
             # slice touches each padded pixel at most once, so += on the slice is exact.
-            dx_pad[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += \
-                windows[:, i, j].transpose(1, 0, 2, 3)
-    dx = dx_pad[:, :, padding:padding + h, padding:padding + w]   # drop the padding
+            dx_pad[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride] += windows[
+                :, i, j
+            ].transpose(1, 0, 2, 3)
+    dx = dx_pad[:, :, padding : padding + h, padding : padding + w]  # drop the padding
     if out is None:
         return np.ascontiguousarray(dx)
     _check_out(out, dx.shape, dx.dtype, "col2im")
@@ -118,5 +135,7 @@ def col2im(cols: np.ndarray, x_shape: tuple, kernel_h: int, kernel_w: int, strid
 def _check_out(out, shape, dtype, who):
     """``out`` must be able to hold the result exactly (same shape and dtype)."""
     if out.shape != tuple(shape) or out.dtype != dtype:
-        raise ValueError(f"{who}: out must be a {np.dtype(dtype).name} array of shape "
-                         f"{tuple(shape)}, got {out.dtype.name} {out.shape}")
+        raise ValueError(
+            f"{who}: out must be a {np.dtype(dtype).name} array of shape "
+            f"{tuple(shape)}, got {out.dtype.name} {out.shape}"
+        )

@@ -14,6 +14,7 @@ cuda-convnet and ``torch.nn.LocalResponseNorm`` divide it by ``size`` (see
 The loops run over channels (a handful of NumPy operations on whole (N, H, W) slabs each);
 ``minialexnet/kernels/cpu/lrn.py`` is the compiled twin with the same signatures.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,14 +35,15 @@ def window_sum(a: np.ndarray, size: int, groups: int) -> np.ndarray:
     out = np.empty(a.shape, dtype=a.dtype)
     for c in range(channels):
         group_start = (c // per_group) * per_group
-        lo = max(group_start, c - half)                      # clip at the group's first channel
-        hi = min(group_start + per_group, c + half + 1)      # ... and its last (exclusive)
+        lo = max(group_start, c - half)  # clip at the group's first channel
+        hi = min(group_start + per_group, c + half + 1)  # ... and its last (exclusive)
         out[:, c] = a[:, lo:hi].sum(axis=1)
     return out
 
 
-def lrn_forward(x: np.ndarray, size: int, alpha: float, beta: float, k: float,
-                groups: int) -> tuple[np.ndarray, np.ndarray]:
+def lrn_forward(
+    x: np.ndarray, size: int, alpha: float, beta: float, k: float, groups: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Forward LRN (§3.3). Returns ``(y, scale)``, both of ``x``'s shape and dtype.
 
     ``x``: (N, C, H, W) float32 or float64, ``C`` divisible by ``groups``; ``size`` odd.
@@ -49,13 +51,21 @@ def lrn_forward(x: np.ndarray, size: int, alpha: float, beta: float, k: float,
     ``scale_i = k + alpha * sum_{j in window(i)} x_j^2`` and ``y_i = x_i * scale_i**-beta``.
     ``scale`` is returned because the backward pass needs it.
     """
-    scale = k + alpha * window_sum(x * x, size, groups)    # Python floats keep x's dtype
-    y = x * scale ** -beta
+    scale = k + alpha * window_sum(x * x, size, groups)  # Python floats keep x's dtype
+    y = x * scale**-beta
     return y, scale
 
 
-def lrn_backward(x: np.ndarray, y: np.ndarray, scale: np.ndarray, dy: np.ndarray, size: int,
-                 alpha: float, beta: float, groups: int) -> np.ndarray:
+def lrn_backward(
+    x: np.ndarray,
+    y: np.ndarray,
+    scale: np.ndarray,
+    dy: np.ndarray,
+    size: int,
+    alpha: float,
+    beta: float,
+    groups: int,
+) -> np.ndarray:
     """Backward LRN: ``dx`` of ``x``'s shape and dtype.
 
     ``x``, ``y``, ``scale`` as saved by :func:`lrn_forward`; ``dy`` the upstream gradient.
@@ -68,4 +78,4 @@ def lrn_backward(x: np.ndarray, y: np.ndarray, scale: np.ndarray, dy: np.ndarray
     (``dy_j * x_j * scale_j**(-beta-1)`` is written as ``dy_j * y_j / scale_j``.)
     """
     t = dy * y / scale
-    return dy * scale ** -beta - (2.0 * alpha * beta) * x * window_sum(t, size, groups)
+    return dy * scale**-beta - (2.0 * alpha * beta) * x * window_sum(t, size, groups)

@@ -17,6 +17,7 @@ pad is smaller than the window, so every window holds at least one real pixel, a
 ``argmax`` always names a real input (an input of -inf still wins over the padding).
 ``minialexnet/kernels/cpu/maxpool.py`` is the compiled twin with the same signatures.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,12 +27,15 @@ from minialexnet.shapes import conv_output_size
 
 def _offset_slices(out_h: int, out_w: int, i: int, j: int, stride: int):
     """Row and column slices of the inputs at offset (i, j) of every window."""
-    return (slice(i, i + stride * (out_h - 1) + 1, stride),
-            slice(j, j + stride * (out_w - 1) + 1, stride))
+    return (
+        slice(i, i + stride * (out_h - 1) + 1, stride),
+        slice(j, j + stride * (out_w - 1) + 1, stride),
+    )
 
 
-def maxpool_forward(x: np.ndarray, kernel_size: int, stride: int,
-                    padding: tuple = (0, 0, 0, 0)) -> tuple[np.ndarray, np.ndarray]:
+def maxpool_forward(
+    x: np.ndarray, kernel_size: int, stride: int, padding: tuple = (0, 0, 0, 0)
+) -> tuple[np.ndarray, np.ndarray]:
     """Max over each window. Returns ``(y, argmax)``.
 
     ``x``: (N, C, H, W) float32/float64. ``padding``: ``(top, left, bottom, right)``, each
@@ -50,22 +54,25 @@ def maxpool_forward(x: np.ndarray, kernel_size: int, stride: int,
     out_w = conv_output_size(w, kernel_size, stride, (left, right))
     # The padded plane, and which of its positions are real pixels.
     padded = np.zeros((n, c, h + top + bottom, w + left + right), dtype=x.dtype)
-    padded[:, :, top:top + h, left:left + w] = x
+    padded[:, :, top : top + h, left : left + w] = x
     inside = np.zeros(padded.shape[2:], dtype=bool)
-    inside[top:top + h, left:left + w] = True
+    inside[top : top + h, left : left + w] = True
     # Flat index (in the unpadded plane) of each window's top-left position.
-    corner = ((np.arange(out_h, dtype=np.int64)[:, None] * stride - top) * w
-              + np.arange(out_w, dtype=np.int64)[None, :] * stride - left)
+    corner = (
+        (np.arange(out_h, dtype=np.int64)[:, None] * stride - top) * w
+        + np.arange(out_w, dtype=np.int64)[None, :] * stride
+        - left
+    )
 
     y = np.zeros((n, c, out_h, out_w), dtype=x.dtype)
     argmax = np.zeros((n, c, out_h, out_w), dtype=np.int64)
-    seen = np.zeros((out_h, out_w), dtype=bool)   # has the window met a real pixel yet?
-    for i in range(kernel_size):            # window offsets in row-major order
+    seen = np.zeros((out_h, out_w), dtype=bool)  # has the window met a real pixel yet?
+    for i in range(kernel_size):  # window offsets in row-major order
         for j in range(kernel_size):
             rows, cols = _offset_slices(out_h, out_w, i, j, stride)
-            candidate = padded[:, :, rows, cols]      # offset (i, j) of every window
-            real = inside[rows, cols]                 # ... is it a pixel or padding?
-            where = corner + (i * w + j)              # ... and its flat index in the plane
+            candidate = padded[:, :, rows, cols]  # offset (i, j) of every window
+            real = inside[rows, cols]  # ... is it a pixel or padding?
+            where = corner + (i * w + j)  # ... and its flat index in the plane
             wins = real & (~seen | (candidate > y) | (np.isnan(candidate) & ~np.isnan(y)))
             y = np.where(wins, candidate, y)
             argmax = np.where(wins, where, argmax)
@@ -88,7 +95,7 @@ def maxpool_backward(dy: np.ndarray, argmax: np.ndarray, x_shape: tuple) -> np.n
     """
     n, c, h, w = x_shape
     plane = np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1)
-    winner = plane * (h * w) + argmax                  # global flat index into dx.ravel()
+    winner = plane * (h * w) + argmax  # global flat index into dx.ravel()
     # bincount adds in float64 whatever the input; cast back to keep dy's dtype.
     dx = np.bincount(winner.ravel(), weights=dy.ravel(), minlength=n * c * h * w)
     return dx.astype(dy.dtype, copy=False).reshape(x_shape)
