@@ -109,7 +109,8 @@ def main(argv=None) -> int:
             print(f"{storage:<8} {'compute_stats':<22} {rate:9.0f} {'':>9}", flush=True)
             rate = time_numpy_reference(dataset, args, stats)
             print(
-                f"{storage:<8} {'NumPy reference':<22} {rate:9.0f} {1000 * args.batch / rate:9.1f}",
+                f"{storage:<8} {'NumPy reference':<22} {rate:9.0f} "
+                f"{1000 * args.batch / rate:9.1f}",
                 flush=True,
             )
             for count in workers:

@@ -49,7 +49,8 @@ def test_notebook_is_committed_clean(path):
     dirty = [i for i, cell in code_cells if cell.outputs or cell.execution_count is not None]
     assert not dirty, (
         f"{path.name}: code cells {dirty} carry outputs or execution counts; clear them "
-        f"with `jupyter nbconvert --clear-output --inplace {path.relative_to(NOTEBOOK_DIR.parent)}`"
+        f"with `jupyter nbconvert --clear-output --inplace "
+        f"{path.relative_to(NOTEBOOK_DIR.parent)}`"
     )
     source = "\n".join(cell.source for _, cell in code_cells)
     assert "MINIALEXNET_FAST" in source, (
