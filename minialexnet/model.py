@@ -34,6 +34,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from minialexnet.checks import check_array, check_rng
+from minialexnet.layers import (
+    Conv2D,
+    Dropout,
+    Flatten,
+    Linear,
+    LocalResponseNorm,
+    MaxPool2D,
+    ReLU,
+    Tanh,
+)
 from minialexnet.preprocessing import BVLC_PREPROCESSING, check_class_names, check_preprocessing
 
 
@@ -463,17 +473,6 @@ class AlexNet:
         self._descriptions[name] = description
 
     def _build(self) -> None:
-        from minialexnet.layers import (
-            Conv2D,
-            Dropout,
-            Flatten,
-            Linear,
-            LocalResponseNorm,
-            MaxPool2D,
-            ReLU,
-            Tanh,
-        )
-
         cfg, v = self.config, self.variant
         activation = {"relu": ReLU, "tanh": Tanh}[cfg["activation"]]
         pool_k, pool_s = (v.pool_kernel, v.pool_stride) if cfg["overlapping_pool"] else (2, 2)

@@ -75,3 +75,10 @@ def engine_members() -> list[str]:
         if callable(value) and not name.startswith("_")
     ]
     return sorted({*Engine.__annotations__, *methods})
+
+
+#: One real ILSVRC image per ImageNet-100 class, a fixture beside the repository (tests that
+#: use it skip cleanly without it; see ``needs_samples``).
+SAMPLES = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "data", "imagenet100-samples"
+)

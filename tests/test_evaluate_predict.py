@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import SAMPLES
 from PIL import Image
 
 from minialexnet.data.dataset import DatasetStats
@@ -18,9 +19,6 @@ from minialexnet.data.subsets import resolve_subset
 from minialexnet.model import AlexNet
 from minialexnet.training.checkpoint import save_checkpoint
 
-SAMPLES = os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "data", "imagenet100-samples"
-)
 needs_samples = pytest.mark.skipif(
     not os.path.isdir(SAMPLES), reason="../shared/data/imagenet100-samples not present"
 )

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import SAMPLES
 from PIL import Image
 
 from minialexnet import evaluate, export, features, load_onnx, predict, save_onnx, train
@@ -28,9 +29,6 @@ from minialexnet.training.checkpoint import load_checkpoint
 
 onnx = pytest.importorskip("onnx")
 
-SAMPLES = os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "data", "imagenet100-samples"
-)
 needs_samples = pytest.mark.skipif(
     not os.path.isdir(SAMPLES), reason="../shared/data/imagenet100-samples not present"
 )
