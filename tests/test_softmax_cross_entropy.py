@@ -76,8 +76,13 @@ def test_loss_and_gradient_for_any_magnitude(n, k, magnitude, seed, dtype):
 
 @given(st.integers(1, 4), st.integers(2, 7), st.integers(0, 2**32 - 1))
 def test_gradient_matches_finite_differences(n, k, seed):
+    """Logits of unit scale: with scale 3, a pair 12+ apart (1 draw in a few thousand) makes
+    a gradient of ~1e-6 whose central differences are dominated by the rounding of the
+    log-sum-exp (~6 x 2e-16 / eps): 4e-5 relative error was seen in CI. At unit scale the worst
+    of 6,000 random draws was 1.4e-9, far below the tolerance; large logits are tested for
+    stability separately."""
     rng = np.random.default_rng(seed)
-    logits = rng.standard_normal((n, k)) * 3
+    logits = rng.standard_normal((n, k))
     assert check_loss(SoftmaxCrossEntropy(), logits, rng.integers(0, k, size=n)) < 1e-7
 
 
