@@ -100,7 +100,9 @@ def nonfinite(context, out: str) -> None:
             unchanged = all(
                 np.array_equal(b, p) for b, (_, p, _) in zip(before, model.named_parameters())
             )
-            print(f"rank {context.rank}: step 2 unchanged={unchanged}", flush=True)
+            # a file per rank: mpiexec may interleave the processes' standard outputs
+            with open(f"{out}.rank{context.rank}.txt", "w") as report:
+                report.write(f"rank {context.rank}: step 2 unchanged={unchanged}")
     if context.is_main:
         np.savez(out, updated=np.array(updated))
 
