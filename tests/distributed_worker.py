@@ -120,16 +120,27 @@ class ProjectionEngine:
         return (x.reshape(len(x), -1) @ self.projection).astype(np.float32)
 
 
+def say(context, line: str) -> None:
+    """Report a line: to this rank's file in $WORKER_REPORTS when the test gives one (mpiexec
+    may cut and interleave the processes' standard outputs), else to standard output."""
+    folder = os.environ.get("WORKER_REPORTS")
+    if folder is None:
+        print(line, flush=True)
+        return
+    with open(os.path.join(folder, f"rank{context.rank}.txt"), "a") as report:
+        report.write(line + "\n")
+
+
 def validate(context) -> None:
     """Split counts against one process's counts, with varied predictions."""
     data, stats, _, _ = _setup(context)
     engine = ProjectionEngine()
-    log = main_only(print, context)
+    log = main_only(lambda line: say(context, line), context)
     for crops in ("center", "ten"):
         split = evaluate_split(engine, data, stats, context, batch_size=16, crops=crops)
         whole = count_shard(engine, data, stats, batch_size=16, crops=crops)
         log(f"{crops}: split {tuple(split)} whole {tuple(whole)}")
-    print(f"rank {context.rank} done", flush=True)
+    say(context, f"rank {context.rank} done")
 
 
 def cache(context, folder: str) -> None:
@@ -145,7 +156,7 @@ def cache(context, folder: str) -> None:
         return os.path.exists(marker)
 
     found = prepared_once(open_data, context)
-    print(f"rank {context.rank} found={found}", flush=True)
+    say(context, f"rank {context.rank} found={found}")
 
 
 def fit_run(context, output: str) -> None:

@@ -296,13 +296,21 @@ def _mpiexec() -> str:
     return path
 
 
-def _run(processes: int | None, *args: str, timeout: float = MPI_TIMEOUT_S):
+def _reports(folder) -> str:
+    """The lines the worker's ranks wrote with ``say``, rank 0's first."""
+    names = sorted(os.listdir(folder))
+    return "".join(open(os.path.join(folder, name)).read() for name in names)
+
+
+def _run(processes: int | None, *args: str, timeout: float = MPI_TIMEOUT_S, reports=None):
     """Run the worker under ``mpiexec -n processes`` (plain Python if None); return
     (exit status, stdout, stderr). The whole process group is killed on a timeout."""
     command = [sys.executable, WORKER, *args]
     if processes is not None:
         command = [_mpiexec(), "-n", str(processes), *command]
     env = {k: v for k, v in os.environ.items() if not k.startswith(_LAUNCHER_PREFIXES)}
+    if reports is not None:
+        env["WORKER_REPORTS"] = str(reports)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     child = subprocess.Popen(
         command,
@@ -394,9 +402,12 @@ def test_a_non_finite_loss_on_one_rank_skips_the_update_on_all(tmp_path):
     )
 
 
-def test_validation_split_among_three_processes_counts_as_one():
-    code, stdout, err = _run(3, "validate")
+def test_validation_split_among_three_processes_counts_as_one(tmp_path):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    code, _, err = _run(3, "validate", reports=reports)
     assert code == 0, err[-3000:]
+    stdout = _reports(reports)
     # mpiexec may join the processes' lines, so the messages are found, not split on lines
     found = re.findall(r"(center|ten): split (\([\d, ]+\)) whole (\([\d, ]+\))", stdout)
     assert [crops for crops, _, _ in found] == ["center", "ten"]  # rank 0 only
@@ -406,8 +417,11 @@ def test_validation_split_among_three_processes_counts_as_one():
 
 
 def test_the_cache_is_prepared_by_rank_0_while_the_others_wait(tmp_path):
-    code, stdout, err = _run(3, "cache", str(tmp_path))
+    reports = tmp_path.parent / f"{tmp_path.name}-reports"
+    reports.mkdir()
+    code, _, err = _run(3, "cache", str(tmp_path), reports=reports)
     assert code == 0, err[-3000:]
+    stdout = _reports(reports)
     assert sorted(os.listdir(tmp_path)) == ["builder-0", "built"]
     found = sorted(re.findall(r"rank \d found=\w+", stdout))  # lines may be joined
     assert found == [f"rank {r} found=True" for r in range(3)]
