@@ -1,5 +1,7 @@
 """Conv2D: hand-computed cases, groups, gradient checks, numba == numpy, AlexNet's geometry."""
 
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -7,7 +9,7 @@ from hypothesis import strategies as st
 
 from minialexnet.backend import use_backend
 from minialexnet.gradcheck import check_layer
-from minialexnet.layers import Conv2D
+from minialexnet.layers import Conv2D, workspace
 from minialexnet.shapes import conv_output_size
 
 BACKENDS = pytest.mark.parametrize("backend", ["numba", "numpy"])
@@ -348,6 +350,45 @@ def test_backward_keeps_only_x_between_the_passes():
     layer = Conv2D(4, 6, 3, padding=1)
     layer.chunk_bytes = 4 * 9 * 8 * 8 * 4  # C*KH*KW x OH*OW floats
     x = np.ones((5, 4, 8, 8), dtype=np.float32)
+    workspace.release()  # earlier tests' larger buffers would hide the sizes
     layer.forward(x)
     assert layer._cache is x
-    assert all(buf.nbytes <= layer.chunk_bytes for buf in layer._buffers.values())
+    assert set(workspace.held()) == {"cols", "activations"}
+    assert all(nbytes <= layer.chunk_bytes for nbytes in workspace.held().values())
+
+
+def test_conv_layers_share_one_workspace_per_thread():
+    # Memory: the paper's five conv layers never run at once, so their scratch is one set
+    # (per thread), sized by the largest layer, not one set each.
+    rng = np.random.default_rng(3)
+    small, large = Conv2D(3, 4, 3, padding=1, rng=rng), Conv2D(8, 16, 5, padding=2, rng=rng)
+    x_small = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    x_large = rng.standard_normal((3, 8, 11, 11)).astype(np.float32)
+    workspace.release()
+    large.backward(rng.standard_normal(large.forward(x_large).shape).astype(np.float32))
+    after_large = workspace.held()
+    y_small = small.forward(x_small)
+    dx_small = small.backward(np.ones_like(y_small))
+    assert workspace.held() == after_large  # the smaller layer reused the same buffers
+    # What a layer returns never lives in the workspace: the next layer cannot overwrite it.
+    y_copy, dx_copy = y_small.copy(), dx_small.copy()
+    large.backward(rng.standard_normal(large.forward(x_large).shape).astype(np.float32))
+    np.testing.assert_array_equal(y_small, y_copy)
+    np.testing.assert_array_equal(dx_small, dx_copy)
+
+
+def test_each_thread_has_its_own_workspace():
+    # The towers of §3.2 run conv layers on two threads at once: they must not share scratch.
+    workspace.release()
+    workspace.scratch("cols", (4, 5), np.float32)[:] = 1.0
+    seen = {}
+
+    def other_thread():
+        seen["before"] = workspace.held()
+        workspace.scratch("cols", (4, 5), np.float32)[:] = 2.0
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert seen["before"] == {}
+    assert (workspace.scratch("cols", (4, 5), np.float32) == 1.0).all()

@@ -6,7 +6,7 @@ import numpy as np
 
 from minialexnet.backend import kernels
 from minialexnet.checks import check_array, check_pair, check_positive_int, check_same_shape
-from minialexnet.layers import winograd
+from minialexnet.layers import winograd, workspace
 from minialexnet.layers.base import Layer
 from minialexnet.shapes import conv_output_size
 
@@ -76,7 +76,8 @@ class Conv2D(Layer):
 
     Memory: the batch goes through im2col + GEMM a few images at a time, so that ``cols``
     (C*KH*KW x images*OH*OW) stays within ``chunk_bytes`` (near the CPU's cache; at least one
-    image) and is reused from chunk to chunk, as are the other scratch matrices. Between
+    image) and is reused from chunk to chunk and from layer to layer (one workspace per
+    thread, ``minialexnet/layers/workspace.py``), as are the other scratch matrices. Between
     forward and backward the layer keeps only a reference to x; backward rebuilds each
     chunk's columns (im2col is a copy, far cheaper than the GEMMs) instead of holding the
     whole batch's (conv2 at batch 128: 900 MB, and its gradient as much again). The arrays
@@ -114,7 +115,6 @@ class Conv2D(Layer):
             "b": np.zeros(self.out_channels, dtype=np.float32),
         }
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
-        self._buffers: dict[str, np.ndarray] = {}
         self.algorithm = algorithm
         self._use_winograd()  # a clear error now for a bad choice
 
@@ -305,17 +305,13 @@ class Conv2D(Layer):
         )
 
     def _buffer(self, name: str, shape: tuple, dtype) -> np.ndarray:
-        """A scratch array of this shape, reused between chunks and calls (grown when needed).
+        """A scratch array of this shape, reused between chunks, calls and layers.
 
         Fresh large arrays cost page faults every time; reusing them saves about as much time
-        as im2col takes. A smaller last chunk uses the front of the same buffer.
+        as im2col takes. The buffers belong to the thread's workspace
+        (``minialexnet/layers/workspace.py``), shared by every conv layer that runs in it.
         """
-        size = int(np.prod(shape))
-        buf = self._buffers.get(name)
-        if buf is None or buf.size < size or buf.dtype != dtype:
-            buf = np.empty(size, dtype=dtype)
-            self._buffers[name] = buf
-        return buf[:size].reshape(shape)
+        return workspace.scratch(name, shape, dtype)
 
     def __repr__(self) -> str:
         return (
