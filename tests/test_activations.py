@@ -25,6 +25,15 @@ def test_relu_lets_nan_through():
     assert np.isnan(ReLU().forward(np.array([[np.nan, 1.0]]))[0, 0])
 
 
+def test_relu_keeps_only_its_output_between_the_passes():
+    # Memory: the mask [x > 0] is read off y in backward; no array of ReLU's own survives
+    # forward (the next layer keeps y anyway).
+    layer = ReLU()
+    y = layer.forward(np.array([[-1.0, 0.0, 2.0]], dtype=np.float32))
+    assert layer._cache is y
+    np.testing.assert_array_equal(layer.backward(np.full((1, 3), 3.0)), [[0.0, 0.0, 3.0]])
+
+
 def test_tanh_by_hand():
     layer = Tanh()
     y = layer.forward(np.array([[0.0, 1.0, -2.0]]))
