@@ -85,6 +85,18 @@ def test_backward_by_hand(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_layer_keeps_x_and_scale_not_y_between_the_passes(backend):
+    # Memory: y is recomputed in backward from x and scale (one array fewer per LRN layer).
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 6, 3, 3)).astype(np.float32)
+    with use_backend(backend):
+        layer = LocalResponseNorm(size=5, alpha=1e-2, beta=0.75, k=2.0)
+        y = layer.forward(x)
+        kept = layer._cache
+    assert len(kept) == 2 and kept[0] is x and not any(a is y for a in kept)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_kernel_returns_the_scale(backend):
     kernels = numpy_kernels if backend == "numpy" else numba_kernels
     y, scale = kernels.lrn_forward(column(1, 2, 3), 3, 1.0, 1.0, 1.0, 1)
@@ -143,8 +155,8 @@ def test_numba_matches_numpy_reference(case, dtype):
     y_ref, scale_ref = numpy_kernels.lrn_forward(x, *args)
     y, scale = numba_kernels.lrn_forward(x, *args)
     bwd = (layer.size, layer.alpha, layer.beta, layer.groups)
-    dx_ref = numpy_kernels.lrn_backward(x, y_ref, scale_ref, dy, *bwd)
-    dx = numba_kernels.lrn_backward(x, y, scale, dy, *bwd)
+    dx_ref = numpy_kernels.lrn_backward(x, scale_ref, dy, *bwd)
+    dx = numba_kernels.lrn_backward(x, scale, dy, *bwd)
     for got in (y, scale, dx):
         assert got.dtype == dtype
     tol = dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)

@@ -78,13 +78,21 @@ def _lrn_forward_kernel(x, size, alpha, beta, k, groups, y, scale, running):
                 y[n, c, p] = x[n, c, p] / _power(scale[n, c, p], beta)
 
 
+@njit(cache=True, inline="always")
+def _pulled_back(dy, x, scale, beta):
+    """``t = dy * y / scale = dy * x * scale**(-beta-1)``: what one output j sends back to the
+    inputs of its window, from x and scale (y is not kept between the passes)."""
+    return dy * x / (scale * _power(scale, beta))
+
+
 @njit(cache=True, parallel=True)
-def _lrn_backward_kernel(x, y, scale, dy, size, two_alpha_beta, beta, groups, dx, running):
+def _lrn_backward_kernel(x, scale, dy, size, two_alpha_beta, beta, groups, dx, running):
     """dx_i = dy_i / scale_i**beta - 2 alpha beta x_i sum_{j in window(i)} dy_j y_j / scale_j.
 
     The window relation is symmetric, so the same running sum as in the forward pass serves
     ``sum_{j: i in window(j)}``, here over ``t_j = dy_j y_j / scale_j`` (recomputed when a
-    channel enters and when it leaves the window rather than stored).
+    channel enters and when it leaves the window rather than stored; ``y_j`` from ``x_j`` and
+    ``scale_j``, two vectorized square roots, rather than kept from the forward pass).
     """
     n_images, channels, pixels = x.shape
     per_group = channels // groups
@@ -97,16 +105,20 @@ def _lrn_backward_kernel(x, y, scale, dy, size, two_alpha_beta, beta, groups, dx
         acc[:] = 0.0
         for c in range(first, min(first + half, end)):
             for p in range(pixels):
-                acc[p] += dy[n, c, p] * y[n, c, p] / scale[n, c, p]
+                acc[p] += _pulled_back(dy[n, c, p], x[n, c, p], scale[n, c, p], beta)
         for c in range(first, end):
             entering = c + half
             if entering < end:
                 for p in range(pixels):
-                    acc[p] += dy[n, entering, p] * y[n, entering, p] / scale[n, entering, p]
+                    acc[p] += _pulled_back(
+                        dy[n, entering, p], x[n, entering, p], scale[n, entering, p], beta
+                    )
             leaving = c - half - 1
             if leaving >= first:
                 for p in range(pixels):
-                    acc[p] -= dy[n, leaving, p] * y[n, leaving, p] / scale[n, leaving, p]
+                    acc[p] -= _pulled_back(
+                        dy[n, leaving, p], x[n, leaving, p], scale[n, leaving, p], beta
+                    )
             for p in range(pixels):
                 dx[n, c, p] = dy[n, c, p] / _power(scale[n, c, p], beta)
             for p in range(pixels):
@@ -148,7 +160,6 @@ def lrn_forward(
 
 def lrn_backward(
     x: np.ndarray,
-    y: np.ndarray,
     scale: np.ndarray,
     dy: np.ndarray,
     size: int,
@@ -159,6 +170,7 @@ def lrn_backward(
     """Backward LRN: ``dx`` of ``x``'s shape and dtype (arguments as in the NumPy twin).
 
     ``dx_i = dy_i * scale_i**-beta - 2 alpha beta x_i sum_{j: i in window(j)} dy_j y_j / scale_j``
+    with ``y_j = x_j * scale_j**-beta``.
     """
     dtype = x.dtype.type
     n, c, h, w = x.shape
@@ -166,7 +178,6 @@ def lrn_backward(
     running = np.empty((n * groups, h * w), dtype=np.float64)
     _lrn_backward_kernel(
         _planes(x),
-        _planes(y.astype(x.dtype, copy=False)),
         _planes(scale.astype(x.dtype, copy=False)),
         _planes(dy.astype(x.dtype, copy=False)),
         size,

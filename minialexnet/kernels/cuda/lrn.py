@@ -119,7 +119,9 @@ def lrn_backward(
     """Backward LRN on the GPU: ``dx`` (N, C, H, W) float32.
 
     x, y, scale : as saved by :func:`lrn_forward`; dy : upstream gradient; all float32 device
-    arrays of one shape. ``dx`` (optional) is overwritten.
+    arrays of one shape. (The CPU twins take no ``y`` and recompute it, to hold one array
+    fewer between the passes; here ``y`` lives in the layer's output buffer anyway, and
+    reading it is cheaper than a ``pow`` per window element.) ``dx`` (optional) is overwritten.
     ``dx_i = dy_i * scale_i**-beta - 2 alpha beta x_i sum_{j: i in window(j)} dy_j y_j / scale_j``;
     one thread per element.
     """

@@ -58,7 +58,6 @@ def lrn_forward(
 
 def lrn_backward(
     x: np.ndarray,
-    y: np.ndarray,
     scale: np.ndarray,
     dy: np.ndarray,
     size: int,
@@ -68,14 +67,18 @@ def lrn_backward(
 ) -> np.ndarray:
     """Backward LRN: ``dx`` of ``x``'s shape and dtype.
 
-    ``x``, ``y``, ``scale`` as saved by :func:`lrn_forward`; ``dy`` the upstream gradient.
+    ``x`` the forward's input and ``scale`` as returned by :func:`lrn_forward`; ``dy`` the
+    upstream gradient. ``y`` is not needed: the layer keeps x and scale between the passes,
+    not y (one array fewer: norm1 + norm2 at batch 128 hold 244 MB each), and recomputes
+    ``scale**-beta``, which the formula needs anyway.
     Differentiating ``y_j = x_j * scale_j**-beta`` with ``d scale_j / d x_i = 2 alpha x_i`` for
     every ``j`` whose window holds ``i``::
 
         dx_i = dy_i * scale_i**-beta
                - 2 * alpha * beta * x_i * sum_{j: i in window(j)} dy_j * y_j / scale_j
 
-    (``dy_j * x_j * scale_j**(-beta-1)`` is written as ``dy_j * y_j / scale_j``.)
+    (``dy_j * y_j / scale_j`` is ``dy_j * x_j * scale_j**(-beta-1)``.)
     """
-    t = dy * y / scale
-    return dy * scale**-beta - (2.0 * alpha * beta) * x * window_sum(t, size, groups)
+    inverse_power = scale**-beta  # scale**-beta, once for both terms
+    t = dy * (x * inverse_power) / scale  # dy_j * y_j / scale_j
+    return dy * inverse_power - (2.0 * alpha * beta) * x * window_sum(t, size, groups)
