@@ -55,10 +55,23 @@ def test_overlapping_3x3_stride_2_on_5x5_by_hand(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_argmax_holds_flat_indices_in_the_plane(backend):
+def test_argmax_holds_window_positions_in_one_byte(backend):
+    # Winners (1,2), (1,2), (2,0), (3,4) sit in windows with corners (0,0), (0,2), (2,0),
+    # (2,2): at rows/columns (1,2), (1,0), (0,0), (1,2) of their windows, i * 3 + j.
     _, argmax = KERNELS[backend].maxpool_forward(image(FIVE_BY_FIVE), 3, 2)
-    assert argmax.dtype == np.int64
-    np.testing.assert_array_equal(argmax[0, 0], [[1 * 5 + 2, 1 * 5 + 2], [2 * 5 + 0, 3 * 5 + 4]])
+    assert argmax.dtype == np.uint8
+    np.testing.assert_array_equal(argmax[0, 0], [[1 * 3 + 2, 1 * 3 + 0], [0, 1 * 3 + 2]])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_windows_larger_than_16x16_number_their_positions_in_16_bits(backend):
+    # 17 * 17 = 289 positions do not fit a byte; the winner sits at the last one.
+    x = np.zeros((1, 1, 17, 17), dtype=np.float32)
+    x[0, 0, 16, 16] = 1.0
+    _, argmax = KERNELS[backend].maxpool_forward(x, 17, 1)
+    assert argmax.dtype == np.uint16 and argmax[0, 0, 0, 0] == 288
+    dx = KERNELS[backend].maxpool_backward(np.full((1, 1, 1, 1), 2.0), argmax, x.shape, 17, 1)
+    assert dx[0, 0, 16, 16] == 2.0 and dx.sum() == 2.0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -93,7 +106,8 @@ def test_nan_propagates_and_the_first_nan_wins(backend):
     x = image([[1, nan, 3, 4, 5, 6, 7], [1, nan, 3, nan, 5, 6, 7], [1, 2, 3, 4, 5, 6, 8]])
     y, argmax = KERNELS[backend].maxpool_forward(x, 3, 2)
     assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 0, 0, 1]) and y[0, 0, 0, 2] == 8
-    np.testing.assert_array_equal(argmax[0, 0], [[1, 1 * 7 + 3, 2 * 7 + 6]])
+    # Winners (0,1), (1,3), (2,6) in windows with corners (0,0), (0,2), (0,4).
+    np.testing.assert_array_equal(argmax[0, 0], [[0 * 3 + 1, 1 * 3 + 1, 2 * 3 + 2]])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -148,7 +162,9 @@ def test_padding_never_wins_even_against_minus_infinity(backend):
     x = np.full((1, 1, 3, 3), -np.inf)
     y, argmax = KERNELS[backend].maxpool_forward(x, 3, 2, (1, 1, 1, 1))
     assert np.all(y == -np.inf)
-    np.testing.assert_array_equal(argmax[0, 0], [[0, 1], [3, 4]])
+    # Windows with corners (-1,-1), (-1,1), (1,-1), (1,1): their first real pixels (0,0),
+    # (0,1), (1,0), (1,1) sit at window positions (1,1), (1,0), (0,1), (0,0).
+    np.testing.assert_array_equal(argmax[0, 0], [[1 * 3 + 1, 1 * 3 + 0], [0 * 3 + 1, 0]])
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,7 +180,7 @@ def brute_force(x, kernel_size, stride, padding=(0, 0, 0, 0)):
     out_h = conv_output_size(h, kernel_size, stride, (top, bottom))
     out_w = conv_output_size(w, kernel_size, stride, (left, right))
     y = np.empty((n, c, out_h, out_w), dtype=x.dtype)
-    argmax = np.empty((n, c, out_h, out_w), dtype=np.int64)
+    argmax = np.empty((n, c, out_h, out_w), dtype=np.int64)  # position i * kernel + j
     for i in range(n):
         for ch in range(c):
             for oh in range(out_h):
@@ -174,7 +190,7 @@ def brute_force(x, kernel_size, stride, padding=(0, 0, 0, 0)):
                     window = x[i, ch, r1 : r0 + kernel_size, c1 : c0 + kernel_size]
                     r, s = divmod(int(np.argmax(window)), window.shape[1])
                     y[i, ch, oh, ow] = window[r, s]
-                    argmax[i, ch, oh, ow] = (r1 + r) * w + c1 + s
+                    argmax[i, ch, oh, ow] = (r1 + r - r0) * kernel_size + c1 + s - c0
     return y, argmax
 
 
@@ -208,7 +224,7 @@ def test_both_kernels_match_the_brute_force_definition(case, with_ties):
         y, argmax = kernels.maxpool_forward(x, kernel_size, stride, padding)
         np.testing.assert_array_equal(y, y_def)
         np.testing.assert_array_equal(argmax, argmax_def)
-        dx[backend] = kernels.maxpool_backward(dy, argmax, x.shape)
+        dx[backend] = kernels.maxpool_backward(dy, argmax, x.shape, kernel_size, stride, padding)
         assert dx[backend].dtype == np.float32
     np.testing.assert_allclose(dx["numba"], dx["numpy"], rtol=1e-6, atol=1e-6)
     # Gradient mass is conserved: every output hands its dy to exactly one input.

@@ -327,7 +327,7 @@ class DeviceMaxPool2D(DeviceLayer):
         self.kernel_size, self.stride = layer.kernel_size, layer.stride
         self.padding = layer.padding  # (top, left, bottom, right), e.g. BVLC's pool5
         self._y = self._scratch(self.out_shape)
-        self._argmax = self._scratch(self.out_shape, np.int64)
+        self._argmax = self._scratch(self.out_shape, k_maxpool.argmax_dtype(self.kernel_size))
         self._dx = self._scratch(in_shape)
 
     def _build_batch(self, n: int):

@@ -85,7 +85,14 @@ class MaxPool2D(Layer):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         argmax, x_shape, dtype = self._cached()
         check_same_shape(dy, argmax.shape, "MaxPool2D")
-        return kernels().maxpool_backward(dy.astype(dtype, copy=False), argmax, x_shape)
+        return kernels().maxpool_backward(
+            dy.astype(dtype, copy=False),
+            argmax,
+            x_shape,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+        )
 
     def __repr__(self) -> str:
         padding = f", padding={self.padding}" if any(self.padding) else ""

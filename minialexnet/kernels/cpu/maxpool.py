@@ -26,9 +26,9 @@ Ties still go to the first maximum in row-major window order: the row pass keeps
 and "topmost row, then leftmost in it" *is* row-major order. The comparison is strict
 (``>``), and a NaN wins over any number, so a diverging network shows NaN.
 
-The forward pass stores, for every output, the flat index ``h * W + w`` of its winner
-(``argmax``); the backward pass then adds each ``dy`` to ``dx`` at that index, with no
-comparisons at all.
+The forward pass stores, for every output, its winner's position in the window,
+``i * kernel_size + j`` (``argmax``, one byte for 3x3 windows: see the NumPy twin); the
+backward pass then adds each ``dy`` to ``dx`` at that pixel, with no comparisons at all.
 
 **Parallelism.** ``prange`` runs over (n, c) planes (grouped in tasks in the forward pass):
 every window lies in one plane, so no two tasks write the same element of ``y``, ``argmax``
@@ -42,6 +42,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from minialexnet.kernels.numpy.maxpool import argmax_dtype
 from minialexnet.shapes import conv_output_size
 
 
@@ -97,18 +98,28 @@ def _maxpool_forward_kernel(x, kernel_size, stride, top, left, y, argmax, row_be
                         best = v if wins else best
                         best_row = row if wins else best_row
                     y[q, oh, ow] = best
-                    argmax[q, oh, ow] = best_row * width + col_in_row[best_row, ow]
+                    # The winner's place in its window: row i, column j from the corner.
+                    i = best_row - (oh * stride - top)
+                    j = col_in_row[best_row, ow] - (ow * stride - left)
+                    argmax[q, oh, ow] = i * kernel_size + j
 
 
 @njit(cache=True, parallel=True)
-def _maxpool_backward_kernel(dy, argmax, dx):
-    """dy, argmax: (P, OH, OW); dx: (P, H*W), zeroed and filled here one plane per task."""
+def _maxpool_backward_kernel(dy, argmax, stride, top, left, row_of, col_of, dx):
+    """dy, argmax: (P, OH, OW); dx: (P, H, W), zeroed and filled here one plane per task.
+
+    ``row_of[a]``, ``col_of[a]``: the row and column of window position ``a`` (a lookup
+    instead of a division per output).
+    """
     planes, out_h, out_w = dy.shape
     for q in prange(planes):
-        dx[q, :] = 0.0  # zeroing in the parallel loop: one pass, warm cache
+        dx[q, :, :] = 0.0  # zeroing in the parallel loop: one pass, warm cache
         for oh in range(out_h):
             for ow in range(out_w):
-                dx[q, argmax[q, oh, ow]] += dy[q, oh, ow]
+                a = argmax[q, oh, ow]
+                dx[q, oh * stride - top + row_of[a], ow * stride - left + col_of[a]] += dy[
+                    q, oh, ow
+                ]
 
 
 def maxpool_forward(
@@ -119,16 +130,16 @@ def maxpool_forward(
     ``x``: (N, C, H, W) float32/float64; ``padding``: ``(top, left, bottom, right)``, each
     smaller than ``kernel_size``, positions that never win (as if -inf). ``y``: (N, C, OH, OW)
     of ``x``'s dtype with ``OH = (H + top + bottom - kernel_size) // stride + 1``;
-    ``argmax``: int64 (N, C, OH, OW), the flat index ``h * W + w`` of the winner (a real
-    pixel) in its plane. Ties go to the first maximum in row-major window order; a NaN wins
-    over any number.
+    ``argmax``: (N, C, OH, OW) of ``argmax_dtype(kernel_size)``, the winner's position
+    ``i * kernel_size + j`` in its window (a real pixel, never the padding). Ties go to the
+    first maximum in row-major window order; a NaN wins over any number.
     """
     n, c, h, w = x.shape
     top, left, bottom, right = padding
     out_h = conv_output_size(h, kernel_size, stride, (top, bottom))
     out_w = conv_output_size(w, kernel_size, stride, (left, right))
     y = np.empty((n, c, out_h, out_w), dtype=x.dtype)
-    argmax = np.empty((n, c, out_h, out_w), dtype=np.int64)
+    argmax = np.empty((n, c, out_h, out_w), dtype=argmax_dtype(kernel_size))
     # A few tasks per thread balance the load when other work shares the cores; each task
     # has its own scratch (a few kB per row of the image), so tasks never share memory.
     tasks = min(n * c, 4 * numba.get_num_threads())
@@ -148,16 +159,30 @@ def maxpool_forward(
     return y, argmax
 
 
-def maxpool_backward(dy: np.ndarray, argmax: np.ndarray, x_shape: tuple) -> np.ndarray:
+def maxpool_backward(
+    dy: np.ndarray,
+    argmax: np.ndarray,
+    x_shape: tuple,
+    kernel_size: int,
+    stride: int,
+    padding: tuple = (0, 0, 0, 0),
+) -> np.ndarray:
     """``dx`` (N, C, H, W) of ``dy``'s dtype: each input gets the sum of ``dy`` over the
-    windows whose winner (``argmax``, from :func:`maxpool_forward`) it is, others 0.
+    windows whose winner (``argmax``, from :func:`maxpool_forward` with the same
+    ``kernel_size``, ``stride`` and ``padding``) it is, others 0.
     """
     n, c, h, w = x_shape
     out_h, out_w = dy.shape[2], dy.shape[3]
+    positions = np.arange(kernel_size * kernel_size, dtype=np.int64)
     dx = np.empty((n, c, h, w), dtype=dy.dtype)
     _maxpool_backward_kernel(
         np.ascontiguousarray(dy).reshape(n * c, out_h, out_w),
-        np.ascontiguousarray(argmax, dtype=np.int64).reshape(n * c, out_h, out_w),
-        dx.reshape(n * c, h * w),
+        np.ascontiguousarray(argmax).reshape(n * c, out_h, out_w),
+        stride,
+        padding[0],
+        padding[1],
+        positions // kernel_size,
+        positions % kernel_size,
+        dx.reshape(n * c, h, w),
     )
     return dx

@@ -2,9 +2,10 @@
 
 Same contract as the CPU kernels: ``y`` (N, C, OH, OW) is the max of each
 ``kernel_size x kernel_size`` window (stride ``stride``, optional ``padding`` ``(top, left,
-bottom, right)`` whose positions never win, as if -inf), ``argmax`` (int64, same
-shape) the flat index ``h * W + w`` of the winner in its (n, c) plane; ties go to the first
-maximum in row-major window order, and a NaN wins over any number (so divergence shows).
+bottom, right)`` whose positions never win, as if -inf), ``argmax`` (same shape, uint8 for
+windows up to 16x16: ``argmax_dtype``) the winner's position ``i * kernel_size + j`` in its
+window; ties go to the first maximum in row-major window order, and a NaN wins over any
+number (so divergence shows).
 
 Thread mappings (one thread per output element, no atomics):
 
@@ -13,7 +14,7 @@ Thread mappings (one thread per output element, no atomics):
   (3x3, stride 2) an input can win up to four windows, so a scatter "dx[argmax] += dy" from
   the outputs would race. Instead each input thread visits the few windows that cover it
   (``oh*stride <= h + top < oh*stride + kernel``) and adds ``dy`` where that window's argmax is
-  itself.
+  its own position in the window, ``(h + top - oh*stride) * kernel + (w + left - ow*stride)``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from minialexnet.kernels.cuda._launch import (
     check_device_array,
     output,
 )
+from minialexnet.kernels.numpy.maxpool import argmax_dtype
 from minialexnet.shapes import conv_output_size
 
 
@@ -49,15 +51,16 @@ def _maxpool_forward_kernel(x, kernel_size, stride, top, left, y, argmax):
     row_stop = min(oh * stride - top + kernel_size, height)
     col_first = max(ow * stride - left, 0)
     col_stop = min(ow * stride - left + kernel_size, width)
+    row_corner, col_corner = oh * stride - top, ow * stride - left  # the window's (0, 0)
     best = x[q, row_first, col_first]
-    best_at = row_first * width + col_first
+    best_at = (row_first - row_corner) * kernel_size + col_first - col_corner
     for row in range(row_first, row_stop):  # row-major window order
         for col in range(col_first, col_stop):
             v = x[q, row, col]
             # Strictly greater keeps the first of equal maxima; v != v tests for NaN.
             if v > best or (v != v and best == best):
                 best = v
-                best_at = row * width + col
+                best_at = (row - row_corner) * kernel_size + col - col_corner
     y[q, oh, ow] = best
     argmax[q, oh, ow] = best_at
 
@@ -79,10 +82,11 @@ def _maxpool_backward_kernel(dy, argmax, kernel_size, stride, top, left, dx):
     oh_last = min(out_h - 1, (h + top) // stride)
     ow_first = max(0, (w + left - kernel_size + stride) // stride)
     ow_last = min(out_w - 1, (w + left) // stride)
-    me = h * width + w
     total = np.float32(0.0)
     for oh in range(oh_first, oh_last + 1):
         for ow in range(ow_first, ow_last + 1):
+            # This input's position in window (oh, ow): the winner there if argmax says so.
+            me = (h + top - oh * stride) * kernel_size + w + left - ow * stride
             if argmax[q, oh, ow] == me:
                 total += dy[q, oh, ow]
     dx[q, h, w] = total
@@ -108,7 +112,8 @@ def maxpool_forward(
     x : float32 device array (N, C, H, W)
     y : optional float32 device array (N, C, OH, OW),
         ``OH = (H + top + bottom - kernel_size) // stride + 1``
-    argmax : optional int64 device array (N, C, OH, OW): flat index ``h * W + w`` of each winner
+    argmax : optional device array (N, C, OH, OW) of ``argmax_dtype(kernel_size)``: each
+        winner's position ``i * kernel_size + j`` in its window
     padding : ``(top, left, bottom, right)``, positions that never win (as if -inf)
     One thread per output element.
     """
@@ -121,7 +126,12 @@ def maxpool_forward(
     ow = conv_output_size(w, kernel_size, stride, (left, right))
     y = output(y, (n, c, oh, ow), "maxpool_forward", "y", stream=stream)
     argmax = output(
-        argmax, (n, c, oh, ow), "maxpool_forward", "argmax", dtype=np.int64, stream=stream
+        argmax,
+        (n, c, oh, ow),
+        "maxpool_forward",
+        "argmax",
+        dtype=argmax_dtype(kernel_size),
+        stream=stream,
     )
     _maxpool_forward_kernel[blocks_for(y.size), THREADS_PER_BLOCK, stream](
         x.reshape(n * c, h, w),
@@ -147,10 +157,10 @@ def maxpool_backward(
 ):
     """Route each output's gradient to its window's winner, on the GPU: ``dx`` (N, C, H, W).
 
-    dy : float32 device array (N, C, OH, OW); argmax : int64 device array from
+    dy : float32 device array (N, C, OH, OW); argmax : the device array from
     :func:`maxpool_forward`; x_shape : the forward input's (N, C, H, W);
     ``kernel_size``, ``stride``, ``padding`` : the forward's window (the gather needs to know
-    which windows cover an input; the CPU twin scatters and does without). ``dx`` (optional)
+    which windows cover an input, and where in them it sits). ``dx`` (optional)
     is overwritten. ``dx_e = sum of dy over the windows whose winner is e``; one thread per
     input.
     """
@@ -165,7 +175,9 @@ def maxpool_backward(
         conv_output_size(w, kernel_size, stride, (left, right)),
     )
     check_device_array(dy, "maxpool_backward", "dy", shape=out_shape)
-    check_device_array(argmax, "maxpool_backward", "argmax", shape=out_shape, dtype=np.int64)
+    check_device_array(
+        argmax, "maxpool_backward", "argmax", shape=out_shape, dtype=argmax_dtype(kernel_size)
+    )
     dx = output(dx, (n, c, h, w), "maxpool_backward", "dx", stream=stream)
     _, _, oh, ow = out_shape
     _maxpool_backward_kernel[blocks_for(dx.size), THREADS_PER_BLOCK, stream](

@@ -10,6 +10,12 @@ so every step is a whole-array NumPy operation. It records where each maximum ca
 (``argmax``), so the backward pass needs nothing else: it sends each output's gradient back to
 that one input.
 
+``argmax`` holds the winner's position *inside its window*, ``i * kernel_size + j``, not its
+index in the plane: for AlexNet's 3x3 windows that fits one byte (``argmax_dtype``) where a
+flat index needs eight, and the arrays live from forward to backward (pool1 + pool2 + pool5
+at batch 128: 14 MB instead of 125 MB). The backward pass turns it back into the input pixel
+``(oh * stride - top + i, ow * stride - left + j)``.
+
 **Padding** ``(top, left, bottom, right)`` (ONNX's ``pads``; Caffe's ceil-mode pooling is
 ``(0, 0, 1, 1)``) adds positions around the plane that are never a window's maximum, as if
 they held -inf: a window reaching past the edge takes the maximum of its pixels inside. Each
@@ -23,6 +29,12 @@ from __future__ import annotations
 import numpy as np
 
 from minialexnet.shapes import conv_output_size
+
+
+def argmax_dtype(kernel_size: int) -> np.dtype:
+    """The smallest unsigned integer type that numbers the ``kernel_size**2`` positions of a
+    window: uint8 up to 16x16 windows."""
+    return np.min_scalar_type(kernel_size * kernel_size - 1)
 
 
 def _offset_slices(out_h: int, out_w: int, i: int, j: int, stride: int):
@@ -41,8 +53,9 @@ def maxpool_forward(
     ``x``: (N, C, H, W) float32/float64. ``padding``: ``(top, left, bottom, right)``, each
     smaller than ``kernel_size``. ``y``: (N, C, OH, OW) of ``x``'s dtype, with
     ``OH = (H + top + bottom - kernel_size) // stride + 1`` (likewise ``OW``). ``argmax``:
-    int64 (N, C, OH, OW), the flat index ``h * W + w`` of the winner inside its (n, c) plane
-    (an input pixel, never the padding).
+    (N, C, OH, OW) of ``argmax_dtype(kernel_size)``, the winner's position ``i * kernel_size
+    + j`` in its window (row ``i``, column ``j`` from the window's top-left corner, padding
+    included; the winner is an input pixel, never the padding).
 
     Ties go to the *first* maximum in row-major window order: offsets are visited row by row
     and a later one only wins if it is strictly larger. A NaN wins over any number (the first
@@ -57,45 +70,52 @@ def maxpool_forward(
     padded[:, :, top : top + h, left : left + w] = x
     inside = np.zeros(padded.shape[2:], dtype=bool)
     inside[top : top + h, left : left + w] = True
-    # Flat index (in the unpadded plane) of each window's top-left position.
-    corner = (
-        (np.arange(out_h, dtype=np.int64)[:, None] * stride - top) * w
-        + np.arange(out_w, dtype=np.int64)[None, :] * stride
-        - left
-    )
 
     y = np.zeros((n, c, out_h, out_w), dtype=x.dtype)
-    argmax = np.zeros((n, c, out_h, out_w), dtype=np.int64)
+    argmax = np.zeros((n, c, out_h, out_w), dtype=argmax_dtype(kernel_size))
     seen = np.zeros((out_h, out_w), dtype=bool)  # has the window met a real pixel yet?
     for i in range(kernel_size):  # window offsets in row-major order
         for j in range(kernel_size):
             rows, cols = _offset_slices(out_h, out_w, i, j, stride)
             candidate = padded[:, :, rows, cols]  # offset (i, j) of every window
             real = inside[rows, cols]  # ... is it a pixel or padding?
-            where = corner + (i * w + j)  # ... and its flat index in the plane
             wins = real & (~seen | (candidate > y) | (np.isnan(candidate) & ~np.isnan(y)))
             y = np.where(wins, candidate, y)
-            argmax = np.where(wins, where, argmax)
+            argmax[wins] = i * kernel_size + j
             seen |= real
     return y, argmax
 
 
-def maxpool_backward(dy: np.ndarray, argmax: np.ndarray, x_shape: tuple) -> np.ndarray:
+def maxpool_backward(
+    dy: np.ndarray,
+    argmax: np.ndarray,
+    x_shape: tuple,
+    kernel_size: int,
+    stride: int,
+    padding: tuple = (0, 0, 0, 0),
+) -> np.ndarray:
     """Route each output's gradient to its window's winner: ``dx`` (N, C, H, W), ``dy``'s dtype.
 
-    ``dy``: (N, C, OH, OW); ``argmax`` from :func:`maxpool_forward`; ``x_shape`` the forward
-    input's shape. ``dx_e = sum of dy over the windows whose winner is input e``: an input
-    that wins several overlapping windows receives the sum of their gradients, every other
-    input gets 0.
+    ``dy``: (N, C, OH, OW); ``argmax`` from :func:`maxpool_forward` with the same
+    ``kernel_size``, ``stride`` and ``padding``; ``x_shape`` the forward input's shape.
+    ``dx_e = sum of dy over the windows whose winner is input e``: an input that wins several
+    overlapping windows receives the sum of their gradients, every other input gets 0.
 
-    That sum is a weighted histogram: give every output the global flat index of its winner
-    (plane number * H * W + ``argmax``) and let ``np.bincount`` add up the ``dy`` falling in
-    each bin. Several outputs may share a winner (overlapping windows), which is why a plain
-    ``dx.ravel()[winner] += dy`` would be wrong: it keeps only one of the repeated additions.
+    The winner of output (oh, ow) at window position ``argmax = i * kernel_size + j`` is
+    input pixel ``(oh * stride - top + i, ow * stride - left + j)``. The sum is then a
+    weighted histogram: give every output the global flat index of its winner and let
+    ``np.bincount`` add up the ``dy`` falling in each bin. Several outputs may share a winner
+    (overlapping windows), which is why a plain ``dx.ravel()[winner] += dy`` would be wrong:
+    it keeps only one of the repeated additions.
     """
     n, c, h, w = x_shape
+    top, left = padding[0], padding[1]
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    i, j = np.divmod(argmax.astype(np.int64), kernel_size)
+    row = np.arange(out_h, dtype=np.int64).reshape(out_h, 1) * stride - top + i
+    col = np.arange(out_w, dtype=np.int64).reshape(1, out_w) * stride - left + j
     plane = np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1)
-    winner = plane * (h * w) + argmax  # global flat index into dx.ravel()
+    winner = (plane * h + row) * w + col  # global flat index into dx.ravel()
     # bincount adds in float64 whatever the input; cast back to keep dy's dtype.
     dx = np.bincount(winner.ravel(), weights=dy.ravel(), minlength=n * c * h * w)
     return dx.astype(dy.dtype, copy=False).reshape(x_shape)
