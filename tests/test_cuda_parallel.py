@@ -105,6 +105,106 @@ def test_gather_and_reduce_by_hand():
     assert str(dev) == "cuda:0"
 
 
+def test_a_reduce_copies_only_the_columns_it_needs_from_another_gpu(monkeypatch):
+    """``sum_slices`` on two GPUs: of the other tower's (N, C, ...) gradient only the columns
+    start:stop come over, one block per image (or the whole array at once where N small
+    copies would cost more than the bytes they save). The simulator has one GPU: the other
+    tower's array is made to look remote, and every copy's bytes are counted."""
+    from numba import cuda
+
+    from minialexnet.gpu import CUDADevice
+    from minialexnet.gpu import devices as gpu_devices
+
+    copied = []
+    real_copy = gpu_devices._copy
+
+    def counting_copy(dst, src, stream):
+        copied.append(src.size * src.dtype.itemsize)
+        real_copy(dst, src, stream)
+
+    monkeypatch.setattr(gpu_devices, "_copy", counting_copy)
+    rng = np.random.default_rng(3)
+    dev = CUDADevice(0)
+
+    def reduce(shape, start, stop, remote=True):
+        mine, theirs = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+        d_mine, d_theirs = cuda.to_device(mine), cuda.to_device(theirs)
+        monkeypatch.setattr(gpu_devices, "_gpu_of", lambda a: int(remote and a is d_theirs))
+        copied.clear()
+        for order in ((d_mine, d_theirs), (d_theirs, d_mine)):  # the remote one first or not
+            total = dev.run(lambda order=order: dev.sum_slices(list(order), start, stop))
+            np.testing.assert_array_equal(
+                total.copy_to_host(), mine[:, start:stop] + theirs[:, start:stop]
+            )
+        np.testing.assert_array_equal(d_theirs.copy_to_host(), theirs)  # untouched
+        return copied[: len(copied) // 2], theirs.nbytes
+
+    # Copies as dear as bytes: the columns, image by image (maps, then feature vectors).
+    monkeypatch.setattr(gpu_devices, "_COPY_COST_BYTES", 0)
+    sizes, nbytes = reduce((3, 4, 2, 3), 1, 3)
+    assert sizes == [nbytes // 3 // 2] * 3  # N = 3 blocks, each half an image
+    sizes, nbytes = reduce((2, 5), 3, 5)
+    assert sizes == [2 * 4] * 2
+    # The default cost: small arrays come over whole, in one copy (then read at ``start``).
+    monkeypatch.undo()
+    monkeypatch.setattr(gpu_devices, "_copy", counting_copy)
+    sizes, nbytes = reduce((3, 4, 2, 3), 2, 4)
+    assert sizes == [nbytes]
+    # ... but one image's columns are one copy, fewer bytes than the whole.
+    sizes, nbytes = reduce((1, 4, 2, 3), 0, 2)
+    assert sizes == [nbytes // 2]
+    # An array on this GPU ("cuda:0,cuda:0") is read where it is.
+    sizes, _ = reduce((3, 4, 2, 3), 1, 3, remote=False)
+    assert sizes == []
+    # A host array (``backward(dlogits)``): its columns only are uploaded.
+    host = rng.standard_normal((2, 5)).astype(np.float32)
+    copied.clear()
+    total = dev.run(lambda: dev.sum_slices([host], 1, 3))
+    np.testing.assert_array_equal(total.copy_to_host(), host[:, 1:3])
+    assert copied == [host.nbytes * 2 // 5]
+
+
+def test_rule_for_copying_columns_per_image():
+    from minialexnet.gpu.devices import _COPY_COST_BYTES, _copy_columns_per_image
+
+    # The paper's sizes, batch 128, even halves: conv3's input gradient by image, the
+    # feature vectors (fc6's input, the logits) whole.
+    assert _copy_columns_per_image((128, 256, 13, 13), 0, 128, 4)
+    assert not _copy_columns_per_image((128, 9216), 4608, 9216, 4)
+    assert not _copy_columns_per_image((128, 1000), 0, 500, 4)
+    # One image: always the columns; the break-even point is the cost of the extra copies.
+    assert _copy_columns_per_image((1, 2, 1), 0, 1, 4)
+    # Two images: one extra copy, so each must save half its cost (COST / 8 float32 values).
+    half = _COPY_COST_BYTES // 8
+    assert _copy_columns_per_image((2, 2 * half), 0, half, 4)
+    assert not _copy_columns_per_image((2, 2 * half), 0, half + 1, 4)
+
+
+def test_a_gather_copies_every_piece_from_another_gpu_once_and_whole(monkeypatch):
+    """Every column of a gathered piece is needed: a remote piece comes over once, whole."""
+    from numba import cuda
+
+    from minialexnet.gpu import CUDADevice
+    from minialexnet.gpu import devices as gpu_devices
+
+    copied = []
+    real_copy = gpu_devices._copy
+
+    def counting_copy(dst, src, stream):
+        copied.append(src.size * src.dtype.itemsize)
+        real_copy(dst, src, stream)
+
+    monkeypatch.setattr(gpu_devices, "_copy", counting_copy)
+    rng = np.random.default_rng(4)
+    mine, theirs = (rng.standard_normal((2, c, 2, 2)).astype(np.float32) for c in (3, 2))
+    d_mine, d_theirs = cuda.to_device(mine), cuda.to_device(theirs)
+    monkeypatch.setattr(gpu_devices, "_gpu_of", lambda a: int(a is d_theirs))
+    dev = CUDADevice(0)
+    joined = dev.run(lambda: dev.concatenate([d_mine, d_theirs]))
+    np.testing.assert_array_equal(joined.copy_to_host(), np.concatenate([mine, theirs], axis=1))
+    assert copied == [theirs.nbytes]
+
+
 def test_two_gpus_where_there_is_one_is_refused_clearly():
     from minialexnet.gpu import CUDADevice, CudaTwoTowerAlexNet
     from minialexnet.parallel import parse_devices

@@ -22,11 +22,24 @@ builds its ``CUDADevice`` (importing this module only then: numba-cuda is option
   order (``add_columns``; gather-style: each thread reads the values it adds, so no
   atomics and a fixed order of additions).
 
-A piece that lives on the *other* GPU is first copied into a local staging buffer with
+An array that lives on the *other* GPU is first copied into a local staging buffer with
 ``copy_to_device`` (a device-to-device copy, peer-to-peer where the two GPUs allow it:
 ``enable_peer_access`` turns that on when the engine is built), and the small kernels then
 read local memory only. The paper's GPUs likewise "read from and write to one another's
-memory directly" (§3.2).
+memory directly" (§3.2). Only what is read crosses over:
+
+- a gather needs every tower's piece whole (each lands in its own columns of ``out``): one
+  copy of the piece;
+- a reduce needs only columns ``start:stop`` of each tower's (N, C, P) gradient: for every
+  image n, ``grad[n, start:stop]`` is one contiguous block of ``(stop - start) * P`` values,
+  so ``local_columns`` copies those N blocks into an (N, stop - start, P) buffer (half the
+  bytes of the split's even halves), N copies instead of one. Each copy has a fixed cost,
+  so where the bytes saved are fewer than ``(N - 1) * _COPY_COST_BYTES`` (at the paper's
+  batch of 128: the feature vectors, fc6-fc8's inputs and the logits) the whole array is
+  copied at once instead (``_copy_columns_per_image``). A host array
+  (``backward(dlogits)``) has its columns uploaded only.
+
+An array already on this GPU (``"cuda:0,cuda:0"``) is read where it is: no copy.
 
 **Which names mean what.** Each ``CUDADevice`` object owns one stream, so:
 
@@ -49,7 +62,8 @@ model (as the tests do) before it is trusted.
 Buffers are allocated once and reused (numba.cuda frees memory lazily, and a flush
 synchronises the device): the gathered input of every stage has its own buffer (it must
 live until that stage's backward: a fully connected layer keeps its input for
-``dW = dy^T x``), the reduced gradient and the staging copies one buffer each per device.
+``dW = dy^T x``), the reduced gradient one buffer per device and the staging copies one per
+device and tower.
 """
 
 from __future__ import annotations
@@ -90,6 +104,36 @@ def _gpu_of(a) -> int:
     if SIMULATOR:
         return 0
     return a.gpu_data.context.device.id
+
+
+# The fixed cost of one copy between GPUs (a call from Python into the driver, the copy
+# engine's set-up: several microseconds), as the bytes a PCIe link moves meanwhile (about
+# 12 GB/s x 5 us). A rough rule, not measured: no machine with two GPUs has run this code
+# yet (see the module docstring). Over NVLink (hundreds of GB/s) the whole copy wins more
+# often: raise it there.
+_COPY_COST_BYTES = 64 * 1024
+
+
+def _copy_columns_per_image(shape: tuple, start: int, stop: int, itemsize: int) -> bool:
+    """Whether to copy columns ``start:stop`` of an array of ``shape`` (N, C, ...) from another
+    GPU as N per-image blocks (True) rather than the whole array at once (False).
+
+    The N copies move ``N * (C - W) * P * itemsize`` bytes fewer (W = stop - start, P =
+    H*W or 1) for ``N - 1`` extra copies, each worth ``_COPY_COST_BYTES``. With the paper's
+    sizes (N = 128, even halves) conv3's input gradient, (N, 256, 13, 13), saves 86.5 KB per
+    image and is copied by image; fc6's input gradient, (N, 9216), saves 18 KB per image,
+    fc7's and fc8's 8 KB, the logits 2 KB: copied whole. One image: always the columns (one
+    copy, fewer bytes)."""
+    n, c = shape[0], shape[1]
+    saved = n * (c - (stop - start)) * math.prod(shape[2:]) * itemsize
+    return saved >= (n - 1) * _COPY_COST_BYTES
+
+
+def _copy(dst, src, stream) -> None:
+    """``dst[...] = src``: C-contiguous arrays of one size, ``dst`` on this GPU, ``src`` on
+    another GPU (device to device, peer to peer where possible) or the host. Every copy
+    into a tower goes through here (the tests count its bytes)."""
+    dst.copy_to_device(src, stream=stream)
 
 
 def _address(a) -> int:
@@ -217,7 +261,8 @@ class CUDADevice(Device):
     def sum_slices(self, arrays: Sequence, start: int, stop: int):
         """Reduce along axis 1 (see ``Device.sum_slices``), in tower order. The result is a
         view of one reused buffer, valid until the next ``sum_slices`` on this device (the
-        stage's backward consumes it first). Call inside ``run``."""
+        stage's backward consumes it first). Of an array on another GPU only columns
+        ``start:stop`` are copied (``local_columns``). Call inside ``run``."""
         self._after_the_others()
         n, rest = arrays[0].shape[0], tuple(arrays[0].shape[2:])
         out = self._buffer("reduce", (n, stop - start, *rest))
@@ -229,8 +274,9 @@ class CUDADevice(Device):
                     f"{tuple(full.shape)}, which has no columns {start}:{stop} "
                     f"of a (N={n}, ..., {rest}) array"
                 )
-            here = _as_ncp(self.local(full, ("peer", u)))
-            add_columns(here, start, out3, accumulate=u > 0, stream=self.stream)
+            # Where ``full`` lives on another GPU (or the host), only its columns come over.
+            here, first = self.local_columns(full, start, stop, ("peer", u))
+            add_columns(_as_ncp(here), first, out3, accumulate=u > 0, stream=self.stream)
         return out
 
     def run(self, task: Callable):
@@ -261,12 +307,42 @@ class CUDADevice(Device):
                 return a
             check_device_array(a, f"{self}.local", "a", dtype=a.dtype)
             here = self._buffer(slot, tuple(a.shape), a.dtype)
-            here.copy_to_device(a, stream=self.stream)  # peer-to-peer where possible
+            _copy(here, a, self.stream)  # peer-to-peer where possible
             return here
         host = np.ascontiguousarray(a, dtype=dtype)
         here = self._buffer(slot, host.shape, host.dtype)
-        here.copy_to_device(host, stream=self.stream)
+        _copy(here, host, self.stream)
         return here
+
+    def local_columns(self, a, start: int, stop: int, slot):
+        """Columns ``start:stop`` of ``a`` (N, C, ...) where this GPU can read them: returns
+        ``(b, first)``, with ``b[:, first : first + stop - start]`` those columns.
+
+        - ``a`` lives on this GPU: ``(a, start)``, no copy;
+        - ``a`` lives on another GPU: its columns copied into the reused buffer ``slot``, one
+          contiguous block of ``(stop - start) * P`` values per image (a C-contiguous array's
+          ``a[n, start:stop]`` is one), ``(b, 0)`` with ``b`` (N, stop - start, ...); or, where
+          ``_copy_columns_per_image`` says N copies would cost more than the bytes they
+          save, the whole array in one copy, ``(b, start)``;
+        - ``a`` is a host array: its columns uploaded (one copy), ``(b, 0)``.
+
+        Call inside ``run`` (the copies are on this stream)."""
+        if not is_device_array(a):
+            return self.local(np.asarray(a)[:, start:stop], slot), 0
+        if _gpu_of(a) == self.index:
+            return a, start
+        check_device_array(a, f"{self}.local_columns", "a", dtype=a.dtype)
+        shape = tuple(a.shape)
+        if not _copy_columns_per_image(shape, start, stop, np.dtype(a.dtype).itemsize):
+            return self.local(a, slot), start
+        n, c, pixels = shape[0], shape[1], math.prod(shape[2:])
+        here = self._buffer(slot, (n, stop - start, *shape[2:]), a.dtype)
+        src, dst = a.reshape(a.size), here.reshape(here.size)  # flat views: no copies
+        row, block = c * pixels, (stop - start) * pixels
+        for i in range(n):
+            begin = i * row + start * pixels
+            _copy(dst[i * block : (i + 1) * block], src[begin : begin + block], self.stream)
+        return here, 0
 
     def drop_buffers(self) -> None:
         """Forget the gather, reduce and staging buffers (their memory is freed once no layer

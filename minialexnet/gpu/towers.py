@@ -10,7 +10,9 @@ top-5 counts) come back::
     forward    every stage on both towers at once; gathers at conv3, fc6, fc7 and fc8
     loss       the towers' logits gathered on tower 0's GPU; softmax cross-entropy there
     backward   every tower reads its columns of dlogits (a peer copy for a second GPU), the
-               stages in reverse, each tower's input gradient reduce-scattered between them;
+               stages in reverse, each tower's input gradient reduce-scattered between them
+               (a second GPU copies only the columns it adds up, where that saves more than
+               the extra copies cost: ``CUDADevice.local_columns``);
                conv1's input gradient (the image's) is skipped, as on one GPU
     update     the §5 SGD kernel on each tower's own parameters and momentum, on its own GPU
 
