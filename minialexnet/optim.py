@@ -28,6 +28,8 @@ import math
 
 import numpy as np
 
+from minialexnet.backend import kernels
+
 
 def _check_hyperparameter(value, name: str, allow_zero: bool) -> float:
     """A finite float > 0 (or >= 0 with ``allow_zero``); clear ``ValueError`` otherwise."""
@@ -65,7 +67,9 @@ class SGD:
 
         v *= momentum;  v -= (weight_decay * lr) * w;  v -= lr * g;  w += v
 
-    i.e. the paper's formula, term by term, in the parameter's dtype (float32 in training).
+    i.e. the paper's formula, term by term, in the parameter's dtype (float32 in training):
+    ``sgd_update`` of the CPU backend's kernels (``kernels/numpy/sgd.py``, compiled in
+    ``kernels/cpu/sgd.py``, the same numbers).
     Frozen parameters (``frozen_parameters``, fine-tuning) are skipped entirely: no
     momentum, no weight decay, so they stay bit-identical.
     """
@@ -93,12 +97,10 @@ class SGD:
                     f"SGD.step: no gradient of shape {w.shape} for {name}; run "
                     f"model.backward(...) before optimizer.step()"
                 )
-            v = self.velocity[name]
-            dtype = w.dtype.type
-            v *= dtype(self.momentum)
-            v -= dtype(self.weight_decay * self.lr) * w
-            v -= dtype(self.lr) * g
-            w += v
+            # kernels/numpy/sgd.py reads like the formula; the Numba twin does it in one pass.
+            kernels().sgd_update(
+                w, g, self.velocity[name], self.lr, self.momentum, self.weight_decay
+            )
 
     def state_dict(self) -> dict:
         """``{"lr", "momentum", "weight_decay": float, "velocity": {name: array}}`` (copies)."""

@@ -8,6 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from minialexnet import use_backend
+from minialexnet.kernels import cpu as numba_kernels
+from minialexnet.kernels import numpy as numpy_kernels
 from minialexnet.optim import SGD, ReduceOnPlateau, StepSchedule
 
 
@@ -76,6 +79,50 @@ def test_matches_the_formula_in_float64(lr, momentum, wd, steps, seed):
         v = momentum * v - wd * lr * w - lr * g
         w = w + v
     np.testing.assert_allclose(model.params["fc.W"], w, rtol=1e-12, atol=1e-12)
+
+
+@given(
+    st.integers(1, 3000),
+    st.sampled_from([np.float32, np.float64]),
+    st.floats(1e-4, 1.0),
+    st.sampled_from([0.0, 0.5, 0.9]),
+    st.sampled_from([0.0, 5e-4, 1e-2]),
+    st.integers(0, 2**32 - 1),
+)
+def test_numba_update_equals_the_numpy_reference_bit_for_bit(size, dtype, lr, momentum, wd, seed):
+    # Same four roundings per element, in the same order: the same bits (no fused multiply-add).
+    rng = np.random.default_rng(seed)
+    w, g, v = (rng.standard_normal(size).astype(dtype) for _ in range(3))
+    ref = [a.copy() for a in (w, g, v)]
+    numpy_kernels.sgd_update(*ref, lr, momentum, wd)
+    g_before = g.copy()
+    numba_kernels.sgd_update(w, g, v, lr, momentum, wd)
+    np.testing.assert_array_equal(w, ref[0])
+    np.testing.assert_array_equal(v, ref[2])
+    np.testing.assert_array_equal(g, g_before)  # the gradient is only read
+
+
+def test_both_backends_take_the_same_optimizer_steps():
+    results = []
+    for backend in ("numpy", "numba"):
+        rng = np.random.default_rng(5)  # the same gradients for both
+        model = TwoParams(rng.standard_normal((3, 4)), rng.standard_normal(3))
+        optimizer = SGD(model, lr=0.1, momentum=0.9, weight_decay=5e-4)
+        with use_backend(backend):
+            for _ in range(3):
+                for name, p, _ in model.named_parameters():
+                    model.grads[name] = rng.standard_normal(p.shape).astype(np.float32)
+                optimizer.step()
+        results.append([p.copy() for _, p, _ in model.named_parameters()])
+        results[-1] += [v.copy() for v in optimizer.velocity.values()]
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_numba_update_refuses_a_non_contiguous_parameter():
+    w = np.zeros((4, 6), dtype=np.float32)[:, ::2]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        numba_kernels.sgd_update(w, np.zeros_like(w), np.zeros_like(w), 0.1, 0.9, 0.0)
 
 
 def test_weight_decay_alone_shrinks_weights_geometrically():

@@ -17,6 +17,7 @@ PyTorch benchmarked beside us) keep their own default. A value the user set is u
 from minialexnet.kernels.cpu.im2col import col2im, im2col
 from minialexnet.kernels.cpu.lrn import lrn_backward, lrn_forward
 from minialexnet.kernels.cpu.maxpool import maxpool_backward, maxpool_forward
+from minialexnet.kernels.cpu.sgd import sgd_update
 from minialexnet.kernels.cpu.winograd import (
     winograd_input,
     winograd_input_backward,
@@ -32,6 +33,7 @@ __all__ = [
     "lrn_backward",
     "maxpool_forward",
     "maxpool_backward",
+    "sgd_update",
     "winograd_input",
     "winograd_input_backward",
     "winograd_output",

@@ -13,7 +13,7 @@ bias.py                    add_bias, bias_grad                                  
 relu.py, tanh.py           relu_/tanh_forward, relu_/tanh_backward               (NumPy)
 dropout.py                 dropout_forward, dropout_backward, keep_mask          (NumPy rng)
 softmax_cross_entropy.py   softmax_cross_entropy_forward / _backward             (NumPy)
-sgd.py                     sgd_update                                            (optim.SGD)
+sgd.py                     sgd_update                                            cpu/sgd.py
 columns.py                 place_columns, add_columns (§3.2 gather, reduce)      (np.concatenate)
 =========================  ====================================================  =========
 

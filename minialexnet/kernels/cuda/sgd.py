@@ -1,7 +1,8 @@
 """The paper's SGD update (§5) on the GPU, one parameter array at a time.
 
-No CPU twin: ``minialexnet.optim.SGD`` does the same with NumPy in-place operations. The
-update, term by term as in ``optim.SGD.step`` (each term rounded to float32)::
+Twin of ``kernels/cpu/sgd.py`` and of the NumPy reference ``kernels/numpy/sgd.py`` (what
+``minialexnet.optim.SGD`` calls on the CPU). The update, term by term as there (each term
+rounded to float32)::
 
     v <- momentum * v - (weight_decay * lr) * w - lr * g
     w <- w + v
