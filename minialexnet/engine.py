@@ -29,6 +29,18 @@ The protocol (every engine has exactly these members):
 ``train_step(x, labels) -> StepResult``
     ``forward_backward`` then, if the loss was finite, ``apply_update``; otherwise the
     parameters are left untouched and ``StepResult.updated`` is False.
+``submit_step(x, labels) -> PendingStep``
+    The same step, handed over without waiting for its numbers: ``.result()`` (blocking)
+    returns its ``StepResult``. The trainer submits batch i+1 before it reads batch i's
+    result, so a GPU engine never waits for the host (nor the host for the GPU) between
+    steps. The NaN guard stays exact although the host learns of a non-finite loss one step
+    late: once a submitted step's loss is not finite, that step *and every later submitted
+    step* leave the parameters and momentum untouched (``updated`` False) until
+    ``load_from_host()`` (a resume) clears the divergence. So ``submit_step(...).result()``
+    equals ``train_step(...)`` as long as no submitted step has diverged; ``train_step``
+    itself never looks at, nor sets, that state. Engines that compute on the host's time
+    (the CPU ones, data parallelism) run the step at once and return a ``FinishedStep``;
+    the GPU engines queue it (``minialexnet.gpu.step``).
 ``forward(x, train=False) -> logits``
     Host float32 logits ``(N, num_classes)`` of host images ``(N, 3, S, S)``, for evaluation.
 ``gradient_arrays() -> list``
@@ -38,7 +50,8 @@ The protocol (every engine has exactly these members):
     update: data parallelism sums them across processes there (one flat Allreduce).
 ``sync_to_host()`` / ``load_from_host()``
     Copy parameters and momentum from the engine into ``model`` / ``optimizer`` (before a
-    checkpoint or an evaluation on the host), and back (after a resume). No-ops on the CPU.
+    checkpoint or an evaluation on the host), and back (after a resume; this also clears a
+    divergence of ``submit_step``). Nothing to copy on the CPU.
 ``close()``
     Release threads or device memory; an engine is also a context manager.
 """
@@ -71,6 +84,41 @@ class StepResult(NamedTuple):
     updated: bool
 
 
+class PendingStep(Protocol):
+    """A submitted training step (``Engine.submit_step``): ``result()`` waits for it to end
+    and returns its ``StepResult`` (the same object on every call)."""
+
+    def result(self) -> StepResult: ...
+
+
+class FinishedStep:
+    """The ``PendingStep`` of an engine that ran the step at once: ``result()`` is ``step``."""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: StepResult) -> None:
+        self.step = step
+
+    def result(self) -> StepResult:
+        return self.step
+
+    def __repr__(self) -> str:
+        return f"FinishedStep({self.step!r})"
+
+
+def run_step(engine, x, labels, halted: bool = False) -> StepResult:
+    """``engine.forward_backward`` then ``engine.apply_update`` if the loss was finite and
+    ``halted`` is False (a submitted step diverged before: see ``submit_step`` in the module
+    docstring); otherwise ``updated`` is False and the parameters are untouched. The
+    ``train_step`` (``halted=False``) and ``submit_step`` of the engines that compute on the
+    host's time."""
+    step = engine.forward_backward(x, labels)
+    if step.updated and not halted:
+        engine.apply_update()
+        return step
+    return step._replace(updated=False)
+
+
 class Engine(Protocol):
     """The calls every engine answers (see the module docstring)."""
 
@@ -84,6 +132,8 @@ class Engine(Protocol):
     def apply_update(self) -> None: ...
 
     def train_step(self, x, labels) -> StepResult: ...
+
+    def submit_step(self, x, labels) -> PendingStep: ...
 
     def forward(self, x, train: bool = False) -> np.ndarray: ...
 
@@ -115,6 +165,7 @@ class CPUEngine:
         self.model, self.optimizer = model, optimizer
         self.input_size, self.num_classes = model.input_size, model.num_classes
         self._loss = SoftmaxCrossEntropy()
+        self._diverged = False  # a submitted step's loss was not finite (submit_step)
 
     def forward_backward(self, x: np.ndarray, labels: np.ndarray) -> StepResult:
         """Forward (dropout on), mean cross-entropy and, if finite, backward."""
@@ -134,10 +185,14 @@ class CPUEngine:
         self.optimizer.step()
 
     def train_step(self, x: np.ndarray, labels: np.ndarray) -> StepResult:
-        step = self.forward_backward(x, labels)
-        if step.updated:
-            self.apply_update()
-        return step
+        return run_step(self, x, labels)
+
+    def submit_step(self, x: np.ndarray, labels: np.ndarray) -> FinishedStep:
+        """``train_step`` at once, except that after a submitted step whose loss was not
+        finite no update happens until ``load_from_host()`` (module docstring)."""
+        step = run_step(self, x, labels, halted=self._diverged)
+        self._diverged = not step.updated
+        return FinishedStep(step)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         return self.model.forward(x, train=train)
@@ -151,7 +206,9 @@ class CPUEngine:
         """Nothing to copy: the parameters already live in ``model``."""
 
     def load_from_host(self) -> None:
-        """Nothing to copy: the parameters already live in ``model``."""
+        """Nothing to copy (the parameters already live in ``model``); clears a divergence
+        of ``submit_step``."""
+        self._diverged = False
 
     def close(self) -> None:
         close = getattr(self.model, "close", None)

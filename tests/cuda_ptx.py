@@ -45,6 +45,7 @@ def kernels_and_signatures():
     from minialexnet.kernels.cuda import (
         bias,
         columns,
+        divergence,
         dropout,
         gemm,
         im2col,
@@ -94,6 +95,8 @@ def kernels_and_signatures():
         ("softmax_totals", sce._totals_kernel, (a(2), a(1))),
         ("softmax_gradient", sce._gradient_kernel, (a(2), a(1, T.int64), a(1), f32, a(2))),
         ("sgd", sgd._sgd_kernel, (a(1), a(1), a(1), f32, f32, f32)),
+        ("sgd_unless", sgd._sgd_unless_kernel, (a(1), a(1), a(1), f32, f32, f32, a(1, T.int32))),
+        ("mark_divergence", divergence._mark_kernel, (a(1), a(1, T.int32))),
         ("gemm_sum_slices", gemm._sum_slices_kernel, (a(2), a(1))),
         ("place_columns", columns._place_columns_kernel, (a(3), a(3), i64)),
         ("add_columns", columns._add_columns_kernel, (a(3), i64, a(3), T.boolean)),

@@ -39,6 +39,76 @@ def run_python(
     return done.stdout
 
 
+def replica(engine) -> dict:
+    """Host copies of an engine's parameters and momentum (after ``sync_to_host``), keyed
+    ``"param conv1.W"`` / ``"momentum conv1.W"``."""
+    engine.sync_to_host()
+    state = {f"param {name}": p.copy() for name, p, _ in engine.model.named_parameters()}
+    for name, v in engine.optimizer.velocity.items():
+        state[f"momentum {name}"] = np.array(v, copy=True)
+    return state
+
+
+class NaNBatchEngine:
+    """Wraps an engine: the images of submitted batch ``bad`` (1-based, counted over the
+    run) become NaN, so that batch's loss is NaN and the next ones are finite again.
+    ``before[k - 1]`` holds ``replica(engine)`` taken just before batch k was submitted.
+    Everything else goes to the wrapped engine (for ``fit``: patch ``trainer.make_engine``)."""
+
+    def __init__(self, engine, bad: int) -> None:
+        self.engine, self.bad, self.before = engine, bad, []
+
+    def submit_step(self, x, labels):
+        self.before.append(replica(self.engine))
+        if len(self.before) == self.bad:
+            x = np.full(x.shape, np.nan, dtype=np.float32)
+        return self.engine.submit_step(x, labels)
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.engine.close()
+
+
+def check_submitted_steps_equal_train_steps(sync, late, batches) -> None:
+    """Engines ``sync`` and ``late`` start equal; ``sync.train_step`` on every batch, while
+    ``late`` submits all of them before reading any result (GPU engines: two steps in their
+    two pinned report buffers, a third that reuses the first's), then reads them in reverse
+    order. Results, parameters and momentum must be identical."""
+    want = [sync.train_step(x, labels) for x, labels in batches]
+    pending = [late.submit_step(x, labels) for x, labels in batches]
+    got = [step.result() for step in reversed(pending)][::-1]
+    assert got == want and all(step.updated for step in got)
+    assert len({step.loss for step in got}) == len(got)  # no report was read twice
+    assert [step.result() for step in pending] == got  # result() may be asked again
+    expected = replica(sync)
+    for key, value in replica(late).items():
+        np.testing.assert_array_equal(value, expected[key], err_msg=key)
+
+
+def check_divergence_is_sticky(engine, x, labels) -> None:
+    """On ``engine`` (with momentum, after some steps): a submitted batch of NaN images, then
+    the finite batch ``(x, labels)`` submitted before the first result is read. Neither may
+    change a parameter or a momentum value, and both report ``updated`` False; after
+    ``load_from_host()`` the same batch updates again."""
+    before = replica(engine)
+    bad = engine.submit_step(np.full(x.shape, np.nan, dtype=np.float32), labels)
+    after = engine.submit_step(x, labels)
+    assert not bad.result().updated and math.isnan(bad.result().loss)
+    assert not after.result().updated and math.isfinite(after.result().loss)
+    now = replica(engine)
+    for key, value in before.items():
+        np.testing.assert_array_equal(now[key], value, err_msg=key)
+    engine.load_from_host()  # a resume: clears the divergence
+    assert engine.submit_step(x, labels).result().updated
+    now = replica(engine)
+    assert all(not np.array_equal(now[key], value) for key, value in before.items())
+
+
 def healthy_alexnet(
     variant: str, num_classes: int, seed: int = 0, *, positive_biases=(), **options
 ):

@@ -474,6 +474,34 @@ def test_sgd_update_matches_optim_sgd():
         assert_close(host(v), optimizer.velocity[name], rtol=1e-6, atol=1e-7)
 
 
+def test_the_divergence_flag_is_sticky_and_stops_the_guarded_update():
+    """mark_divergence sets the flag on a NaN or infinite loss sum and never clears it (a
+    finite loss later leaves it set); the guarded SGD kernel then changes neither w nor v,
+    while the unguarded one (apply_update's) still updates."""
+    from numba import cuda
+
+    from minialexnet.kernels import cuda as kc
+
+    flag = cuda.to_device(np.zeros(1, dtype=np.int32))
+    seen = []
+    for loss_sum in (2.5, np.nan, 3.0, np.inf):
+        totals = dev(np.array([loss_sum, 1, 2, -1], dtype=np.float32))
+        kc.mark_divergence(totals, flag)
+        seen.append((int(host(flag)[0]), float(host(totals)[3])))
+    assert seen == [(0, 0.0), (1, 1.0), (1, 1.0), (1, 1.0)]
+    rng = np.random.default_rng(13)
+    w0, g, v0 = rand(rng, 7), rand(rng, 7), rand(rng, 7)
+    w, v = dev(w0), dev(v0)
+    kc.sgd_update(w, dev(g), v, 0.1, 0.9, 0.0005, skip_if=flag)
+    np.testing.assert_array_equal(host(w), w0)
+    np.testing.assert_array_equal(host(v), v0)
+    kc.sgd_update(w, dev(g), v, 0.1, 0.9, 0.0005, skip_if=dev(np.zeros(1, np.int32)))
+    moved = host(w)
+    assert not np.array_equal(moved, w0)
+    kc.sgd_update(w, dev(g), v, 0.1, 0.9, 0.0005)  # no flag: always updates
+    assert not np.array_equal(host(w), moved)
+
+
 # -- host-side tests (no CUDA needed; run in the parent process) ----------------------------------
 
 

@@ -15,7 +15,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
-from helpers import engine_members, healthy_alexnet, run_python
+from helpers import (
+    check_divergence_is_sticky,
+    check_submitted_steps_equal_train_steps,
+    engine_members,
+    healthy_alexnet,
+    run_python,
+)
 
 HOST_TESTS = ("test_without_a_gpu_the_network_refuses_clearly",)
 _gate = cuda_gate("test_under_cuda_simulator", host_tests=HOST_TESTS)
@@ -255,6 +261,21 @@ def test_a_non_finite_loss_leaves_the_parameters_alone():
     assert not result.updated and not np.isfinite(result.loss)
     for name, value in gpu.state_dict().items():
         np.testing.assert_array_equal(value, before[name])
+
+
+def test_submitted_steps_equal_train_steps_and_a_divergence_stops_them_until_a_reload():
+    """submit_step(...).result() is train_step, with three steps in flight (two pinned
+    report buffers: the third reuses the first's); a NaN batch and the one queued after it
+    change no parameter or momentum on the GPU (the sticky flag), until load_from_host."""
+    from minialexnet.gpu import CudaAlexNet
+    from minialexnet.optim import SGD
+
+    model, twin = tiny_model(seed=13), tiny_model(seed=13)
+    sync = CudaAlexNet(model, SGD(model, lr=0.05, momentum=0.9), batch_size=1)
+    late = CudaAlexNet(twin, SGD(twin, lr=0.05, momentum=0.9), batch_size=1)
+    batches = [(images(1, seed=20 + k), np.array([k])) for k in range(3)]
+    check_submitted_steps_equal_train_steps(sync, late, batches)
+    check_divergence_is_sticky(late, *batches[0])
 
 
 def test_bad_input_is_refused_clearly():

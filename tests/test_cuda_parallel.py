@@ -16,7 +16,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
-from helpers import engine_members, healthy_alexnet, run_python
+from helpers import (
+    check_divergence_is_sticky,
+    check_submitted_steps_equal_train_steps,
+    engine_members,
+    healthy_alexnet,
+    run_python,
+)
 
 HOST_TESTS = (
     "test_importing_the_split_loads_no_cuda_and_no_gpu_is_refused_clearly",
@@ -470,6 +476,27 @@ def test_is_an_engine_and_forward_backward_then_apply_update_is_train_step():
     halves.close()  # frees threads and buffers; the next call rebuilds them
     with halves:
         np.testing.assert_array_equal(halves.forward(x), before)
+
+
+def test_submitted_steps_equal_train_steps_and_a_divergence_stops_both_towers():
+    """As for CudaAlexNet: submit_step is train_step with steps in flight; after a NaN batch
+    neither tower updates (tower 1 reads tower 0's flag) until load_from_host."""
+    from minialexnet.gpu import CudaTwoTowerAlexNet
+    from minialexnet.optim import SGD
+
+    sync, late = (
+        CudaTwoTowerAlexNet(
+            m,
+            SGD(m, lr=0.05, momentum=0.9),
+            batch_size=1,
+            devices="cuda:0,cuda:0",
+            rng=np.random.default_rng(8),
+        )
+        for m in (healthy_tiny(11), healthy_tiny(11))
+    )
+    batches = [(images(1, seed=20 + k), np.array([k])) for k in range(3)]
+    check_submitted_steps_equal_train_steps(sync, late, batches)
+    check_divergence_is_sticky(late, *batches[0])
 
 
 # -- without the simulator ------------------------------------------------------------------------

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import (
+    NaNBatchEngine,
+    check_divergence_is_sticky,
+    check_submitted_steps_equal_train_steps,
+    engine_members,
+    healthy_alexnet,
+    replica,
+)
 
 from minialexnet.data.synthetic import make_synthetic
-from minialexnet.engine import CPUEngine, StepResult
+from minialexnet.engine import CPUEngine, FinishedStep, StepResult
 from minialexnet.model import AlexNet
 from minialexnet.optim import SGD
 from minialexnet.parallel import TwoTowerAlexNet
-from minialexnet.training import TrainConfig, fit, make_engine, trainer
+from minialexnet.training import TrainConfig, TrainingDiverged, fit, make_engine, trainer
 from minialexnet.training.checkpoint import load_checkpoint
 
 
@@ -43,6 +51,9 @@ class FakeEngine:
         self.events.append("step")
         self.steps += 1
         return StepResult(2.0 - 0.1 * (self.steps - 1), 1, 1, len(labels), True)
+
+    def submit_step(self, x, labels) -> FinishedStep:
+        return FinishedStep(self.train_step(x, labels))
 
     def forward(self, x, train=False):
         assert not train
@@ -103,6 +114,83 @@ def test_fit_drives_the_engine_through_the_protocol(tiny_data, tmp_path, monkeyp
     assert load_checkpoint(tmp_path / "checkpoint_last.npz").meta["epoch"] == 2
 
 
+class LateReadEngine(FakeEngine):
+    """Records when each step is submitted and when its result is read."""
+
+    def submit_step(self, x, labels):
+        step, k = self.train_step(x, labels), self.steps
+        self.events[-1] = f"submit {k}"
+        events = self.events
+
+        class Pending:
+            def result(self) -> StepResult:
+                events.append(f"read {k}")
+                return step
+
+        return Pending()
+
+
+def test_fit_reads_each_step_one_step_late(tiny_data, monkeypatch):
+    """Batch i is submitted before batch i-1's result is read; the last one at the end of
+    the epoch. The sums and the progress lines are those of the results as they arrive."""
+    engines = []
+    monkeypatch.setattr(
+        trainer,
+        "make_engine",
+        lambda model, optimizer, config, context: (
+            engines.append(LateReadEngine(model, optimizer)) or engines[-1]
+        ),
+    )
+    lines = []
+    history = fit(
+        UntouchableAlexNet(3, "tiny", rng=np.random.default_rng(0)),
+        *tiny_data,
+        TrainConfig(epochs=1, batch_size=4, schedule=None, print_freq=1),
+        log=lines.append,
+    )
+    steps = [event for event in engines[0].events if event.split()[0] in ("submit", "read")]
+    assert steps == ["submit 1", "submit 2", "read 1", "submit 3", "read 2", "read 3"]
+    assert history[0]["train_loss"] == pytest.approx(1.9)
+    progress = [line for line in lines if line.startswith("epoch 1/1 [")]
+    assert [line.split("loss ")[1][:6] for line in progress] == ["2.0000", "1.9000", "1.8000"]
+
+
+def test_a_nan_batch_stops_the_run_naming_it_and_the_batch_after_it_changes_nothing(
+    tiny_data, tmp_path, monkeypatch
+):
+    """The loss is read one step late, so batch 5 is already submitted when batch 4's NaN
+    is seen: the run still names batch 4 (epoch 2, batch 1), and neither batch changed the
+    parameters or the momentum: they are the last checkpoint's (epoch 1)."""
+    wrapped = []
+    make = trainer.make_engine
+
+    def nan_at_batch_4(model, optimizer, config, context):
+        wrapped.append(NaNBatchEngine(make(model, optimizer, config, context), bad=4))
+        return wrapped[-1]
+
+    monkeypatch.setattr(trainer, "make_engine", nan_at_batch_4)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, batch 1/3 "):
+        fit(
+            AlexNet(3, "tiny", rng=np.random.default_rng(4)),
+            *tiny_data,
+            TrainConfig(epochs=2, batch_size=4, lr=0.01, schedule=None),
+            output=tmp_path,
+            log=lambda _line: None,
+        )
+    (engine,) = wrapped
+    assert len(engine.before) == 5  # batch 5 was submitted before batch 4's loss was read
+    moved = [k for k, v in engine.before[3].items() if not np.array_equal(v, engine.before[0][k])]
+    assert len(moved) == len(engine.before[0])  # batches 1-3 did update everything
+    now = replica(engine)
+    checkpoint = load_checkpoint(tmp_path / "checkpoint_last.npz")
+    assert checkpoint.meta["epoch"] == 1
+    for key, value in engine.before[3].items():
+        np.testing.assert_array_equal(now[key], value, err_msg=key)
+        kind, name = key.split()
+        saved = checkpoint.params[name] if kind == "param" else checkpoint.optim[name]
+        np.testing.assert_array_equal(saved, value, err_msg=key)
+
+
 def test_fit_resumes_into_the_engine_and_loads_it(tiny_data, tmp_path, monkeypatch):
     """After restoring a checkpoint on the host, the engine is told to load it."""
     rng = np.random.default_rng(1)
@@ -131,6 +219,35 @@ def test_fit_resumes_into_the_engine_and_loads_it(tiny_data, tmp_path, monkeypat
     )
     assert engines[0].events[0] == "load" and engines[0].events.count("step") == 3
     assert [h["epoch"] for h in history] == [1, 2]
+
+
+def _host_engine(kind: str, seed: int):
+    from minialexnet.distributed import SingleProcess
+    from minialexnet.distributed.data_parallel import DataParallelEngine
+
+    model = healthy_alexnet("tiny", 3, seed)
+    optimizer = SGD(model, lr=0.01, momentum=0.9)
+    if kind == "towers":
+        return make_engine(model, optimizer, TrainConfig(devices="cpu:0,cpu:1"))
+    engine = CPUEngine(model, optimizer)
+    return DataParallelEngine(engine, SingleProcess()) if kind == "data parallel" else engine
+
+
+@pytest.mark.parametrize("kind", ["cpu", "towers", "data parallel"])
+def test_every_host_engine_answers_the_protocol_and_submits_steps(kind):
+    """Submitted steps are train_steps (run at once); a NaN batch stops the updates of every
+    later submitted step until load_from_host (minialexnet.engine: submit_step)."""
+    sync, late = _host_engine(kind, seed=5), _host_engine(kind, seed=5)
+    missing = [name for name in engine_members() if not hasattr(late, name)]
+    assert not missing, f"{kind} lacks {missing} of the engine protocol"
+    rng = np.random.default_rng(6)
+    batches = [
+        (rng.standard_normal((2, 3, 31, 31)).astype(np.float32) * 30, np.array([k, 2 - k]))
+        for k in range(3)
+    ]
+    with sync, late:
+        check_submitted_steps_equal_train_steps(sync, late, batches)
+        check_divergence_is_sticky(late, *batches[0])
 
 
 def test_make_engine_chooses_the_hardware_from_the_config():

@@ -12,7 +12,8 @@ broadcast at construction) and is handed the same global batch. One training ste
 
 So N processes train the same network as one process with the same seed and batch, up to
 float32 rounding of the sums (docs/distributed.md). The trainer does not know: it calls
-``train_step(x, labels)`` with the global batch and gets the global batch's ``StepResult``.
+``submit_step(x, labels)`` with the global batch and gets the global batch's ``StepResult``
+(at once: the Allreduce has already waited for every process, so nothing is left to overlap).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from minialexnet.distributed.allreduce import GradientAllreduce
 from minialexnet.distributed.dropout_shards import dropout_layers, sharded_dropout
 from minialexnet.distributed.shards import Shard, shard_of
-from minialexnet.engine import CPUEngine, StepResult
+from minialexnet.engine import CPUEngine, FinishedStep, StepResult, run_step
 
 
 class DataParallelEngine:
@@ -47,6 +48,7 @@ class DataParallelEngine:
         self.input_size, self.num_classes = engine.input_size, engine.num_classes
         self.last_shard: Shard | None = None
         self._allreduce: GradientAllreduce | None = None
+        self._diverged = False  # a submitted step's global loss was not finite (submit_step)
         if broadcast:
             self.broadcast_parameters()
 
@@ -89,10 +91,15 @@ class DataParallelEngine:
     def train_step(self, x: np.ndarray, labels: np.ndarray) -> StepResult:
         """``forward_backward`` then, if the *global* loss is finite, ``apply_update``. A
         non-finite loss on any process is non-finite in the sum, so all skip the update."""
-        step = self.forward_backward(x, labels)
-        if step.updated:
-            self.apply_update()
-        return step
+        return run_step(self, x, labels)
+
+    def submit_step(self, x: np.ndarray, labels: np.ndarray) -> FinishedStep:
+        """``train_step`` at once, except that after a submitted step whose global loss was
+        not finite no process updates until ``load_from_host()`` (``minialexnet.engine``);
+        every process sees the same global loss, so all stop together."""
+        step = run_step(self, x, labels, halted=self._diverged)
+        self._diverged = not step.updated
+        return FinishedStep(step)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """The local replica's logits of ``x`` (no communication; see ``validation.py`` for
@@ -106,6 +113,8 @@ class DataParallelEngine:
         self.engine.sync_to_host()
 
     def load_from_host(self) -> None:
+        """The local engine's ``load_from_host``; clears a divergence of ``submit_step``."""
+        self._diverged = False
         self.engine.load_from_host()
 
     def close(self) -> None:

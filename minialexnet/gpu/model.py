@@ -3,12 +3,14 @@
 ``CudaAlexNet`` takes a CPU ``minialexnet.model.AlexNet`` (any variant) and builds its device
 twin layer by layer (``minialexnet.gpu.layers``), in the same order and with the same
 names. Parameters, momentum buffers, activations and gradients stay on the GPU; per training
-step only the input batch goes up and three numbers come back (loss, top-1 and top-5 counts).
+step only the input batch goes up and three numbers come back (loss, top-1 and top-5 counts;
+with ``submit_step`` without the host waiting for them, ``minialexnet.gpu.step``).
 
 It is an engine (``minialexnet.engine``): ``forward_backward``, ``apply_update``,
-``train_step``, ``forward``, ``gradient_arrays``, ``sync_to_host``, ``load_from_host``,
-``close``; the step's checks, upload, loss and update are shared with the GPU towers
-(``minialexnet.gpu.step``). The CPU model remains the reference and the interchange format:
+``train_step``, ``submit_step``, ``forward``, ``gradient_arrays``, ``sync_to_host``,
+``load_from_host``, ``close``; the step's checks, upload, loss and update are shared with
+the GPU towers (``minialexnet.gpu.step``). The CPU model remains the reference and the
+interchange format:
 ``sync_to_host()`` writes the trained parameters back into it (and the momentum into the
 ``SGD`` optimizer), so checkpoints, evaluation and prediction share one code path with the
 CPU backend; ``load_from_host()`` goes the other way (after a resume).
@@ -67,6 +69,7 @@ class CudaAlexNet(GPUEngine):
         self.config = dict(model.config)
         self.params: OrderedDict = OrderedDict()
         self.velocity: OrderedDict = OrderedDict()
+        self._make_divergence_flag(stream)
         self.load_from_host()
         self.layers = None
         self.capacity = max(1, int(batch_size))
@@ -106,13 +109,17 @@ class CudaAlexNet(GPUEngine):
             x_dev = layer.forward(x_dev, train, seed)
         return x_dev
 
-    def _forward_loss(self, x, labels, train: bool) -> tuple[float, int, int]:
-        """Upload, forward (with a fresh dropout seed from ``model.rng`` when ``train``), loss."""
+    def _forward_loss(self, x, labels, train: bool, diverged=None):
+        """Upload, forward (with a fresh dropout seed from ``model.rng`` when ``train``), loss:
+        its three numbers, or with the device flag ``diverged`` a ``PendingGPUStep``
+        (``LossHead.submit``)."""
         x_dev, labels_dev = self._head.upload(x, labels)
         seed = int(self.model.rng.integers(2**63)) if train else 0
         logits = self._forward_pass(x_dev, train, seed)
         self._last_pass = logits, labels_dev
-        return self._head.loss(logits, labels_dev)
+        if diverged is None:
+            return self._head.loss(logits, labels_dev)
+        return self._head.submit(logits, labels_dev, diverged)
 
     def _backward(self) -> None:
         """dL/dlogits of the last loss, back through every layer; fills every layer's
@@ -122,8 +129,11 @@ class CudaAlexNet(GPUEngine):
         for i in range(len(layers) - 1, -1, -1):
             dy = layers[i].backward(dy, need_dx=i > 0)
 
-    def _update(self) -> None:
-        sgd_step(self.named_parameters(), self.velocity, self.optimizer, self.stream)
+    def _update(self, diverged=None) -> None:
+        """The §5 update of every parameter; none while the device flag ``diverged`` is set."""
+        sgd_step(
+            self.named_parameters(), self.velocity, self.optimizer, self.stream, skip_if=diverged
+        )
 
     # -- the engine protocol (the rest is GPUEngine's) --------------------------------------
 
@@ -163,7 +173,9 @@ class CudaAlexNet(GPUEngine):
 
     def load_from_host(self) -> None:
         """Copy the host model's parameters and the optimizer's momentum (zeros without an
-        optimizer) to the GPU, in place once they exist (the layers hold these arrays)."""
+        optimizer) to the GPU, in place once they exist (the layers hold these arrays), and
+        clear the divergence flag of ``submit_step``."""
+        self._clear_divergence()
         for name, param, _ in self.model.named_parameters():
             host = np.ascontiguousarray(param, dtype=np.float32)
             velocity = (

@@ -5,7 +5,7 @@
 one (it holds it as ``split_net``, it does not extend it) and adds what ``CudaAlexNet`` does
 for one GPU, with the same shared code (``minialexnet.gpu.step``): the whole training step
 on the devices, so that per step only the batch goes up and three numbers (loss, top-1 and
-top-5 counts) come back::
+top-5 counts) come back (with ``submit_step`` without the host waiting for them)::
 
     forward    every stage on both towers at once; gathers at conv3, fc6, fc7 and fc8
     loss       the towers' logits gathered on tower 0's GPU; softmax cross-entropy there
@@ -15,6 +15,9 @@ top-5 counts) come back::
                the extra copies cost: ``CUDADevice.local_columns``);
                conv1's input gradient (the image's) is skipped, as on one GPU
     update     the §5 SGD kernel on each tower's own parameters and momentum, on its own GPU
+               (a submitted step's: skipped while tower 0's divergence flag is set, each
+               tower reading the flag after tower 0's queued work, a peer copy for a second
+               GPU)
 
 Every parameter and its momentum buffer live on exactly one GPU (the split duplicates
 nothing), so there is no gradient exchange: the towers only trade activations and their
@@ -112,6 +115,8 @@ class CudaTwoTowerAlexNet(GPUEngine):
         self.config = dict(model.config)
         self.velocity: OrderedDict = OrderedDict()
         self._load_velocity()
+        first = self.towers[0].device  # where the loss, and so the divergence flag, live
+        first.run(partial(self._make_divergence_flag, first.stream))
         self.capacity, self._head = max(1, int(batch_size)), None
         self._backward_from = None  # why backward() may not run now (None: it may)
         self._reserve(self.capacity)
@@ -165,22 +170,25 @@ class CudaTwoTowerAlexNet(GPUEngine):
 
     # -- the step's passes (the step itself is GPUEngine's) ---------------------------------
 
-    def _forward_loss(self, x, labels, train: bool) -> tuple[float, int, int]:
+    def _forward_loss(self, x, labels, train: bool, diverged=None):
         """Upload to tower 0's GPU, every stage on both towers (dropout reseeded from ``rng``
-        when ``train``), then the loss on tower 0's GPU."""
+        when ``train``), then the loss on tower 0's GPU: its three numbers, or with the
+        device flag ``diverged`` a ``PendingGPUStep`` (``LossHead.submit``)."""
         self._backward_from = "a training step or an evaluation"
         first = self.towers[0].device
         x, labels = first.run(partial(self._head.upload, x, labels))
         pieces = self.split_net.forward_stages(x, train)
-        return first.run(partial(self._loss, pieces, labels))
+        return first.run(partial(self._loss, pieces, labels, diverged))
 
-    def _loss(self, pieces, labels) -> tuple[float, int, int]:
+    def _loss(self, pieces, labels, diverged=None):
         """On tower 0's GPU: gather the logits (N, num_classes), softmax cross-entropy."""
         device = self.towers[0].device
         logits = device.concatenate(pieces)
         labels = device.local(labels, "labels", np.int64)  # already there: itself
         self._last_pass = logits, labels
-        return self._head.loss(logits, labels)
+        if diverged is None:
+            return self._head.loss(logits, labels)
+        return self._head.submit(logits, labels, diverged)
 
     def _backward(self) -> None:
         """dL/dlogits on tower 0's GPU, then the stages in reverse (the image's gradient is
@@ -188,22 +196,28 @@ class CudaTwoTowerAlexNet(GPUEngine):
         dlogits = self.towers[0].device.run(partial(self._head.gradient, *self._last_pass))
         self.split_net.backward_stages(dlogits, need_dx=False)
 
-    def _update(self) -> None:
-        """The §5 update of each tower's own parameters, on its GPU and stream."""
+    def _update(self, diverged=None) -> None:
+        """The §5 update of each tower's own parameters, on its GPU and stream; none while
+        the device flag ``diverged`` (on tower 0's GPU) is set."""
         self.split_net.runner.map(
             [
-                partial(tower.device.run, partial(self._update_tower, tower))
+                partial(tower.device.run, partial(self._update_tower, tower, diverged))
                 for tower in self.towers
             ]
         )
 
-    def _update_tower(self, tower) -> None:
+    def _update_tower(self, tower, diverged=None) -> None:
         mine = [
             (name, p, g)
             for name, p, g in self.named_parameters()
             if self.split_net.device_of(name) is tower.device
         ]
-        sgd_step(mine, self.velocity, self.optimizer, tower.device.stream)
+        if diverged is not None and tower is not self.towers[0]:
+            # The flag is written on tower 0's stream, before its last queued work: wait for
+            # that on this stream, then read the flag here (itself on the same GPU).
+            tower.device._after_the_others()
+            diverged = tower.device.local(diverged, "diverged", np.int32)
+        sgd_step(mine, self.velocity, self.optimizer, tower.device.stream, skip_if=diverged)
 
     # -- the engine protocol (the rest is GPUEngine's) --------------------------------------
 
@@ -262,7 +276,9 @@ class CudaTwoTowerAlexNet(GPUEngine):
 
     def load_from_host(self) -> None:
         """Copy the host model's parameters and the optimizer's momentum into the towers, in
-        place (e.g. after restoring a checkpoint)."""
+        place (e.g. after restoring a checkpoint), and clear the divergence flag of
+        ``submit_step``."""
+        self.towers[0].device.run(self._clear_divergence)
         self.split_net.load_state_dict(self.model.state_dict())
         self._load_velocity()
 

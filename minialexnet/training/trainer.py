@@ -7,9 +7,10 @@ centre crops, which drives the learning-rate schedule ("divide by 10 when the va
 stops improving", §5).
 
 The loop drives an engine (``minialexnet.engine``) and never asks which hardware it runs on:
-``engine.train_step`` per batch, ``engine.sync_to_host()`` before the evaluation and the
-checkpoint, ``metrics.evaluate(engine, ...)`` for the validation error. ``make_engine``
-chooses the engine from the ``TrainConfig``.
+``engine.submit_step`` per batch, its result read one batch later (a GPU then never waits
+for the host, nor the host for the GPU, between steps), ``engine.sync_to_host()`` before the
+evaluation and the checkpoint, ``metrics.evaluate(engine, ...)`` for the validation error.
+``make_engine`` chooses the engine from the ``TrainConfig``.
 
 Every epoch writes, into the output folder, atomically (never half a file, even on Ctrl-C):
 ``checkpoint_last.npz`` (and ``checkpoint_best.npz`` when the validation top-1 error is the
@@ -195,11 +196,12 @@ def _validate(engine, val_set, stats, config: TrainConfig, context) -> tuple[flo
 
 
 def train_one_epoch(state: RunState, train_set, config: TrainConfig, log, output) -> dict:
-    """One pass over the training set, one ``engine.train_step`` per mini-batch (§5).
+    """One pass over the training set, one ``engine.submit_step`` per mini-batch (§5).
 
-    Returns the epoch's history entry without the validation errors. Raises
-    ``TrainingDiverged`` when a batch's loss is not finite (that step left the parameters
-    untouched).
+    Batch i is submitted before batch i-1's result is read, so the loss is read one step
+    late. Returns the epoch's history entry without the validation errors. Raises
+    ``TrainingDiverged`` when a batch's loss is not finite, naming that batch: neither it
+    nor the batch already submitted after it changed the parameters (``submit_step``).
     """
     engine, epoch = state.engine, state.epoch
     loader = BatchLoader(
@@ -216,8 +218,11 @@ def train_one_epoch(state: RunState, train_set, config: TrainConfig, log, output
     lr = engine.optimizer.lr
     loss_sum, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
-    for i, (x, labels) in enumerate(loader, start=1):
-        step = engine.train_step(x, labels)
+
+    def read(i: int, pending) -> None:
+        """Wait for batch i's result; check it, add it up, report progress."""
+        nonlocal loss_sum, correct, seen
+        step = pending.result()
         if not step.updated:
             last = _last_checkpoint_words(state, "good")
             raise TrainingDiverged(
@@ -226,8 +231,8 @@ def train_one_epoch(state: RunState, train_set, config: TrainConfig, log, output
                 f"learning rate (--lr)."
             )
         correct += int(step.top1_correct)
-        loss_sum += step.loss * len(labels)
-        seen += len(labels)
+        loss_sum += step.loss * step.batch
+        seen += step.batch
         if len(state.losses) < WATCHED_STEPS:
             state.losses.append(step.loss)
         if i % config.print_freq == 0 or i == n_batches:
@@ -239,6 +244,15 @@ def train_one_epoch(state: RunState, train_set, config: TrainConfig, log, output
                 f"ETA {_clock(elapsed / i * (n_batches - i))}"
             )
             _warn_early(state, engine.num_classes, log)
+
+    unread = None  # (batch number, PendingStep) submitted, its result not read yet
+    for i, (x, labels) in enumerate(loader, start=1):
+        submitted = (i, engine.submit_step(x, labels))
+        if unread is not None:
+            read(*unread)
+        unread = submitted
+    if unread is not None:
+        read(*unread)
     seconds = time.perf_counter() - start
     return {
         "epoch": epoch + 1,

@@ -14,6 +14,7 @@ relu.py, tanh.py           relu_/tanh_forward, relu_/tanh_backward              
 dropout.py                 dropout_forward, dropout_backward, keep_mask          (NumPy rng)
 softmax_cross_entropy.py   softmax_cross_entropy_forward / _backward             (NumPy)
 sgd.py                     sgd_update                                            cpu/sgd.py
+divergence.py              mark_divergence (a submitted step's NaN guard)        (math.isfinite)
 columns.py                 place_columns, add_columns (§3.2 gather, reduce)      (np.concatenate)
 =========================  ====================================================  =========
 
@@ -61,6 +62,7 @@ _WHERE = {
     "softmax_cross_entropy_forward": "softmax_cross_entropy",
     "softmax_cross_entropy_backward": "softmax_cross_entropy",
     "sgd_update": "sgd",
+    "mark_divergence": "divergence",
     "place_columns": "columns",
     "add_columns": "columns",
 }
