@@ -56,9 +56,9 @@ class Conv2D(Layer):
         dcols_g = W_g.T @ dY_g                                     (C/G*KH*KW, N*OH*OW)
         dx     = col2im(dcols)        each column added back onto the pixels it was copied from
 
-    (The code evaluates ``Y_g`` and ``dW_g`` as their transposes, ``cols_g.T @ W_g.T`` and
-    ``cols_g @ dY_g.T``: the same numbers, in the orientation that multi-threaded OpenBLAS
-    runs fastest, with the long N*OH*OW axis as the rows or the inner dimension.)
+    (The code evaluates ``dW_g`` as its transpose ``cols_g @ dY_g.T``: the same numbers, in
+    the orientation that multi-threaded OpenBLAS ran fastest, with the long N*OH*OW axis as
+    the inner dimension.)
 
     Parameters
     ----------
@@ -171,20 +171,17 @@ class Conv2D(Layer):
             self.padding,
             out=self._buffer("cols", (self._rows_of_cols(), positions), x.dtype),
         )
-        # One GEMM per group, Y_g = W_g @ cols_g, computed as its transpose
-        # Y_g^T = cols_g^T @ W_g^T (G, n*P, F/G): the same numbers, but with the long axis
-        # n*P as the GEMM's row dimension, which multi-threaded OpenBLAS ran up to 2x faster
-        # on conv3-conv5 (it splits a short row dimension badly).
+        # One GEMM per group, Y_g = W_g @ cols_g (G, F/G, n*P). (Its transpose
+        # cols_g^T @ W_g^T, with the long axis n*P as the rows, ran up to 2x faster on an
+        # AMD EPYC machine; on the Intel test machine this orientation is 1.2-1.5x faster on
+        # conv1, conv4 and conv5 and even on conv2-conv3, and its reorder below copies whole
+        # contiguous planes: benchmarks/compare_torch.py measures the layers.)
         g, f_g = self.groups, self.out_channels // self.groups
-        y_t = self._buffer("activations", (g, positions, f_g), x.dtype)
-        np.matmul(
-            self._grouped(cols).transpose(0, 2, 1),
-            self._grouped(weights).transpose(0, 2, 1),
-            out=y_t,
-        )
-        # Reorder (G, n, P, F/G) -> (n, G, F/G, P) = (n, F, OH, OW), adding the bias on the way.
+        y_g = self._buffer("activations", (g, f_g, positions), x.dtype)
+        np.matmul(self._grouped(weights), self._grouped(cols), out=y_g)
+        # Reorder (G, F/G, n, P) -> (n, G, F/G, P) = (n, F, OH, OW), adding the bias on the way.
         np.add(
-            y_t.reshape(g, n, out_h * out_w, f_g).transpose(1, 0, 3, 2),
+            y_g.reshape(g, f_g, n, out_h * out_w).transpose(2, 0, 1, 3),
             bias.reshape(g, f_g, 1),
             out=y.reshape(n, g, f_g, out_h * out_w),
         )
