@@ -111,14 +111,8 @@ def test_gather_and_reduce_by_hand():
     assert str(dev) == "cuda:0"
 
 
-def test_a_reduce_copies_only_the_columns_it_needs_from_another_gpu(monkeypatch):
-    """``sum_slices`` on two GPUs: of the other tower's (N, C, ...) gradient only the columns
-    start:stop come over, one block per image (or the whole array at once where N small
-    copies would cost more than the bytes they save). The simulator has one GPU: the other
-    tower's array is made to look remote, and every copy's bytes are counted."""
-    from numba import cuda
-
-    from minialexnet.gpu import CUDADevice
+def _count_copies(monkeypatch) -> list:
+    """Bytes of every copy into a tower from now on (``gpu.devices._copy`` wrapped)."""
     from minialexnet.gpu import devices as gpu_devices
 
     copied = []
@@ -129,6 +123,20 @@ def test_a_reduce_copies_only_the_columns_it_needs_from_another_gpu(monkeypatch)
         real_copy(dst, src, stream)
 
     monkeypatch.setattr(gpu_devices, "_copy", counting_copy)
+    return copied
+
+
+def test_a_reduce_copies_only_the_columns_it_needs_from_another_gpu(monkeypatch):
+    """``sum_slices`` on two GPUs: of the other tower's (N, C, ...) gradient only the columns
+    start:stop come over, one block per image (or the whole array at once where N small
+    copies would cost more than the bytes they save). The simulator has one GPU: the other
+    tower's array is made to look remote, and every copy's bytes are counted."""
+    from numba import cuda
+
+    from minialexnet.gpu import CUDADevice
+    from minialexnet.gpu import devices as gpu_devices
+
+    copied = _count_copies(monkeypatch)
     rng = np.random.default_rng(3)
     dev = CUDADevice(0)
 
@@ -153,7 +161,7 @@ def test_a_reduce_copies_only_the_columns_it_needs_from_another_gpu(monkeypatch)
     assert sizes == [2 * 4] * 2
     # The default cost: small arrays come over whole, in one copy (then read at ``start``).
     monkeypatch.undo()
-    monkeypatch.setattr(gpu_devices, "_copy", counting_copy)
+    copied = _count_copies(monkeypatch)
     sizes, nbytes = reduce((3, 4, 2, 3), 2, 4)
     assert sizes == [nbytes]
     # ... but one image's columns are one copy, fewer bytes than the whole.
@@ -193,14 +201,7 @@ def test_a_gather_copies_every_piece_from_another_gpu_once_and_whole(monkeypatch
     from minialexnet.gpu import CUDADevice
     from minialexnet.gpu import devices as gpu_devices
 
-    copied = []
-    real_copy = gpu_devices._copy
-
-    def counting_copy(dst, src, stream):
-        copied.append(src.size * src.dtype.itemsize)
-        real_copy(dst, src, stream)
-
-    monkeypatch.setattr(gpu_devices, "_copy", counting_copy)
+    copied = _count_copies(monkeypatch)
     rng = np.random.default_rng(4)
     mine, theirs = (rng.standard_normal((2, c, 2, 2)).astype(np.float32) for c in (3, 2))
     d_mine, d_theirs = cuda.to_device(mine), cuda.to_device(theirs)

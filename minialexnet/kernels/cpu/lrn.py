@@ -78,51 +78,54 @@ def _lrn_forward_kernel(x, size, alpha, beta, k, groups, y, scale, running):
                 y[n, c, p] = x[n, c, p] / _power(scale[n, c, p], beta)
 
 
-@njit(cache=True, inline="always")
-def _pulled_back(dy, x, scale, beta):
-    """``t = dy * y / scale = dy * x * scale**(-beta-1)``: what one output j sends back to the
-    inputs of its window, from x and scale (y is not kept between the passes)."""
-    return dy * x / (scale * _power(scale, beta))
-
-
 @njit(cache=True, parallel=True)
-def _lrn_backward_kernel(x, scale, dy, size, two_alpha_beta, beta, groups, dx, running):
+def _lrn_backward_kernel(x, scale, dy, size, two_alpha_beta, beta, groups, dx, running, ring):
     """dx_i = dy_i / scale_i**beta - 2 alpha beta x_i sum_{j in window(i)} dy_j y_j / scale_j.
 
     The window relation is symmetric, so the same running sum as in the forward pass serves
-    ``sum_{j: i in window(j)}``, here over ``t_j = dy_j y_j / scale_j`` (recomputed when a
-    channel enters and when it leaves the window rather than stored; ``y_j`` from ``x_j`` and
-    ``scale_j``, two vectorized square roots, rather than kept from the forward pass).
+    ``sum_{j: i in window(j)}``, here over ``t_j = dy_j y_j / scale_j``. y is not kept from
+    the forward pass: ``y_j = x_j / scale_j**beta``. Each channel's ``1 / scale**beta`` and
+    ``t`` are computed once, when the channel enters the window, into a ring of ``size + 1``
+    planes (``ring[task, 0]``: the powers, ``ring[task, 1]``: t), and read back when it leaves
+    and for its own dx: one power per element, as in the forward pass. (Recomputing t when a
+    channel leaves made this kernel four times slower.) ``size + 1`` slots because a channel
+    leaves in the same step as the one ``size`` channels after it enters.
     """
     n_images, channels, pixels = x.shape
     per_group = channels // groups
     half = size // 2
+    slots = size + 1
     for task in prange(n_images * groups):
         n = task // groups
         first = (task % groups) * per_group
         end = first + per_group
         acc = running[task]
         acc[:] = 0.0
+        inverse_power, pulled = ring[task, 0], ring[task, 1]
         for c in range(first, min(first + half, end)):
+            ip, t = inverse_power[c % slots], pulled[c % slots]
             for p in range(pixels):
-                acc[p] += _pulled_back(dy[n, c, p], x[n, c, p], scale[n, c, p], beta)
+                ip[p] = 1.0 / _power(scale[n, c, p], beta)
+            for p in range(pixels):
+                t[p] = dy[n, c, p] * x[n, c, p] * ip[p] / scale[n, c, p]
+                acc[p] += t[p]
         for c in range(first, end):
             entering = c + half
             if entering < end:
+                ip, t = inverse_power[entering % slots], pulled[entering % slots]
                 for p in range(pixels):
-                    acc[p] += _pulled_back(
-                        dy[n, entering, p], x[n, entering, p], scale[n, entering, p], beta
-                    )
+                    ip[p] = 1.0 / _power(scale[n, entering, p], beta)
+                for p in range(pixels):
+                    t[p] = dy[n, entering, p] * x[n, entering, p] * ip[p] / scale[n, entering, p]
+                    acc[p] += t[p]
             leaving = c - half - 1
             if leaving >= first:
+                t = pulled[leaving % slots]
                 for p in range(pixels):
-                    acc[p] -= _pulled_back(
-                        dy[n, leaving, p], x[n, leaving, p], scale[n, leaving, p], beta
-                    )
+                    acc[p] -= t[p]
+            ip = inverse_power[c % slots]
             for p in range(pixels):
-                dx[n, c, p] = dy[n, c, p] / _power(scale[n, c, p], beta)
-            for p in range(pixels):
-                dx[n, c, p] -= two_alpha_beta * x[n, c, p] * acc[p]
+                dx[n, c, p] = dy[n, c, p] * ip[p] - two_alpha_beta * x[n, c, p] * acc[p]
 
 
 def _planes(a: np.ndarray) -> np.ndarray:
@@ -186,5 +189,6 @@ def lrn_backward(
         groups,
         _planes(dx),
         running,
+        np.empty((n * groups, 2, size + 1, h * w), dtype=x.dtype),
     )
     return dx
