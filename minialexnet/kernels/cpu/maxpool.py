@@ -13,8 +13,10 @@ maximum of k of those down each output column. Why bother:
 - each maximum becomes a chain of k - 1 comparisons instead of k*k - 1, and the short
   independent chains keep the CPU busy instead of waiting on one long chain.
 
-Measured on the 2-core test machine, batch 32: 1.5-2x faster than the direct loop over the
-9 window elements; forward + backward in 0.4-0.5x of PyTorch's CPU time.
+Measured on a 2-core AMD machine, batch 32: 1.5-2x faster than the direct loop over the 9
+window elements, and forward + backward in 0.4-0.5x of PyTorch's CPU time. On the 2-core
+Intel test machine both loops are within 10% of each other, and forward + backward take
+1.3-3.5x PyTorch's time (its forward is faster; see docs/numba.md).
 
 **Padding** ``(top, left, bottom, right)`` (ONNX's ``pads``): a window starts ``top`` rows
 above and ``left`` columns left of where it would without padding, and the loops simply skip
