@@ -11,12 +11,13 @@ with its own defaults unless ``--threads N`` sets both (printed). The two sides 
 median step.
 
 One step of the paper network (227x227, 1000 classes, dropout on): forward, softmax
-cross-entropy, backward (including conv1's dx, on both sides), and SGD with momentum 0.9
-and weight decay 5e-4. Reported:
+cross-entropy, backward (without conv1's dx, which no training step needs, on both sides:
+``need_dx=False`` here, an input without ``requires_grad`` there), and SGD with momentum
+0.9 and weight decay 5e-4. Reported:
 
 - per layer: forward and backward ms, GFLOP/s, and share of the step, ours next to PyTorch's
   (PyTorch's backward per layer is timed with gradient hooks on every layer's output);
-- the step: ms, GFLOP/s (3 x 2 x MACs per image: forward, dW, dx) and that rate as a
+- the step: ms, GFLOP/s (3 x 2 x MACs per image: forward, dW, dx; conv1 2 x 2) and that rate as a
   fraction of the SGEMM rate measured in the same run (4096^3, NumPy's OpenBLAS);
 - inference (forward only, no dropout) at the same batch;
 - peak resident memory (``ru_maxrss``) of a fresh process after two training steps, per
@@ -80,7 +81,8 @@ def ours_worker(args) -> dict:
         g = loss_fn.backward()
         for name in reversed(names):
             t = time.perf_counter()
-            g = model.layers[name].backward(g)
+            layer = model.layers[name]
+            g = layer.backward(g, need_dx=False) if name == names[0] else layer.backward(g)
             bwd[name] = time.perf_counter() - t
         t = time.perf_counter()
         optimizer.step()
@@ -156,8 +158,7 @@ def torch_worker(args) -> dict:
         fwd, arrived = {}, {}
         net.train()
         optimizer.zero_grad(set_to_none=True)
-        h = x.clone().requires_grad_()  # conv1's dx too, as ours computes it
-        h.register_hook(lambda g: arrived.__setitem__("input", time.perf_counter()))
+        h = x  # no requires_grad: conv1 computes only its weight gradients, as ours does
         for name, module in layers:
             t = time.perf_counter()
             h = module(h)
@@ -165,6 +166,7 @@ def torch_worker(args) -> dict:
             h.register_hook(lambda g, name=name: arrived.__setitem__(name, time.perf_counter()))
         loss = nn.functional.cross_entropy(h, labels)
         loss.backward()
+        arrived["input"] = time.perf_counter()  # conv1's backward ended with the whole pass
         # Layer i's backward runs from its output's gradient to its input's gradient.
         order = ["input"] + [name for name, _ in layers]
         bwd = {order[i]: arrived[order[i - 1]] - arrived[order[i]] for i in range(1, len(order))}
@@ -262,7 +264,9 @@ def layer_medians(results, key):
 
 def report_step(ours, theirs, batch):
     macs = ours[0]["macs"]
-    step_flop = 3 * 2 * batch * sum(macs.values())
+    first = next(iter(macs))
+    flop = {name: (2 if name == first else 3) * 2 * batch * m for name, m in macs.items()}
+    step_flop = sum(flop.values())
     sgemm = median_of(ours, "sgemm_gflops")
     o_f, o_b = layer_medians(ours, "forward_s"), layer_medians(ours, "backward_s")
     o_step = median_of(ours, "step_s")
@@ -279,17 +283,16 @@ def report_step(ours, theirs, batch):
         )
     )
     for name in o_f:
-        flop = 3 * 2 * batch * macs[name]
         ours_s = o_f[name] + o_b[name]
         line = (
             f"{name:9} {1e3 * o_f[name]:9.1f} {1e3 * o_b[name]:8.1f} "
-            f"{_rate(flop, ours_s):>8} {ours_s / o_step:6.1%}"
+            f"{_rate(flop[name], ours_s):>8} {ours_s / o_step:6.1%}"
         )
         if theirs and name in t_f:
             theirs_s = t_f[name] + t_b[name]
             line += (
                 f" | {1e3 * t_f[name]:9.1f} {1e3 * t_b[name]:8.1f} "
-                f"{_rate(flop, theirs_s):>8} {theirs_s / t_step:6.1%} "
+                f"{_rate(flop[name], theirs_s):>8} {theirs_s / t_step:6.1%} "
                 f"{ours_s / theirs_s:9.2f}x"
             )
         print(line)

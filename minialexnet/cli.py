@@ -262,9 +262,12 @@ def check_devices(spec: str | None) -> None:
     cpus = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     )
+    # cpu:0,cpu:1 always works (two threads, even on one core); beyond that an index names a
+    # CPU, which must exist.
+    limit = max(cpus, NUM_TOWERS)
     for part in spec.split(","):
         kind, _, index = part.strip().lower().partition(":")
-        if kind == "cpu" and index.isdigit() and int(index) >= cpus:
+        if kind == "cpu" and index.isdigit() and int(index) >= limit:
             raise UsageError(
                 f"--devices {spec}: {part.strip()} asks for CPU {index}, but this machine has "
                 f"{cpus} CPU(s). On the CPU a device is a thread of this process, one per "

@@ -174,7 +174,7 @@ class CPUEngine:
         top1, top5 = count_correct(logits, labels)
         finite = math.isfinite(loss)
         if finite:
-            self.model.backward(self._loss.backward())
+            self.model.backward(self._loss.backward(), need_dx=False)
         return StepResult(loss, top1, top5, len(labels), finite)
 
     def apply_update(self) -> None:

@@ -578,18 +578,20 @@ class AlexNet:
 
     __call__ = forward
 
-    def backward(self, dlogits: np.ndarray) -> np.ndarray | None:
+    def backward(self, dlogits: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         """Back-propagate ``dL/dlogits`` ``(N, num_classes)``; sets every layer's grads and
         returns ``dL/dx`` of the input's shape.
 
-        With frozen layers (``freeze``) it stops at the lowest trainable layer: nothing below
-        needs a gradient, so their backward passes are skipped and it returns ``None``.
+        ``need_dx=False`` (a training step: nobody needs the images' gradient) returns None
+        and lets conv1 skip its input gradient. With frozen layers (``freeze``) it stops at
+        the lowest trainable layer: nothing below needs a gradient, so their backward passes
+        are skipped, that layer computes no input gradient, and it returns ``None``.
         """
         layers = list(self.layers.values())
         lowest = next(i for i, layer in enumerate(layers) if layer.params and not layer.frozen)
-        for layer in reversed(layers[lowest:]):
+        for layer in reversed(layers[lowest + 1 :]):
             dlogits = layer.backward(dlogits)
-        return dlogits if lowest == 0 else None
+        return layers[lowest].backward(dlogits, need_dx=need_dx and lowest == 0)
 
     def freeze(self, upto: str | None) -> None:
         """Fine-tuning: freeze every layer with parameters up to and including ``upto``.

@@ -225,7 +225,7 @@ def train_epochs(
             idx = order[start : start + batch_size]
             x = make_batch(train_set.images[idx], data_rng)
             loss = loss_fn.forward(net.forward(x, train=True), train_set.labels[idx])
-            net.backward(loss_fn.backward())
+            net.backward(loss_fn.backward(), need_dx=False)
             optimizer.step()
             losses.append(loss)
         train_err, _ = evaluate(net, train_set, stats, batch_size=batch_size)

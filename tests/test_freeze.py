@@ -82,11 +82,14 @@ def test_backward_stops_at_the_lowest_trainable_layer(monkeypatch):
     for name in ("conv5", "relu5", "pool5", "flatten", "fc6"):
         layer = model.layers[name]
         monkeypatch.setattr(
-            layer, "backward", lambda dy, _f=layer.backward, _n=name: called.append(_n) or _f(dy)
+            layer,
+            "backward",
+            lambda dy, _f=layer.backward, _n=name, **kw: called.append((_n, kw)) or _f(dy, **kw),
         )
     engine = CPUEngine(model, SGD(model, lr=0.01))
     engine.forward_backward(*_batch(model))
-    assert called == ["fc6"]  # pool5 and below never ran backward
+    # pool5 and below never ran backward; fc6 was asked for its weight gradients only.
+    assert called == [("fc6", {"need_dx": False})]
     assert all(model.layers[n].grads == {} for n in model.frozen_layers)
     assert all(
         g is not None for n, _, g in model.named_parameters() if n not in model.frozen_parameters()

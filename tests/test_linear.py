@@ -104,6 +104,19 @@ def test_backward_does_not_modify_inputs_and_keeps_dtype():
         assert y.dtype == dx.dtype == layer.grads["W"].dtype == layer.grads["b"].dtype == dtype
 
 
+def test_weight_gradients_alone_equal_those_of_a_full_backward():
+    rng = np.random.default_rng(4)
+    layer = Linear(7, 5, rng=rng)
+    x = rng.standard_normal((3, 7)).astype(np.float32)
+    dy = rng.standard_normal((3, 5)).astype(np.float32)
+    layer.forward(x, train=True)
+    assert layer.backward(dy).shape == x.shape
+    full = {name: g.copy() for name, g in layer.grads.items()}
+    assert layer.backward(dy, need_dx=False) is None
+    for name in ("W", "b"):
+        np.testing.assert_array_equal(layer.grads[name], full[name])
+
+
 def test_linear_clear_errors():
     layer = Linear(12, 3)
     with pytest.raises(ValueError, match="Flatten"):

@@ -227,6 +227,26 @@ def test_backward_returns_the_input_gradient_and_fills_every_grad():
     assert np.abs(model.layers["conv1"].grads["W"]).sum() > 0
 
 
+def test_a_training_step_skips_conv1s_input_gradient_and_changes_no_weight_gradient(
+    monkeypatch,
+):
+    model = AlexNet(4, "tiny", rng=np.random.default_rng(0))
+    x = np.random.default_rng(1).normal(0, 30, (2, 3, 31, 31)).astype(np.float32)
+    loss = SoftmaxCrossEntropy()
+    loss.forward(model.forward(x, train=False), np.array([1, 3]))
+    model.backward(loss.backward())
+    full = {name: g.copy() for name, _, g in model.named_parameters()}
+    asked = []
+    conv1 = model.layers["conv1"]
+    monkeypatch.setattr(
+        conv1, "backward", lambda dy, _f=conv1.backward, **kw: asked.append(kw) or _f(dy, **kw)
+    )
+    assert model.backward(loss.backward(), need_dx=False) is None
+    assert asked == [{"need_dx": False}]
+    for name, _, g in model.named_parameters():
+        np.testing.assert_array_equal(g, full[name], err_msg=name)
+
+
 def test_state_dict_round_trip():
     a = AlexNet(6, "tiny", rng=np.random.default_rng(0))
     b = AlexNet(6, "tiny", rng=np.random.default_rng(1))

@@ -113,6 +113,18 @@ def test_float32_logits_dx_and_every_gradient_match(variant, num_classes):
     assert_equal_up_to(run_both(single, split, images(single, 4, 1), seed=2), rtol=2e-5)
 
 
+def test_a_training_step_skips_the_image_gradient_and_keeps_every_weight_gradient():
+    split = TwoTowerAlexNet.from_model(healthy_alexnet("tiny", 7))
+    x = images(split, 3, 4)
+    dlogits = np.random.default_rng(5).standard_normal(split.forward(x).shape)
+    dlogits = dlogits.astype(np.float32)
+    split.backward(dlogits)
+    full = {name: g.copy() for name, _, g in split.named_parameters()}
+    assert split.backward(dlogits, need_dx=False) is None
+    for name, _, g in split.named_parameters():
+        np.testing.assert_array_equal(g, full[name], err_msg=name)
+
+
 @pytest.mark.parametrize("variant, num_classes", [("tiny", 5), ("mini", 10)])
 @pytest.mark.parametrize("mode", ["threads", "sequential"])
 def test_float64_matches_to_rounding(variant, num_classes, mode):

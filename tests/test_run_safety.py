@@ -386,6 +386,16 @@ def test_cpu_devices_beyond_the_machine_are_explained(no_data, monkeypatch, caps
     assert "exactly 2" in _usage_error(["--devices", "cpu:0,cpu:1,cpu:1"], capsys)
 
 
+def test_the_advised_cpu_devices_are_accepted_on_one_cpu(monkeypatch):
+    # The refusal above advises cpu:0,cpu:1; on a one-CPU machine that advice must work (the
+    # towers are threads), not be refused with the same advice.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    cli.check_devices("cpu:0,cpu:1")
+    with pytest.raises(cli.UsageError, match="cpu:2 asks for CPU 2, but this machine has 1 CPU"):
+        cli.check_devices("cpu:0,cpu:2")
+
+
 def _checkpoint_with_stats(path, names, meta):
     model = AlexNet(len(names), "tiny", rng=np.random.default_rng(0))
     stats = DatasetStats(

@@ -19,6 +19,10 @@ class Layer:
       ``backward`` still returns ``dx`` but computes no parameter gradients (``grads`` is
       ``{}``), which saves the ``dW`` products; the optimizer skips its parameters
       (``AlexNet.freeze`` sets it; layers without parameters ignore it).
+    - Layers with parameters (``Conv2D``, ``Linear``) also take ``backward(dy,
+      need_dx=False)``: parameter gradients only, no ``dx`` (returns None). The network asks
+      it of its lowest learning layer, whose input gradient nobody uses (conv1 in training:
+      one GEMM of its three and col2im saved).
     """
 
     frozen: bool = False

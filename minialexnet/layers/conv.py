@@ -186,9 +186,12 @@ class Conv2D(Layer):
             out=y.reshape(n, g, f_g, out_h * out_w),
         )
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         """dx (N, C, H, W) from dy (N, F, OH, OW); sets grads["W"] and grads["b"] (unless
-        ``frozen``: then ``grads`` is ``{}`` and no weight gradient is computed)."""
+        ``frozen``: then ``grads`` is ``{}`` and no weight gradient is computed).
+
+        ``need_dx=False`` (the network's first layer in training: nobody needs the image's
+        gradient) skips dx, one GEMM of three and col2im, and returns None."""
         x = self._cached()
         n = x.shape[0]
         out_h, out_w = self._output_hw(x.shape[2], x.shape[3])
@@ -196,11 +199,13 @@ class Conv2D(Layer):
         check_array(dy, "Conv2D.backward", 4, "(N, F, OH, OW)")
         weights, _ = self._weights_as(x.dtype)
         if self._use_winograd():
-            dx, grad_w, grad_b = winograd.backward(dy, x, weights, self.padding, self.groups)
+            dx, grad_w, grad_b = winograd.backward(
+                dy, x, weights, self.padding, self.groups, need_dx
+            )
             self.grads = {} if self.frozen else {"W": grad_w, "b": grad_b}
             return dx
 
-        dx = np.empty(x.shape, dtype=x.dtype)
+        dx = np.empty(x.shape, dtype=x.dtype) if need_dx else None
         # dW^T summed over the chunks, per group (G, C/G*KH*KW, F/G); see _backward_chunk.
         grad_w_t = (
             None
@@ -215,7 +220,8 @@ class Conv2D(Layer):
             )
         )
         for start, stop in self._chunks(n, out_h * out_w, x.dtype):
-            self._backward_chunk(x[start:stop], dy[start:stop], weights, grad_w_t, dx[start:stop])
+            dx_chunk = None if dx is None else dx[start:stop]
+            self._backward_chunk(x[start:stop], dy[start:stop], weights, grad_w_t, dx_chunk)
         if self.frozen:
             self.grads = {}
             return dx
@@ -225,7 +231,7 @@ class Conv2D(Layer):
 
     def _backward_chunk(self, x, dy, weights, grad_w_t, dx) -> None:
         """For a few images: add their dW^T into ``grad_w_t`` (``None``: frozen) and write
-        their dx into ``dx``."""
+        their dx into ``dx`` (``None``: not needed)."""
         n = x.shape[0]
         dtype = x.dtype
         positions = n * dy.shape[2] * dy.shape[3]
@@ -252,6 +258,8 @@ class Conv2D(Layer):
                 self._grouped(cols), self._grouped(dy_cols).transpose(0, 2, 1), out=chunk_w_t
             )
             grad_w_t += chunk_w_t
+        if dx is None:
+            return
         # dcols_g = W_g^T @ dY_g, then col2im adds each column back onto its pixels.
         dcols = self._buffer("dcols", cols.shape, dtype)
         np.matmul(

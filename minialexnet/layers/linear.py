@@ -93,9 +93,10 @@ class Linear(Layer):
         self._cache = x
         return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         """dx (N, in_features) from dy (N, out_features); sets grads["W"] and grads["b"]
-        (unless ``frozen``: then ``grads`` is ``{}``)."""
+        (unless ``frozen``: then ``grads`` is ``{}``). ``need_dx=False`` (the lowest layer
+        that learns: nothing below needs a gradient) skips dx and returns None."""
         x = self._cached()
         check_same_shape(dy, (x.shape[0], self.out_features), "Linear")
         check_array(dy, "Linear.backward", 2, f"(N, {self.out_features})")
@@ -103,6 +104,8 @@ class Linear(Layer):
         weights, _ = self._weights_as(x.dtype)
         # A frozen layer (fine-tuning) computes no dW, db: the costly dy.T @ x is skipped.
         self.grads = {} if self.frozen else {"W": np.matmul(dy.T, x), "b": dy.sum(axis=0)}
+        if not need_dx:
+            return None
         return np.ascontiguousarray(_transposed_product(weights.T, dy))  # dy W
 
     def _weights_as(self, dtype) -> tuple[np.ndarray, np.ndarray]:

@@ -65,9 +65,15 @@ def forward(
 
 
 def backward(
-    dy: np.ndarray, x: np.ndarray, weights: np.ndarray, padding: int, groups: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(dx, dW, db) of ``forward(x, weights, bias, padding, groups)`` from dy (N, F, OH, OW)."""
+    dy: np.ndarray,
+    x: np.ndarray,
+    weights: np.ndarray,
+    padding: int,
+    groups: int,
+    need_dx: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(dx, dW, db) of ``forward(x, weights, bias, padding, groups)`` from dy (N, F, OH, OW);
+    dx is None with ``need_dx=False``."""
     f, c_g = weights.shape[:2]
     k = kernels()
     grad_m = k.winograd_output_backward(dy, groups)  # (16, G, F/G, T)
@@ -76,7 +82,10 @@ def backward(
     del v  # free it before dV exists
     grad_w = FILTER_TRANSFORM.T.astype(x.dtype) @ grad_u.reshape(16, f * c_g)  # (9, F*C/G)
     grad_w = np.ascontiguousarray(grad_w.T).reshape(f, c_g, 3, 3)
+    grad_b = dy.sum(axis=(0, 2, 3), dtype=x.dtype)
+    if not need_dx:
+        return None, grad_w, grad_b
     u = transform_filters(weights, groups)
     grad_v = np.matmul(u.transpose(0, 1, 3, 2), grad_m)  # (16, G, C/G, T)
     dx = k.winograd_input_backward(grad_v, x.shape, padding)
-    return dx, grad_w, dy.sum(axis=(0, 2, 3), dtype=x.dtype)
+    return dx, grad_w, grad_b

@@ -161,9 +161,9 @@ class Tower:
         gradient w.r.t. the gathered input of stage s+1, or ``[dlogits]``); back-propagate it
         through stage ``s`` and return the gradient w.r.t. the stage's whole gathered input.
 
-        ``need_dx=False`` (a GPU training step, stage 0: nobody needs the image's gradient)
-        asks the stage's first layer, a GPU layer with ``backward(dy, need_dx)``, to skip its
-        input gradient; the result is then None."""
+        ``need_dx=False`` (a training step, stage 0: nobody needs the image's gradient)
+        asks the stage's first layer (conv1, which takes ``backward(dy, need_dx)`` on the CPU
+        and the GPU) to skip its input gradient; the result is then None."""
         dy = self.device.sum_slices(grads, start, stop)
         layers = list(self.stages[s].values())
         for layer in reversed(layers[1:]):
@@ -303,9 +303,10 @@ class TwoTowerAlexNet:
 
     __call__ = forward
 
-    def backward(self, dlogits: np.ndarray) -> np.ndarray:
+    def backward(self, dlogits: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         """Back-propagate dL/dlogits (N, num_classes); sets every tower layer's grads and
-        returns dL/dx (N, 3, S, S), the sum of both towers' conv1 input gradients."""
+        returns dL/dx (N, 3, S, S), the sum of both towers' conv1 input gradients (None with
+        ``need_dx=False``: a training step, where conv1 then skips its input gradient)."""
         if self._logits_shape is None:
             raise RuntimeError(
                 "TwoTowerAlexNet.backward called before forward: run "
@@ -317,7 +318,9 @@ class TwoTowerAlexNet:
                 f"TwoTowerAlexNet.backward expects dlogits of the logits' shape "
                 f"{self._logits_shape}, got {dlogits.shape}"
             )
-        grads = self.backward_stages(dlogits)
+        grads = self.backward_stages(dlogits, need_dx)
+        if not need_dx:
+            return None
         dx = np.array(self.towers[0].device.to_host(grads[0]), copy=True)
         for tower, g in zip(self.towers[1:], grads[1:]):
             dx += tower.device.to_host(g)

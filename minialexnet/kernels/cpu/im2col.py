@@ -12,11 +12,12 @@ How the loops are parallel without races (Numba ``prange``):
 
 - ``im2col``: one iteration per row ``r = (c, i, j)`` of ``cols``; rows are disjoint, and each
   row is written left to right (long contiguous stores: this copy is bound by memory writes).
-- ``col2im``: a *gather*: one iteration per input plane ``(n, c)``; that iteration alone writes
-  ``dx[n, c]``, row by row, summing for each input row ``h`` the window entries that were
-  copied from it (for each kernel row ``i`` that lands on ``h``, a contiguous run of columns
-  in each of the KW rows ``(c, i, j)``). No two iterations touch the same output: no atomics,
-  no scatter conflicts.
+- ``col2im``: im2col run backwards, one iteration per input channel ``c`` (and block of
+  images, when there are few channels); that iteration alone writes ``dx[:, c]``, adding each
+  of its rows ``(c, i, j)`` of ``cols``, read left to right, onto the pixels it was copied
+  from. No two iterations touch the same output: no atomics, no conflicts. (A gather, one
+  input plane at a time, reading KH*KW short runs of columns per input row, was 2-3x slower
+  on conv2-conv5: benchmarks/layers.py.)
 
 Outputs are allocated in NumPy with an explicit dtype (float32 normally, float64 under
 gradcheck) and passed into the jitted loops: large ``np.empty`` calls inside ``@njit`` are
@@ -25,6 +26,7 @@ several times slower (docs/numba.md, CPU). Pass ``out=`` to reuse a buffer betwe
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -77,33 +79,39 @@ def _im2col_into(x, kernel_h, kernel_w, stride, padding, out_h, out_w, cols):
 
 
 @njit(cache=True, parallel=True)
-def _col2im_into(cols, kernel_h, kernel_w, stride, padding, out_h, out_w, dx):
+def _col2im_into(cols, kernel_h, kernel_w, stride, padding, out_h, out_w, image_blocks, dx):
     n_images, channels, height, width = dx.shape
     plane = out_h * out_w
-    for nc in prange(n_images * channels):
-        # Gather: this iteration alone writes the plane dx[n, c], one row h at a time, adding
-        # up every window entry that im2col copied from that row.
-        n = nc // channels
-        c = nc % channels
-        for h in range(height):
-            for w in range(width):
-                dx[n, c, h, w] = 0
-            # The kernel rows i that put a window row on h satisfy h + padding - i = oh*stride
-            # with 0 <= oh < out_h: i = (h + padding) % stride, then every stride-th row.
-            for i in range((h + padding) % stride, kernel_h, stride):
-                t = h + padding - i
-                if t < 0:
-                    break  # i only grows: no later row fits
-                oh = t // stride
-                if oh >= out_h:
-                    continue
-                for j in range(kernel_w):
-                    r = _U((c * kernel_h + i) * kernel_w + j)
-                    lo, hi = _valid_output_columns(j, stride, padding, width, out_w)
-                    w_lo = _U(lo * stride + j - padding)
-                    base = _U(n * plane + oh * out_w + lo)
-                    for k in range(_U(hi - lo)):
-                        dx[n, c, _U(h), w_lo + k * _U(stride)] += cols[r, base + k]
+    per_block = (n_images + image_blocks - 1) // image_blocks
+    for task in prange(channels * image_blocks):
+        # Task (c, block) alone writes dx[n, c] for the images n of its block.
+        c = task // image_blocks
+        n_lo = (task % image_blocks) * per_block
+        n_hi = min(n_lo + per_block, n_images)
+        for n in range(n_lo, n_hi):
+            for h in range(height):
+                for w in range(width):
+                    dx[n, c, h, w] = 0
+        # im2col's loops run backwards: each row (c, i, j) of cols is read left to right
+        # and added onto the pixels it was copied from.
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                row = cols[_U((c * kernel_h + i) * kernel_w + j)]
+                lo, hi = _valid_output_columns(j, stride, padding, width, out_w)
+                w_lo = _U(lo * stride + j - padding)
+                for n in range(n_lo, n_hi):
+                    for oh in range(out_h):
+                        h = oh * stride + i - padding
+                        if h < 0 or h >= height:  # this window row lies in the padding
+                            continue
+                        dx_row = dx[n, c, h]
+                        base = _U(n * plane + oh * out_w + lo)
+                        if stride == 1:  # unit steps on both sides: a vectorized add
+                            for k in range(_U(hi - lo)):
+                                dx_row[w_lo + k] += row[base + k]
+                        else:
+                            for k in range(_U(hi - lo)):
+                                dx_row[w_lo + k * _U(stride)] += row[base + k]
 
 
 def im2col(
@@ -140,7 +148,7 @@ def col2im(
     padding: int,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fold columns back onto the image, summing overlapping windows (Numba gather).
+    """Fold columns back onto the image, summing overlapping windows (Numba, per channel).
 
     cols : float32/float64 (C*KH*KW, N*OH*OW) laid out as ``im2col`` returns it ->
     dx (N, C, H, W) of cols' dtype, the adjoint of ``im2col``:
@@ -159,7 +167,10 @@ def col2im(
         )
     cols = np.ascontiguousarray(cols)
     dx = _output_buffer(out, (n, c, h, w), cols.dtype, "col2im")
-    _col2im_into(cols, kernel_h, kernel_w, stride, padding, oh, ow, dx)
+    # A few tasks per thread: per channel, and for the few channels of conv1 (3) per block
+    # of images too, so both threads stay busy.
+    image_blocks = max(1, min(n, -(-4 * numba.get_num_threads() // c)))
+    _col2im_into(cols, kernel_h, kernel_w, stride, padding, oh, ow, image_blocks, dx)
     return dx
 
 
