@@ -7,22 +7,54 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from minialexnet.backend import use_backend
 from minialexnet.gradcheck import check_layer
+from minialexnet.kernels import cpu, numpy
 from minialexnet.layers import ReLU, Tanh
 
+BACKENDS = pytest.mark.parametrize("backend", ["numba", "numpy"])
 
-def test_relu_by_hand():
+
+@BACKENDS
+def test_relu_by_hand(backend):
     layer = ReLU()
     x = np.array([[-2.0, -0.0, 0.0, 0.5, 3.0]], dtype=np.float32)
-    y = layer.forward(x)
-    np.testing.assert_array_equal(y, [[0, 0, 0, 0.5, 3]])
-    dx = layer.backward(np.array([[1.0, 2.0, 3.0, 4.0, 5.0]], dtype=np.float32))
+    with use_backend(backend):
+        y = layer.forward(x)
+        np.testing.assert_array_equal(y, [[0, 0, 0, 0.5, 3]])
+        dx = layer.backward(np.array([[1.0, 2.0, 3.0, 4.0, 5.0]], dtype=np.float32))
     # The derivative at exactly 0 is taken as 0, like PyTorch and Caffe.
     np.testing.assert_array_equal(dx, [[0, 0, 0, 4, 5]])
 
 
-def test_relu_lets_nan_through():
-    assert np.isnan(ReLU().forward(np.array([[np.nan, 1.0]]))[0, 0])
+@BACKENDS
+def test_relu_lets_nan_through_both_ways(backend):
+    layer = ReLU()
+    with use_backend(backend):
+        y = layer.forward(np.array([[np.nan, 1.0, -1.0]]))
+        assert np.isnan(y[0, 0]) and y[0, 1] == 1.0
+        # A non-finite gradient stays non-finite where the unit was off (inf * 0 = NaN).
+        with np.errstate(invalid="ignore"):
+            dx = layer.backward(np.array([[1.0, np.inf, np.inf]]))
+    assert dx[0, 1] == np.inf and np.isnan(dx[0, 2])
+
+
+@given(
+    st.lists(st.integers(1, 40), min_size=1, max_size=4),
+    st.sampled_from([np.float32, np.float64]),
+    st.integers(0, 2**32 - 1),
+)
+def test_numba_relu_equals_numpy(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[rng.random(shape) < 0.1] = 0.0  # exact zeros: the unit is off there
+    dy = rng.standard_normal(shape).astype(dtype)
+    y = cpu.relu_forward(x)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, numpy.relu_forward(x))
+    dx = cpu.relu_backward(y, dy)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, numpy.relu_backward(y, dy))
 
 
 def test_relu_keeps_only_its_output_between_the_passes():

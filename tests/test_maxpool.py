@@ -209,14 +209,19 @@ def pool_cases(draw, padded=True):
     return kernel_size, stride, padding, shape, draw(st.integers(0, 2**32 - 1))
 
 
-@given(pool_cases(), st.booleans())
-def test_both_kernels_match_the_brute_force_definition(case, with_ties):
+@given(pool_cases(), st.sampled_from(["distinct", "ties", "nans"]))
+def test_both_kernels_match_the_brute_force_definition(case, values):
     kernel_size, stride, padding, shape, seed = case
     rng = np.random.default_rng(seed)
-    if with_ties:  # few distinct values: many ties, resolved as in np.argmax
+    if values == "ties":  # few distinct values: many ties, resolved as in np.argmax
         x = rng.integers(0, 3, size=shape).astype(np.float32)
     else:
         x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float32)
+    if values == "nans":  # NaNs in some planes only (np.argmax picks the first NaN), so
+        # the Numba kernel's NaN-aware planes and its plain ones both run
+        planes = x.reshape(-1, *shape[2:])
+        for q in rng.choice(len(planes), size=(len(planes) + 1) // 2, replace=False):
+            planes[q][rng.random(shape[2:]) < 0.2] = np.nan
     y_def, argmax_def = brute_force(x, kernel_size, stride, padding)
     dy = rng.standard_normal(y_def.shape).astype(np.float32)
     dx = {}

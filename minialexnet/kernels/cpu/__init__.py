@@ -17,6 +17,7 @@ PyTorch benchmarked beside us) keep their own default. A value the user set is u
 from minialexnet.kernels.cpu.im2col import col2im, im2col
 from minialexnet.kernels.cpu.lrn import lrn_backward, lrn_forward
 from minialexnet.kernels.cpu.maxpool import maxpool_backward, maxpool_forward
+from minialexnet.kernels.cpu.relu import relu_backward, relu_forward
 from minialexnet.kernels.cpu.sgd import sgd_update
 from minialexnet.kernels.cpu.winograd import (
     winograd_input,
@@ -33,6 +34,8 @@ __all__ = [
     "lrn_backward",
     "maxpool_forward",
     "maxpool_backward",
+    "relu_forward",
+    "relu_backward",
     "sgd_update",
     "winograd_input",
     "winograd_input_backward",

@@ -3,44 +3,44 @@
 Same functions, signatures and results (exactly: taking a maximum involves no rounding, and
 the backward pass sums at most ``ceil(kernel/stride)**2`` terms per input).
 
-**Forward: a separable max.** The maximum over a k x k window is the maximum, over its k
-rows, of each row's k-wide maximum. So we first take the k-wide maximum along every input
-row at each output column (``row_best``, with the column where it was found), then the
-maximum of k of those down each output column. Why bother:
+**Forward: one window at a time, with a plain ``>``.** Each output walks its k x k window
+in row-major order, keeping the largest value and its position. What makes this fast or slow
+is the comparison, not the loop structure:
 
-- with overlapping windows (z = 3 > s = 2) every third row belongs to two windows; its row
-  maxima are computed once and used twice;
-- each maximum becomes a chain of k - 1 comparisons instead of k*k - 1, and the short
-  independent chains keep the CPU busy instead of waiting on one long chain.
+- ``v > best`` compiles to a compare and two conditional moves; asking in the same
+  comparison whether ``v`` is a NaN (so that NaN wins, as it must: a diverging network has
+  to show NaN) made the whole kernel 3-4x slower. So each (n, c) plane is first scanned for
+  a NaN (one vectorized pass over data that then sits in the cache for the pooling); only a
+  plane holding one is pooled with the NaN-aware comparison ``_wins``. Both are the same
+  loop (``_pool_plane``), compiled twice with the comparison fixed.
+- Windows entirely inside the plane (all of them in AlexNet, which pads nothing) run with
+  fixed bounds 0..k; only the windows that reach into the padding clip their rows and columns,
+  which costs about twice as much per window.
 
-Measured on a 2-core AMD machine, batch 32: 1.5-2x faster than the direct loop over the 9
-window elements, and forward + backward in 0.4-0.5x of PyTorch's CPU time. On the 2-core
-Intel test machine both loops are within 10% of each other, and forward + backward take
-1.3-3.5x PyTorch's time (its forward is faster; see docs/numba.md).
+Measured on a 2-core AMD EPYC machine, one thread, batch 32: pool1 forward 40-70 ms instead
+of 125-140 ms with the previous separable two-pass kernel (row maxima first, then column
+maxima, which saves comparisons but carried the NaN test in every one), pool2 28-50 ms
+instead of 83-92 ms (``benchmarks/layers.py``).
 
 **Padding** ``(top, left, bottom, right)`` (ONNX's ``pads``): a window starts ``top`` rows
-above and ``left`` columns left of where it would without padding, and the loops simply skip
-its rows and columns outside the plane, which is the maximum with -inf padding. Each pad is
-smaller than the window, so every window keeps at least one real pixel.
+above and ``left`` columns left of where it would without padding, and its rows and columns
+outside the plane are skipped, which is the maximum with -inf padding. Each pad is smaller
+than the window, so every window keeps at least one real pixel.
 
-Ties still go to the first maximum in row-major window order: the row pass keeps the first
-(leftmost) maximum of a row, the column pass the first (topmost) row holding the maximum,
-and "topmost row, then leftmost in it" *is* row-major order. The comparison is strict
-(``>``), and a NaN wins over any number, so a diverging network shows NaN.
+Ties go to the first maximum in row-major window order (the comparison is strict), and a
+NaN wins over any number (the first NaN, in that order).
 
 The forward pass stores, for every output, its winner's position in the window,
 ``i * kernel_size + j`` (``argmax``, one byte for 3x3 windows: see the NumPy twin); the
 backward pass then adds each ``dy`` to ``dx`` at that pixel, with no comparisons at all.
 
-**Parallelism.** ``prange`` runs over (n, c) planes (grouped in tasks in the forward pass):
-every window lies in one plane, so no two tasks write the same element of ``y``, ``argmax``
-or ``dx``. Outputs and the per-task ``row_best`` scratch are allocated here in NumPy and
-passed in.
+**Parallelism.** ``prange`` runs over (n, c) planes: every window lies in one plane, so no
+two iterations write the same element of ``y``, ``argmax`` or ``dx``. Outputs are allocated
+here in NumPy and passed in.
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -49,61 +49,74 @@ from minialexnet.shapes import conv_output_size
 
 
 @njit(cache=True, inline="always")
-def _wins(v, best):
-    """True if ``v`` replaces the current ``best``: strictly larger, or the first NaN.
+def _wins(v, best, nan_aware):
+    """True if ``v`` replaces the current ``best``: strictly larger or, with ``nan_aware``,
+    the first NaN.
 
-    Bitwise ``|`` and ``&`` rather than ``or``/``and``: no short-circuit branches, so the
-    callers compile to conditional moves; with random data a branch would mispredict often.
+    ``nan_aware`` is a constant at each (inlined) call site, so each caller compiles only
+    one of the two tests. Bitwise ``|`` and ``&`` rather than ``or``/``and``: no
+    short-circuit branches, which would mispredict often on random data.
     """
-    return (v > best) | ((v != v) & (best == best))
+    if nan_aware:
+        return (v > best) | ((v != v) & (best == best))
+    return v > best
+
+
+@njit(cache=True, inline="always")
+def _window_max(plane, h0, w0, i_lo, i_hi, j_lo, j_hi, kernel_size, nan_aware):
+    """(max, position ``i * kernel_size + j``) over rows i_lo..i_hi-1 and columns
+    j_lo..j_hi-1 of the window whose top-left corner is ``plane[h0, w0]``."""
+    best = plane[h0 + i_lo, w0 + j_lo]
+    position = i_lo * kernel_size + j_lo
+    for i in range(i_lo, i_hi):
+        for j in range(j_lo, j_hi):
+            v = plane[h0 + i, w0 + j]
+            wins = _wins(v, best, nan_aware)
+            best = v if wins else best
+            position = i * kernel_size + j if wins else position
+    return best, position
+
+
+@njit(cache=True, inline="always")
+def _pool_plane(plane, kernel_size, stride, top, left, y, argmax, nan_aware):
+    """One plane: ``plane`` (H, W) -> ``y``, ``argmax`` (OH, OW)."""
+    height, width = plane.shape
+    out_h, out_w = y.shape
+    k = kernel_size
+    # Output columns [ow_lo, ow_hi) have their whole window inside the plane's width.
+    ow_lo = min((left + stride - 1) // stride, out_w)
+    ow_hi = max(min((width + left - k) // stride + 1, out_w), ow_lo)
+    for oh in range(out_h):
+        h0 = oh * stride - top  # the window's first row (negative: in the padding)
+        i_lo, i_hi = max(0, -h0), min(k, height - h0)
+        whole_rows = i_lo == 0 and i_hi == k
+        for ow in range(out_w):
+            w0 = ow * stride - left
+            if whole_rows and ow_lo <= ow < ow_hi:
+                best, position = _window_max(plane, h0, w0, 0, k, 0, k, k, nan_aware)
+            else:
+                j_lo, j_hi = max(0, -w0), min(k, width - w0)
+                best, position = _window_max(plane, h0, w0, i_lo, i_hi, j_lo, j_hi, k, nan_aware)
+            y[oh, ow] = best
+            argmax[oh, ow] = position
+
+
+@njit(cache=True)
+def _has_nan(plane):
+    found = False
+    for v in plane.ravel():
+        found |= v != v
+    return found
 
 
 @njit(cache=True, parallel=True)
-def _maxpool_forward_kernel(x, kernel_size, stride, top, left, y, argmax, row_best, row_col):
-    """x: (P, H, W) planes; y, argmax: (P, OH, OW); row_best, row_col: (T, H, OW) scratch.
-
-    Task ``t`` handles planes t, t + T, t + 2T, ... with its own scratch row_best[t]. A window
-    starts at row ``oh * stride - top`` and column ``ow * stride - left``; its rows and
-    columns outside the plane (the padding) are skipped.
-    """
-    planes, height, width = x.shape
-    out_h, out_w = y.shape[1], y.shape[2]
-    tasks = row_best.shape[0]
-    for t in prange(tasks):
-        best_in_row = row_best[t]  # (H, OW): max of x[q, r, window's columns]
-        col_in_row = row_col[t]  # (H, OW): the column w where it was found
-        for q in range(t, planes, tasks):
-            # Pass 1, along rows: the k-wide maximum at every output column of every row.
-            for r in range(height):
-                for ow in range(out_w):
-                    first = max(ow * stride - left, 0)
-                    stop = min(ow * stride - left + kernel_size, width)
-                    best = x[q, r, first]
-                    best_col = first
-                    for col in range(first + 1, stop):
-                        v = x[q, r, col]
-                        wins = _wins(v, best)
-                        best = v if wins else best
-                        best_col = col if wins else best_col
-                    best_in_row[r, ow] = best
-                    col_in_row[r, ow] = best_col
-            # Pass 2, down columns: the maximum of the k row maxima of each window.
-            for oh in range(out_h):
-                first = max(oh * stride - top, 0)
-                stop = min(oh * stride - top + kernel_size, height)
-                for ow in range(out_w):
-                    best = best_in_row[first, ow]
-                    best_row = first
-                    for row in range(first + 1, stop):
-                        v = best_in_row[row, ow]
-                        wins = _wins(v, best)
-                        best = v if wins else best
-                        best_row = row if wins else best_row
-                    y[q, oh, ow] = best
-                    # The winner's place in its window: row i, column j from the corner.
-                    i = best_row - (oh * stride - top)
-                    j = col_in_row[best_row, ow] - (ow * stride - left)
-                    argmax[q, oh, ow] = i * kernel_size + j
+def _maxpool_forward_kernel(x, kernel_size, stride, top, left, y, argmax):
+    """x: (P, H, W) planes; y, argmax: (P, OH, OW), one plane per iteration."""
+    for q in prange(x.shape[0]):
+        if _has_nan(x[q]):
+            _pool_plane(x[q], kernel_size, stride, top, left, y[q], argmax[q], True)
+        else:
+            _pool_plane(x[q], kernel_size, stride, top, left, y[q], argmax[q], False)
 
 
 @njit(cache=True, parallel=True)
@@ -142,11 +155,6 @@ def maxpool_forward(
     out_w = conv_output_size(w, kernel_size, stride, (left, right))
     y = np.empty((n, c, out_h, out_w), dtype=x.dtype)
     argmax = np.empty((n, c, out_h, out_w), dtype=argmax_dtype(kernel_size))
-    # A few tasks per thread balance the load when other work shares the cores; each task
-    # has its own scratch (a few kB per row of the image), so tasks never share memory.
-    tasks = min(n * c, 4 * numba.get_num_threads())
-    row_best = np.empty((tasks, h, out_w), dtype=x.dtype)
-    row_col = np.empty((tasks, h, out_w), dtype=np.int64)
     _maxpool_forward_kernel(
         np.ascontiguousarray(x).reshape(n * c, h, w),
         kernel_size,
@@ -155,8 +163,6 @@ def maxpool_forward(
         left,
         y.reshape(n * c, out_h, out_w),
         argmax.reshape(n * c, out_h, out_w),
-        row_best,
-        row_col,
     )
     return y, argmax
 
