@@ -152,3 +152,15 @@ def engine_members() -> list[str]:
 SAMPLES = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "data", "imagenet100-samples"
 )
+
+
+def check_weight_gradients_alone(layer, x, dy) -> None:
+    """``layer.backward(dy, need_dx=False)`` returns None and leaves the same weight gradients,
+    bit for bit, as a full ``backward(dy)`` after ``forward(x)``."""
+    layer.forward(x, train=True)
+    assert layer.backward(dy).shape == x.shape
+    full = {name: g.copy() for name, g in layer.grads.items()}
+    assert layer.backward(dy, need_dx=False) is None
+    assert set(layer.grads) == set(full) == {"W", "b"}
+    for name, g in full.items():
+        np.testing.assert_array_equal(layer.grads[name], g, err_msg=name)
