@@ -53,6 +53,7 @@ def ours_worker(args) -> dict:
     import numpy as np
 
     sys.path.insert(0, ROOT)
+    from minialexnet.allocator import reuse_freed_memory
     from minialexnet.layers import SoftmaxCrossEntropy
     from minialexnet.model import AlexNet
     from minialexnet.optim import SGD
@@ -60,6 +61,7 @@ def ours_worker(args) -> dict:
 
     if args.threads:
         set_threads(args.threads)
+    reuse_freed_memory()  # as CPUEngine does for every training run
     rng = np.random.default_rng(0)
     model = AlexNet(1000, "paper", rng=rng)
     if args.winograd:

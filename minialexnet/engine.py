@@ -63,6 +63,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from minialexnet.allocator import reuse_freed_memory
 from minialexnet.layers import SoftmaxCrossEntropy
 from minialexnet.metrics import topk_correct
 from minialexnet.optim import frozen_parameters
@@ -165,6 +166,7 @@ class CPUEngine:
         self.model, self.optimizer = model, optimizer
         self.input_size, self.num_classes = model.input_size, model.num_classes
         self._loss = SoftmaxCrossEntropy()
+        reuse_freed_memory()  # each step's large arrays: no fresh pages (allocator.py)
         self._diverged = False  # a submitted step's loss was not finite (submit_step)
 
     def forward_backward(self, x: np.ndarray, labels: np.ndarray) -> StepResult:
