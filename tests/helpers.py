@@ -74,39 +74,49 @@ class NaNBatchEngine:
         self.engine.close()
 
 
-def check_submitted_steps_equal_train_steps(sync, late, batches) -> None:
-    """Engines ``sync`` and ``late`` start equal; ``sync.train_step`` on every batch, while
-    ``late`` submits all of them before reading any result (GPU engines: two steps in their
-    two pinned report buffers, a third that reuses the first's), then reads them in reverse
-    order. Results, parameters and momentum must be identical."""
-    want = [sync.train_step(x, labels) for x, labels in batches]
-    pending = [late.submit_step(x, labels) for x, labels in batches]
+def train_steps(engine, batches) -> tuple[list, dict]:
+    """``engine.train_step`` on each of ``batches`` in turn: the ``StepResult``s, and
+    ``replica(engine)`` after the last (the reference of
+    ``check_submitted_steps_and_sticky_divergence``)."""
+    results = [engine.train_step(x, labels) for x, labels in batches]
+    return results, replica(engine)
+
+
+def check_submitted_steps_and_sticky_divergence(late, batches, want, expected) -> None:
+    """The ``submit_step`` contract (``minialexnet.engine``) on an engine ``late`` with
+    momentum and two finite ``batches``; ``want`` and ``expected`` are what ``train_steps``
+    gives for them on an engine that started equal. ``late`` submits both, then a batch of
+    NaN images, then the first batch again, all four before reading any result (GPU
+    engines: two pinned report buffers in turn, so the third step reuses the first's and
+    the fourth the second's), and reads them in reverse order.
+
+    - Submitted steps are train steps: the first two results are ``want`` (the second with
+      the momentum of the first), every result is read once (four distinct losses) and
+      ``result()`` gives the same object again.
+    - A divergence is sticky: the NaN batch and the finite one queued behind it, before the
+      host read the NaN, report ``updated`` False and change no parameter or momentum
+      (``late`` ends exactly at ``expected``).
+    - ``load_from_host()`` (a resume) clears it: the same batch then updates every array.
+
+    One sequence for the three, as every step costs seconds under the CUDA simulator."""
+    assert len(batches) == len(want) == 2 and all(step.updated for step in want)
+    x, labels = batches[0]
+    queue = [*batches, (np.full(x.shape, np.nan, dtype=np.float32), labels), (x, labels)]
+    pending = [late.submit_step(images, targets) for images, targets in queue]
     got = [step.result() for step in reversed(pending)][::-1]
-    assert got == want and all(step.updated for step in got)
-    assert len({step.loss for step in got}) == len(got)  # no report was read twice
-    assert [step.result() for step in pending] == got  # result() may be asked again
-    expected = replica(sync)
-    for key, value in replica(late).items():
-        np.testing.assert_array_equal(value, expected[key], err_msg=key)
-
-
-def check_divergence_is_sticky(engine, x, labels) -> None:
-    """On ``engine`` (with momentum, after some steps): a submitted batch of NaN images, then
-    the finite batch ``(x, labels)`` submitted before the first result is read. Neither may
-    change a parameter or a momentum value, and both report ``updated`` False; after
-    ``load_from_host()`` the same batch updates again."""
-    before = replica(engine)
-    bad = engine.submit_step(np.full(x.shape, np.nan, dtype=np.float32), labels)
-    after = engine.submit_step(x, labels)
-    assert not bad.result().updated and math.isnan(bad.result().loss)
-    assert not after.result().updated and math.isfinite(after.result().loss)
-    now = replica(engine)
-    for key, value in before.items():
-        np.testing.assert_array_equal(now[key], value, err_msg=key)
-    engine.load_from_host()  # a resume: clears the divergence
-    assert engine.submit_step(x, labels).result().updated
-    now = replica(engine)
-    assert all(not np.array_equal(now[key], value) for key, value in before.items())
+    assert got[:2] == want
+    bad, after = got[2:]
+    assert not bad.updated and math.isnan(bad.loss)
+    assert not after.updated and math.isfinite(after.loss)
+    assert len({step.loss for step in got}) == 4  # no report was read twice
+    assert all(step.result() is result for step, result in zip(pending, got))
+    state = replica(late)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(state[key], value, err_msg=key)
+    late.load_from_host()  # a resume: clears the divergence
+    assert late.submit_step(x, labels).result().updated
+    now = replica(late)
+    assert all(not np.array_equal(now[key], value) for key, value in state.items())
 
 
 def healthy_alexnet(

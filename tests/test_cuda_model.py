@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
 from helpers import (
-    check_divergence_is_sticky,
-    check_submitted_steps_equal_train_steps,
+    check_submitted_steps_and_sticky_divergence,
     engine_members,
     healthy_alexnet,
+    replica,
     run_python,
+    train_steps,
 )
 
 HOST_TESTS = ("test_without_a_gpu_the_network_refuses_clearly",)
@@ -180,50 +181,62 @@ def test_evaluate_batch_smaller_than_the_buffers():
     )
 
 
-def test_is_an_engine_and_forward_backward_then_apply_update_is_train_step():
-    """Every member of the engine protocol; the two halves of a step give train_step's
-    result, parameters and momentum exactly (same kernels, same dropout seed)."""
-    from minialexnet.engine import StepResult
+def fresh_engine():
+    """A CudaAlexNet with momentum for one image, on ``tiny_model(seed=10)``: every call
+    starts at the same parameters and dropout generator."""
     from minialexnet.gpu import CudaAlexNet
     from minialexnet.optim import SGD
 
     model = tiny_model(seed=10)
-    twin = copy.deepcopy(model)
-    whole = CudaAlexNet(model, SGD(model, lr=0.05, momentum=0.9), batch_size=1)
-    halves = CudaAlexNet(twin, SGD(twin, lr=0.05, momentum=0.9), batch_size=1)
-    missing = [name for name in engine_members() if not hasattr(whole, name)]
+    return CudaAlexNet(model, SGD(model, lr=0.05, momentum=0.9), batch_size=1)
+
+
+@pytest.fixture(scope="module")
+def two_steps():
+    """The reference of the engine-protocol tests below: ``train_step`` on two batches of one
+    image, with momentum, from ``fresh_engine()``'s start (``helpers.train_steps``): the
+    batches, the two results and the parameters and momentum after the first and after the
+    second step. Computed once: each step costs seconds under the CUDA simulator."""
+    engine = fresh_engine()
+    batches = [(images(1, seed=20 + k), np.array([k])) for k in range(2)]
+    results, after_one = train_steps(engine, batches[:1])
+    more, after_two = train_steps(engine, batches[1:])
+    return SimpleNamespace(batches=batches, results=results + more, states=[after_one, after_two])
+
+
+def test_is_an_engine_and_forward_backward_then_apply_update_is_train_step(two_steps):
+    """Every member of the engine protocol; the two halves of a step give train_step's
+    result, parameters and momentum exactly (same kernels, same dropout seed)."""
+    from minialexnet.engine import StepResult
+
+    halves = fresh_engine()
+    missing = [name for name in engine_members() if not hasattr(halves, name)]
     assert not missing, f"CudaAlexNet lacks {missing} of the engine protocol"
-    x, labels = images(1, seed=11), np.array([3])
-    want = whole.train_step(x, labels)
+    x, labels = two_steps.batches[0]
+    want = two_steps.results[0]
     got = halves.forward_backward(x, labels)
     assert isinstance(got, StepResult) and isinstance(want, StepResult) and got.updated
     gradients = [g.copy_to_host() for g in halves.gradient_arrays()]
-    assert [g.shape for g in gradients] == [p.shape for _, p, _ in twin.named_parameters()]
+    assert [g.shape for g in gradients] == [p.shape for _, p, _ in halves.model.named_parameters()]
     assert any(np.abs(g).max() > 0 for g in gradients)
     halves.apply_update()
     assert got == want
-    for name, value in whole.state_dict().items():
-        np.testing.assert_array_equal(halves.state_dict()[name], value, err_msg=name)
-    whole.sync_to_host()
-    halves.sync_to_host()
-    for name, v in whole.optimizer.velocity.items():
-        np.testing.assert_array_equal(halves.optimizer.velocity[name], v, err_msg=name)
-        assert np.abs(v).max() > 0, name
+    for key, value in replica(halves).items():  # parameters and momentum (sync_to_host)
+        np.testing.assert_array_equal(value, two_steps.states[0][key], err_msg=key)
+        assert not key.startswith("momentum") or np.abs(value).max() > 0, key
     # load_from_host brings host changes back; close frees buffers that the next call rebuilds.
     initial = tiny_model(seed=10).state_dict()
-    twin.load_state_dict(initial)
+    halves.model.load_state_dict(initial)
     halves.load_from_host()
     for name, value in halves.state_dict().items():
         np.testing.assert_array_equal(value, initial[name], err_msg=name)
     # ... and the reloaded engine computes the initial network's function (no stale buffer).
+    before = halves.forward(x)
     want = tiny_model(seed=10).forward(x)
-    assert_close(halves.forward(x), want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
-    twin.load_state_dict(model.state_dict())
-    halves.load_from_host()
+    assert_close(before, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
     halves.close()
-    np.testing.assert_array_equal(halves.forward(x), whole.forward(x))
     with halves:
-        assert halves.evaluate_batch(x, labels) == whole.evaluate_batch(x, labels)
+        np.testing.assert_array_equal(halves.forward(x), before)
 
 
 def test_uploads_go_through_two_pinned_buffers_in_turn():
@@ -263,19 +276,14 @@ def test_a_non_finite_loss_leaves_the_parameters_alone():
         np.testing.assert_array_equal(value, before[name])
 
 
-def test_submitted_steps_equal_train_steps_and_a_divergence_stops_them_until_a_reload():
-    """submit_step(...).result() is train_step, with three steps in flight (two pinned
+def test_submitted_steps_equal_train_steps_and_a_divergence_stops_them_until_a_reload(two_steps):
+    """submit_step(...).result() is train_step, with four steps in flight (two pinned
     report buffers: the third reuses the first's); a NaN batch and the one queued after it
-    change no parameter or momentum on the GPU (the sticky flag), until load_from_host."""
-    from minialexnet.gpu import CudaAlexNet
-    from minialexnet.optim import SGD
-
-    model, twin = tiny_model(seed=13), tiny_model(seed=13)
-    sync = CudaAlexNet(model, SGD(model, lr=0.05, momentum=0.9), batch_size=1)
-    late = CudaAlexNet(twin, SGD(twin, lr=0.05, momentum=0.9), batch_size=1)
-    batches = [(images(1, seed=20 + k), np.array([k])) for k in range(3)]
-    check_submitted_steps_equal_train_steps(sync, late, batches)
-    check_divergence_is_sticky(late, *batches[0])
+    change no parameter or momentum on the GPU (the sticky flag), until load_from_host
+    (``helpers.check_submitted_steps_and_sticky_divergence``)."""
+    check_submitted_steps_and_sticky_divergence(
+        fresh_engine(), two_steps.batches, two_steps.results, two_steps.states[1]
+    )
 
 
 def test_bad_input_is_refused_clearly():

@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from cuda_sim import cuda_gate, drop_device_tests, run_in_simulator
 from helpers import (
-    check_divergence_is_sticky,
-    check_submitted_steps_equal_train_steps,
+    check_submitted_steps_and_sticky_divergence,
     engine_members,
     healthy_alexnet,
+    replica,
     run_python,
+    train_steps,
 )
 
 HOST_TESTS = (
@@ -232,11 +233,34 @@ def test_two_gpus_where_there_is_one_is_refused_clearly():
 # -- equivalence with the single-device grouped CPU model -------------------------------------
 
 
+def count_host_waits(monkeypatch, split) -> dict:
+    """From now on, count the towers' stream synchronizations (the host waits) and event
+    waits (a stream waits for the other tower's work), through ``monkeypatch``."""
+    stream_class = type(split.devices[0].stream)
+    event_class = type(split.devices[0]._queued)
+    counts = {"synchronize": 0, "wait": 0}
+    real_synchronize, real_wait = stream_class.synchronize, event_class.wait
+
+    def synchronize(self, *args, **kwargs):
+        counts["synchronize"] += 1
+        return real_synchronize(self, *args, **kwargs)
+
+    def wait(self, *args, **kwargs):
+        counts["wait"] += 1
+        return real_wait(self, *args, **kwargs)
+
+    monkeypatch.setattr(stream_class, "synchronize", synchronize)
+    monkeypatch.setattr(event_class, "wait", wait)
+    return counts
+
+
 @pytest.fixture(scope="module")
 def both_passes():
     """Forward (no dropout) and backward of a random upstream gradient through the CPU
     AlexNet and its split on one simulated GPU, towers one after the other. One image (the
-    simulator is slow); the training step below runs two through the same gathers."""
+    simulator is slow); the training step below runs two through the same gathers. The
+    forward pass on the towers counts its host waits (``count_host_waits``) as it goes:
+    another pass only for them would cost seconds."""
     from minialexnet.gpu import CudaTwoTowerAlexNet
 
     single = healthy_tiny(0)
@@ -245,12 +269,16 @@ def both_passes():
     logits = single.forward(x)
     dlogits = np.random.default_rng(2).standard_normal(logits.shape).astype(np.float32)
     dx = single.backward(dlogits)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        waits = count_host_waits(monkeypatch, split)
+        logits2 = split.forward(x)
     return SimpleNamespace(
         single=single,
         split=split,
         logits=logits,
         dx=dx,
-        logits2=split.forward(x),
+        logits2=logits2,
+        waits=waits,
         dx2=split.backward(dlogits),
         gradients=split.gradients(),
     )
@@ -270,30 +298,13 @@ def test_every_merged_gradient_matches(both_passes):
         assert_close(got[name], g, name)
 
 
-def test_the_stages_are_ordered_by_events_not_by_host_waits(both_passes, monkeypatch):
+def test_the_stages_are_ordered_by_events_not_by_host_waits(both_passes):
     """A forward pass through the towers waits on the host only to read the logits (one
     stream synchronize per tower, in ``to_host``), not after every stage of every tower; the
-    gathers make their stream wait for the other tower's event instead (gpu/devices.py)."""
-    split = both_passes.split
-    stream_class = type(split.devices[0].stream)
-    event_class = type(split.devices[0]._queued)
-    counts = {"synchronize": 0, "wait": 0}
-    real_synchronize, real_wait = stream_class.synchronize, event_class.wait
-
-    def synchronize(self, *args, **kwargs):
-        counts["synchronize"] += 1
-        return real_synchronize(self, *args, **kwargs)
-
-    def wait(self, *args, **kwargs):
-        counts["wait"] += 1
-        return real_wait(self, *args, **kwargs)
-
-    monkeypatch.setattr(stream_class, "synchronize", synchronize)
-    monkeypatch.setattr(event_class, "wait", wait)
-    logits = split.forward(images(1, seed=1))
-    assert_close(logits, both_passes.logits, "logits")
-    stages = len(split.split_net._stage_widths)
-    assert counts == {"synchronize": 2, "wait": 2 * stages}, counts
+    gathers make their stream wait for the other tower's event instead (gpu/devices.py).
+    Counted on the pass of ``both_passes``, whose logits the tests above check."""
+    stages = len(both_passes.split.split_net._stage_widths)
+    assert both_passes.waits == {"synchronize": 2, "wait": 2 * stages}, both_passes.waits
 
 
 def test_the_towers_hold_halves_on_the_gpu(both_passes):
@@ -426,47 +437,58 @@ def test_bad_batches_are_refused_before_any_work(one_step, both_passes):
         gpu.train_step(np.zeros((1, 3, 32, 32), np.float32), np.array([0]))
 
 
-def test_is_an_engine_and_forward_backward_then_apply_update_is_train_step():
-    """Every member of the engine protocol; the two halves of a step give train_step's
-    result, parameters and momentum exactly (same kernels, same dropout generators)."""
-    from minialexnet.engine import StepResult
+def fresh_engine():
+    """A CudaTwoTowerAlexNet with momentum for one image on "cuda:0,cuda:0", on
+    ``healthy_tiny(7)``: every call starts at the same parameters and dropout generators."""
     from minialexnet.gpu import CudaTwoTowerAlexNet
     from minialexnet.optim import SGD
 
-    model, twin = healthy_tiny(7), healthy_tiny(7)
-    engines = [
-        CudaTwoTowerAlexNet(
-            m,
-            SGD(m, lr=0.05, momentum=0.9),
-            batch_size=1,
-            devices="cuda:0,cuda:0",
-            rng=np.random.default_rng(8),
-        )
-        for m in (model, twin)
-    ]
-    whole, halves = engines
-    missing = [name for name in engine_members() if not hasattr(whole, name)]
+    model = healthy_tiny(7)
+    return CudaTwoTowerAlexNet(
+        model,
+        SGD(model, lr=0.05, momentum=0.9),
+        batch_size=1,
+        devices="cuda:0,cuda:0",
+        rng=np.random.default_rng(8),
+    )
+
+
+@pytest.fixture(scope="module")
+def two_steps():
+    """The reference of the engine-protocol tests below: ``train_step`` on two batches of one
+    image, with momentum, from ``fresh_engine()``'s start (``helpers.train_steps``): the
+    batches, the two results and the parameters and momentum after the first and after the
+    second step. Computed once: each step costs seconds under the CUDA simulator."""
+    engine = fresh_engine()
+    batches = [(images(1, seed=20 + k), np.array([k])) for k in range(2)]
+    results, after_one = train_steps(engine, batches[:1])
+    more, after_two = train_steps(engine, batches[1:])
+    return SimpleNamespace(batches=batches, results=results + more, states=[after_one, after_two])
+
+
+def test_is_an_engine_and_forward_backward_then_apply_update_is_train_step(two_steps):
+    """Every member of the engine protocol; the two halves of a step give train_step's
+    result, parameters and momentum exactly (same kernels, same dropout generators)."""
+    from minialexnet.engine import StepResult
+
+    halves = fresh_engine()
+    missing = [name for name in engine_members() if not hasattr(halves, name)]
     assert not missing, f"CudaTwoTowerAlexNet lacks {missing} of the engine protocol"
-    x, labels = images(1, seed=9), np.array([2])
-    want = whole.train_step(x, labels)
+    x, labels = two_steps.batches[0]
     got = halves.forward_backward(x, labels)
     assert isinstance(got, StepResult) and got.updated
     gradients = [
         halves.split_net.device_of(name).to_host(g)
         for (name, _, _), g in zip(halves.named_parameters(), halves.gradient_arrays())
     ]
-    assert len(gradients) == 2 * len(list(twin.named_parameters()))  # a piece per tower
+    assert len(gradients) == 2 * len(list(halves.model.named_parameters()))  # a piece per tower
     assert any(np.abs(g).max() > 0 for g in gradients)
     halves.apply_update()
-    assert got == want
-    for name, value in whole.state_dict().items():
-        np.testing.assert_array_equal(halves.state_dict()[name], value, err_msg=name)
-    whole.sync_to_host()
-    halves.sync_to_host()
-    for name, v in whole.optimizer.velocity.items():
-        np.testing.assert_array_equal(halves.optimizer.velocity[name], v, err_msg=name)
+    assert got == two_steps.results[0]
+    for key, value in replica(halves).items():  # merged parameters and momentum
+        np.testing.assert_array_equal(value, two_steps.states[0][key], err_msg=key)
     initial = healthy_tiny(7).state_dict()
-    twin.load_state_dict(initial)
+    halves.model.load_state_dict(initial)
     halves.load_from_host()
     for name, value in halves.state_dict().items():
         np.testing.assert_array_equal(value, initial[name], err_msg=name)
@@ -479,25 +501,12 @@ def test_is_an_engine_and_forward_backward_then_apply_update_is_train_step():
         np.testing.assert_array_equal(halves.forward(x), before)
 
 
-def test_submitted_steps_equal_train_steps_and_a_divergence_stops_both_towers():
+def test_submitted_steps_equal_train_steps_and_a_divergence_stops_both_towers(two_steps):
     """As for CudaAlexNet: submit_step is train_step with steps in flight; after a NaN batch
     neither tower updates (tower 1 reads tower 0's flag) until load_from_host."""
-    from minialexnet.gpu import CudaTwoTowerAlexNet
-    from minialexnet.optim import SGD
-
-    sync, late = (
-        CudaTwoTowerAlexNet(
-            m,
-            SGD(m, lr=0.05, momentum=0.9),
-            batch_size=1,
-            devices="cuda:0,cuda:0",
-            rng=np.random.default_rng(8),
-        )
-        for m in (healthy_tiny(11), healthy_tiny(11))
+    check_submitted_steps_and_sticky_divergence(
+        fresh_engine(), two_steps.batches, two_steps.results, two_steps.states[1]
     )
-    batches = [(images(1, seed=20 + k), np.array([k])) for k in range(3)]
-    check_submitted_steps_equal_train_steps(sync, late, batches)
-    check_divergence_is_sticky(late, *batches[0])
 
 
 # -- without the simulator ------------------------------------------------------------------------

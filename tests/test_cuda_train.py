@@ -3,7 +3,7 @@
 Dropout is switched off (its masks come from a counter-based hash on the GPU and from the
 generator on the CPU), so both paths take the same SGD steps and must end with the same
 parameters, momentum and history, float32 rounding apart. Without a GPU this runs under the
-CUDA simulator in a child process (``cuda_sim.py``), on the "tiny" variant and 8 images.
+CUDA simulator in a child process (``cuda_sim.py``), on the "tiny" variant and a few images.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def _run(device, tmp_path):
     from minialexnet.training import TrainConfig, fit
     from minialexnet.training.checkpoint import load_checkpoint
 
-    train_set = make_synthetic("train", num_classes=2, n_per_class=3, image_size=33, seed=5)
+    # Two batches of two: the second step uses the first's momentum, and a batch's loss and
+    # gradient are means over more than one image; each simulated step costs seconds.
+    train_set = make_synthetic("train", num_classes=2, n_per_class=2, image_size=33, seed=5)
     val_set = make_synthetic("val", num_classes=2, n_per_class=1, image_size=33, seed=5)
     rng = np.random.default_rng(3)
     model = AlexNet(2, "tiny", rng=rng, dropout=0.0)
@@ -35,7 +37,7 @@ def _run(device, tmp_path):
         model,
         train_set,
         val_set,
-        TrainConfig(epochs=1, batch_size=3, lr=0.01, device=device),
+        TrainConfig(epochs=1, batch_size=2, lr=0.01, device=device),
         rng=rng,
         log=lambda _line: None,
         output=str(tmp_path / device),
@@ -66,7 +68,8 @@ def test_a_nan_batch_on_the_gpu_is_named_and_neither_it_nor_the_next_batch_updat
 ):
     """The trainer reads each loss one step late: batch 3 is on the GPU when batch 2's NaN
     is seen. The run names batch 2, and the GPU's parameters and momentum are those from
-    before batch 2 (the sticky divergence flag stopped batch 3's update)."""
+    before batch 2 (the sticky divergence flag stopped batch 3's update). Batches of one
+    image: the order of the steps is what matters here, and each costs seconds."""
     from minialexnet.data.synthetic import make_synthetic
     from minialexnet.model import AlexNet
     from minialexnet.training import TrainConfig, TrainingDiverged, fit, trainer
@@ -79,14 +82,14 @@ def test_a_nan_batch_on_the_gpu_is_named_and_neither_it_nor_the_next_batch_updat
         return wrapped[-1]
 
     monkeypatch.setattr(trainer, "make_engine", nan_at_batch_2)
-    train_set = make_synthetic("train", num_classes=2, n_per_class=3, image_size=33, seed=5)
-    val_set = make_synthetic("val", num_classes=2, n_per_class=1, image_size=33, seed=5)
+    train_set = make_synthetic("train", num_classes=3, n_per_class=1, image_size=33, seed=5)
+    val_set = make_synthetic("val", num_classes=3, n_per_class=1, image_size=33, seed=5)
     with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 1, batch 2/3 "):
         fit(
-            AlexNet(2, "tiny", rng=np.random.default_rng(3), dropout=0.0),
+            AlexNet(3, "tiny", rng=np.random.default_rng(3), dropout=0.0),
             train_set,
             val_set,
-            TrainConfig(epochs=1, batch_size=2, lr=0.01, device="cuda"),
+            TrainConfig(epochs=1, batch_size=1, lr=0.01, device="cuda"),
             log=lambda _line: None,
         )
     (engine,) = wrapped
