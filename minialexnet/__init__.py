@@ -10,6 +10,7 @@ variable ``MINIALEXNET_BACKEND`` (default ``"numba"``).
 """
 
 import os as _os
+import sys as _sys
 import tempfile as _tempfile
 
 
@@ -32,6 +33,36 @@ def _ensure_numba_cache_dir() -> None:
 
 
 _ensure_numba_cache_dir()
+
+
+def _import_numpy_with_sleeping_blas_workers() -> None:
+    """Import NumPy with OpenBLAS's idle workers told to sleep at once, then restore the
+    environment.
+
+    After every matrix product OpenBLAS's worker threads keep spinning (calling
+    ``sched_yield``) for 2**28 processor cycles, about 0.1 s, before they sleep. A training
+    step runs a Numba kernel (im2col, LRN, pooling, ReLU) right after each product, on the
+    same cores, and those spinning workers took half of them: in a paper step on 2 cores,
+    pool1's forward took 77 ms instead of 39 ms alone (docs/numba.md, CPU). OpenBLAS reads
+    ``OPENBLAS_THREAD_TIMEOUT`` (log2 of the cycles; 4 is its minimum) once, when NumPy
+    loads it, so it is set for that moment only, like ``OMP_WAIT_POLICY`` for Numba's
+    threads (``minialexnet.threads``). A value the user set is kept; if NumPy was imported
+    before minialexnet, OpenBLAS has read its environment already and keeps spinning.
+    """
+    if "numpy" in _sys.modules:
+        return
+    previous = _os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    try:
+        import numpy  # noqa: F401
+    finally:
+        if previous is None:
+            _os.environ.pop("OPENBLAS_THREAD_TIMEOUT", None)
+        else:
+            _os.environ["OPENBLAS_THREAD_TIMEOUT"] = previous
+
+
+_import_numpy_with_sleeping_blas_workers()
 
 from minialexnet.backend import get_backend, set_backend, use_backend  # noqa: E402
 

@@ -1,10 +1,13 @@
-"""set_threads: Numba's and BLAS's thread counts move together; OMP_WAIT_POLICY stays put."""
+"""set_threads: Numba's and BLAS's thread counts move together; OMP_WAIT_POLICY and
+OPENBLAS_THREAD_TIMEOUT are set only while the thread pools start."""
 
+import json
 import os
 
 import numba
 import numpy as np
 import pytest
+from helpers import run_python
 
 from minialexnet.threads import blas_core, blas_threads, set_threads, start_numba_threads
 
@@ -65,3 +68,45 @@ def test_fit_sets_the_threads_of_its_config(monkeypatch):
     assert calls == [1]
     with pytest.raises(ValueError, match="threads"):
         TrainConfig(threads=0)
+
+
+# A fresh interpreter: which OPENBLAS_THREAD_TIMEOUT NumPy saw when it was imported (a finder
+# that runs before NumPy's), and what is left in the environment afterwards.
+TIMEOUT_SEEN_BY_NUMPY = """
+import json, os, sys
+
+seen = []
+
+
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            seen.append(os.environ.get("OPENBLAS_THREAD_TIMEOUT"))
+        return None
+
+
+sys.meta_path.insert(0, Watch())
+if NUMPY_FIRST:
+    import numpy
+import minialexnet
+print(json.dumps({"seen": seen, "after": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}))
+"""
+
+
+def timeout_seen_by_numpy(numpy_first: bool, user_value: str | None) -> tuple:
+    """(what NumPy's import saw, what the environment holds after ``import minialexnet``)."""
+    code = TIMEOUT_SEEN_BY_NUMPY.replace("NUMPY_FIRST", repr(numpy_first))
+    if user_value is None:
+        out = run_python(code, unset_env=("OPENBLAS_THREAD_TIMEOUT",))
+    else:
+        out = run_python(code, set_env={"OPENBLAS_THREAD_TIMEOUT": user_value})
+    result = json.loads(out.strip().splitlines()[-1])
+    return result["seen"], result["after"]
+
+
+def test_numpy_is_imported_with_sleeping_blas_workers_and_the_environment_restored():
+    assert timeout_seen_by_numpy(numpy_first=False, user_value=None) == (["4"], None)
+    # A value the user chose is what OpenBLAS sees, and it stays.
+    assert timeout_seen_by_numpy(numpy_first=False, user_value="12") == (["12"], "12")
+    # NumPy imported first: OpenBLAS has read its environment; minialexnet changes nothing.
+    assert timeout_seen_by_numpy(numpy_first=True, user_value=None) == ([None], None)

@@ -17,7 +17,7 @@ How the loops are parallel without races (Numba ``prange``):
   of its rows ``(c, i, j)`` of ``cols``, read left to right, onto the pixels it was copied
   from. No two iterations touch the same output: no atomics, no conflicts. (A gather, one
   input plane at a time, reading KH*KW short runs of columns per input row, was 2-3x slower
-  on conv2-conv5: benchmarks/layers.py.)
+  on conv2-conv5: benchmarks/conv_parts.py.)
 
 Outputs are allocated in NumPy with an explicit dtype (float32 normally, float64 under
 gradcheck) and passed into the jitted loops: large ``np.empty`` calls inside ``@njit`` are
