@@ -50,9 +50,14 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 # ------------------------------------------------------------------------ our worker
 def ours_worker(args) -> dict:
+    sys.path.insert(0, ROOT)
+    # minialexnet before NumPy, as `python -m minialexnet.train` has it: its import loads
+    # NumPy's OpenBLAS with idle workers that sleep at once (minialexnet/__init__.py).
+    import minialexnet  # noqa: F401
+
+    # isort: split
     import numpy as np
 
-    sys.path.insert(0, ROOT)
     from minialexnet.allocator import reuse_freed_memory
     from minialexnet.layers import SoftmaxCrossEntropy
     from minialexnet.model import AlexNet
