@@ -174,3 +174,39 @@ def check_weight_gradients_alone(layer, x, dy) -> None:
     assert set(layer.grads) == set(full) == {"W", "b"}
     for name, g in full.items():
         np.testing.assert_array_equal(layer.grads[name], g, err_msg=name)
+
+
+def check_gradients_reused_in_place(make_layer, x, dy_first, dy_second) -> None:
+    """A second ``backward`` writes its weight gradients into the arrays of the first (no
+    fresh 151 MB dW for fc6 every step), with the numbers a fresh layer computes; arrays
+    that no longer fit (another dtype, a frozen layer thawed) are replaced, not reused.
+
+    ``make_layer()`` builds the same layer (same weights) each time it is called."""
+    layer, fresh = make_layer(), make_layer()
+    layer.forward(x, train=True)
+    layer.backward(dy_first)
+    first = dict(layer.grads)
+    first_values = {name: g.copy() for name, g in first.items()}
+    layer.backward(dy_second)
+    fresh.forward(x, train=True)
+    fresh.backward(dy_second)
+    for name, g in layer.grads.items():
+        assert g is first[name], f"{name}: a new array instead of last call's"
+        np.testing.assert_array_equal(g, fresh.grads[name], err_msg=name)
+        assert not np.array_equal(g, first_values[name]), f"{name}: not overwritten"
+
+    layer.astype(np.float64)  # gradcheck's copy: float64 grads, still reused afterwards
+    layer.forward(x.astype(np.float64), train=True)
+    layer.backward(dy_second.astype(np.float64))
+    assert all(g.dtype == np.float64 for g in layer.grads.values())
+
+    layer.frozen = True
+    layer.backward(dy_second.astype(np.float64))
+    assert layer.grads == {}
+    layer.frozen = False
+    layer.backward(dy_second.astype(np.float64))
+    fresh.astype(np.float64)
+    fresh.forward(x.astype(np.float64), train=True)
+    fresh.backward(dy_second.astype(np.float64))
+    for name, g in layer.grads.items():
+        np.testing.assert_array_equal(g, fresh.grads[name], err_msg=name)

@@ -4,7 +4,7 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import check_weight_gradients_alone
+from helpers import check_gradients_reused_in_place, check_weight_gradients_alone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -307,6 +307,21 @@ def test_returned_arrays_are_not_overwritten_by_later_calls():
     np.testing.assert_array_equal(dx1, dx1_copy)
 
 
+def test_weight_gradients_are_written_in_place_from_call_to_call():
+    # Grouped, strided and padded, so the (G, rows, F/G) -> W-shaped copy is exercised.
+    rng = np.random.default_rng(12)
+    weights = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+
+    def make():
+        layer = Conv2D(4, 6, 3, stride=2, padding=1, groups=2)
+        layer.params["W"] = weights.copy()
+        return layer
+
+    x = rng.standard_normal((2, 4, 9, 7)).astype(np.float32)
+    dy1, dy2 = rng.standard_normal((2, 2, 6, 5, 4)).astype(np.float32)
+    check_gradients_reused_in_place(make, x, dy1, dy2)
+
+
 def test_default_init_matches_the_paper():
     layer = Conv2D(96, 256, 5, padding=2, groups=2, rng=np.random.default_rng(0))
     assert layer.params["W"].shape == (256, 48, 5, 5)
@@ -355,7 +370,7 @@ def test_chunked_batch_equals_the_whole_batch_at_once(case, images_per_chunk):
         layer.chunk_bytes = chunk_images * image_bytes
         y = layer.forward(x)
         dx = layer.backward(dy)
-        results.append((y, dx, layer.grads["W"], layer.grads["b"]))
+        results.append((y, dx, layer.grads["W"].copy(), layer.grads["b"].copy()))
     chunked, whole = results
     np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-6, atol=1e-6)

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import check_weight_gradients_alone
+from helpers import check_gradients_reused_in_place, check_weight_gradients_alone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -110,6 +110,21 @@ def test_weight_gradients_alone_equal_those_of_a_full_backward():
     layer = Linear(7, 5, rng=rng)
     x = rng.standard_normal((3, 7)).astype(np.float32)
     check_weight_gradients_alone(layer, x, rng.standard_normal((3, 5)).astype(np.float32))
+
+
+def test_weight_gradients_are_written_in_place_from_call_to_call():
+    rng = np.random.default_rng(11)
+    weights = rng.standard_normal((5, 7)).astype(np.float32)
+
+    def make():
+        layer = Linear(7, 5)
+        layer.params["W"] = weights.copy()
+        return layer
+
+    x, dy1, dy2 = (
+        rng.standard_normal(shape).astype(np.float32) for shape in ((3, 7), (3, 5), (3, 5))
+    )
+    check_gradients_reused_in_place(make, x, dy1, dy2)
 
 
 def test_linear_clear_errors():

@@ -225,8 +225,10 @@ class Conv2D(Layer):
         if self.frozen:
             self.grads = {}
             return dx
-        grad_w = np.ascontiguousarray(grad_w_t.transpose(0, 2, 1)).reshape(weights.shape)
-        self.grads = {"W": grad_w, "b": dy.sum(axis=(0, 2, 3), dtype=x.dtype)}
+        grad_w = self._gradient_array("W", weights)
+        np.copyto(self._grouped(grad_w), grad_w_t.transpose(0, 2, 1))
+        grad_b = self._gradient_array("b", self.params["b"].astype(x.dtype, copy=False))
+        self.grads = {"W": grad_w, "b": np.sum(dy, axis=(0, 2, 3), dtype=x.dtype, out=grad_b)}
         return dx
 
     def _backward_chunk(self, x, dy, weights, grad_w_t, dx) -> None:

@@ -102,8 +102,12 @@ class Linear(Layer):
         check_array(dy, "Linear.backward", 2, f"(N, {self.out_features})")
         dy = dy.astype(x.dtype, copy=False)
         weights, _ = self._weights_as(x.dtype)
-        # A frozen layer (fine-tuning) computes no dW, db: the costly dy.T @ x is skipped.
-        self.grads = {} if self.frozen else {"W": np.matmul(dy.T, x), "b": dy.sum(axis=0)}
+        if self.frozen:  # fine-tuning: no dW, db; the costly dy.T @ x is skipped
+            self.grads = {}
+        else:
+            grad_w = np.matmul(dy.T, x, out=self._gradient_array("W", weights))
+            grad_b = np.sum(dy, axis=0, out=self._gradient_array("b", self.params["b"]))
+            self.grads = {"W": grad_w, "b": grad_b}
         if not need_dx:
             return None
         return np.ascontiguousarray(_transposed_product(weights.T, dy))  # dy W
