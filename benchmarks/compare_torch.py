@@ -1,7 +1,7 @@
 """A fair CPU comparison of minialexnet and PyTorch: fresh processes, alternating, medians.
 
     python benchmarks/compare_torch.py [--batch 32] [--rounds 3] [--steps 3] [--threads N]
-        [--torch-python PATH] [--memory-batches 32,128,256] [--winograd] [--no-torch]
+        [--torch-python PATH] [--memory-batches 32,128,256] [--im2col] [--no-torch]
 
 Every measurement runs in its own fresh interpreter (``--worker``), so neither library
 sees the other: ``import minialexnet`` sets ``OMP_WAIT_POLICY=PASSIVE`` for its own OpenMP
@@ -69,10 +69,10 @@ def ours_worker(args) -> dict:
     reuse_freed_memory()  # as CPUEngine does for every training run
     rng = np.random.default_rng(0)
     model = AlexNet(1000, "paper", rng=rng)
-    if args.winograd:
+    if args.im2col:  # conv3-conv5 as im2col + GEMM instead of the model's Winograd
         for layer in model.layers.values():
-            if type(layer).__name__ == "Conv2D" and (layer.kernel_h, layer.stride) == (3, 1):
-                layer.algorithm = "winograd"
+            if type(layer).__name__ == "Conv2D":
+                layer.algorithm = "im2col"
     optimizer, loss_fn = SGD(model), SoftmaxCrossEntropy()
     x = rng.normal(0, 60, (args.batch, 3, 227, 227)).astype(np.float32)
     labels = rng.integers(0, 1000, args.batch)
@@ -243,7 +243,7 @@ def spawn(python, side, task, args, batch) -> dict:
         str(args.steps),
     ]
     command += ["--threads", str(args.threads)] if args.threads else []
-    command += ["--winograd"] if args.winograd else []
+    command += ["--im2col"] if args.im2col else []
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
     if done.returncode:
         raise RuntimeError(f"{side} {task} worker failed:\n{done.stderr[-3000:]}")
@@ -331,7 +331,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="0: each library's default")
     parser.add_argument("--torch-python", default=None)
     parser.add_argument("--memory-batches", default="32,128,256")
-    parser.add_argument("--winograd", action="store_true", help="conv3-5 through Winograd")
+    parser.add_argument(
+        "--im2col", action="store_true", help="conv3-5 through im2col, not Winograd"
+    )
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="skip the timings")
     parser.add_argument("--worker", choices=("ours", "torch"), help=argparse.SUPPRESS)

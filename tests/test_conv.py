@@ -378,11 +378,24 @@ def test_chunked_batch_equals_the_whole_batch_at_once(case, images_per_chunk):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_chunks_fit_chunk_bytes_but_keep_the_column_floor():
+    layer = Conv2D(4, 6, 3, padding=1)  # columns of one 8x8 image: 36 rows x 64 windows
+    image_bytes = 36 * 64 * 4
+    layer.chunk_bytes, layer.min_chunk_columns = 3 * image_bytes, 0
+    assert layer._chunks(7, 64, np.float32) == [(0, 3), (3, 6), (6, 7)]
+    layer.min_chunk_columns = 4 * 64 + 1  # needs 5 images: the floor wins over the bytes
+    assert layer._chunks(7, 64, np.float32) == [(0, 5), (5, 7)]
+    layer.chunk_bytes, layer.min_chunk_columns = 1, 0  # still one image at least
+    assert layer._chunks(2, 64, np.float32) == [(0, 1), (1, 2)]
+    assert layer._chunks(2, 64, np.float64) == [(0, 1), (1, 2)]
+
+
 def test_backward_keeps_only_x_between_the_passes():
     # Memory: no whole-batch im2col matrix survives forward; the scratch buffers stay
     # within one chunk (here chunk_bytes of one image's columns).
     layer = Conv2D(4, 6, 3, padding=1)
     layer.chunk_bytes = 4 * 9 * 8 * 8 * 4  # C*KH*KW x OH*OW floats
+    layer.min_chunk_columns = 0  # no floor: one image per chunk
     x = np.ones((5, 4, 8, 8), dtype=np.float32)
     workspace.release()  # earlier tests' larger buffers would hide the sizes
     layer.forward(x)

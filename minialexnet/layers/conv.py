@@ -14,11 +14,14 @@ ALGORITHMS = ("im2col", "winograd")
 
 
 class Conv2D(Layer):
-    #: Bytes of im2col columns per chunk of images (benchmarks/conv_chunks.py). With one
-    #: thread 8 MiB chunks (about the L3 cache) ran conv1/conv2 fastest; with two threads on
-    #: a busy machine every chunk's parallel regions cost a thread handover, and 64 MiB
-    #: matched the whole batch at a fraction of its memory (conv2 at batch 128: 900 MB).
-    chunk_bytes = 64 << 20
+    #: Bytes of im2col columns per chunk of images, and the fewest columns (windows) a chunk
+    #: may have. Chunks about the size of the cache let the GEMM read columns im2col has just
+    #: written there: on the 2-core AMD machine (benchmarks/conv_chunks.py, batch 32, two
+    #: threads) 8 MiB instead of 64 MiB made conv1 and conv2 16% and 4% faster (one image per
+    #: chunk). conv3-conv5 have few windows per image (13x13): their GEMMs need a few
+    #: thousand columns to run at full rate, hence the floor (13 images: 16-20 MiB).
+    chunk_bytes = 8 << 20
+    min_chunk_columns = 2048
 
     """2-D convolution (cross-correlation, as in every deep-learning library) with groups.
 
@@ -72,7 +75,8 @@ class Conv2D(Layer):
     algorithm : ``"im2col"`` (default, any geometry) or ``"winograd"``: Winograd F(2x2, 3x3)
         for 3x3 stride-1 layers (conv3-conv5), ``minialexnet/layers/winograd.py``; the same
         numbers up to float rounding, with 2.25x fewer multiplies in the GEMMs. Settable
-        after construction (``layer.algorithm = "winograd"``).
+        after construction (``layer.algorithm = "winograd"``). ``AlexNet`` builds conv3-conv5
+        with Winograd (faster on the CPU: ``benchmarks/compare_torch.py --im2col`` compares).
 
     Memory: the batch goes through im2col + GEMM a few images at a time, so that ``cols``
     (C*KH*KW x images*OH*OW) stays within ``chunk_bytes`` (near the CPU's cache; at least one
@@ -276,9 +280,10 @@ class Conv2D(Layer):
     # ----------------------------------------------------------------------------- helpers
     def _chunks(self, n: int, positions: int, dtype) -> list[tuple[int, int]]:
         """[start, stop) image ranges whose cols matrix (C*KH*KW, images*OH*OW) fits in
-        ``chunk_bytes`` (at least one image per chunk)."""
+        ``chunk_bytes``, but with at least ``min_chunk_columns`` columns (and one image)."""
         image_bytes = self._rows_of_cols() * positions * np.dtype(dtype).itemsize
-        step = max(1, min(n, self.chunk_bytes // image_bytes))
+        step = max(self.chunk_bytes // image_bytes, -(-self.min_chunk_columns // positions))
+        step = max(1, min(n, step))
         return [(start, min(start + step, n)) for start in range(0, n, step)]
 
     def _use_winograd(self) -> bool:

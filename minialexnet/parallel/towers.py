@@ -601,6 +601,7 @@ def _tower_layers(name: str, layer, widths, shape: tuple, n: int, scratch_rng):
                 layer.padding,
                 groups,
                 rng=scratch_rng,
+                algorithm=layer.algorithm,
             )
             for w in widths
         ]
