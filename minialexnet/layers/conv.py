@@ -201,7 +201,7 @@ class Conv2D(Layer):
         out_h, out_w = self._output_hw(x.shape[2], x.shape[3])
         check_same_shape(dy, (n, self.out_channels, out_h, out_w), "Conv2D")
         check_array(dy, "Conv2D.backward", 4, "(N, F, OH, OW)")
-        weights, _ = self._weights_as(x.dtype)
+        weights, bias = self._weights_as(x.dtype)
         if self._use_winograd():
             dx, grad_w, grad_b = winograd.backward(
                 dy, x, weights, self.padding, self.groups, need_dx
@@ -231,7 +231,7 @@ class Conv2D(Layer):
             return dx
         grad_w = self._gradient_array("W", weights)
         np.copyto(self._grouped(grad_w), grad_w_t.transpose(0, 2, 1))
-        grad_b = self._gradient_array("b", self.params["b"].astype(x.dtype, copy=False))
+        grad_b = self._gradient_array("b", bias)
         self.grads = {"W": grad_w, "b": np.sum(dy, axis=(0, 2, 3), dtype=x.dtype, out=grad_b)}
         return dx
 

@@ -101,12 +101,12 @@ class Linear(Layer):
         check_same_shape(dy, (x.shape[0], self.out_features), "Linear")
         check_array(dy, "Linear.backward", 2, f"(N, {self.out_features})")
         dy = dy.astype(x.dtype, copy=False)
-        weights, _ = self._weights_as(x.dtype)
+        weights, bias = self._weights_as(x.dtype)
         if self.frozen:  # fine-tuning: no dW, db; the costly dy.T @ x is skipped
             self.grads = {}
         else:
             grad_w = np.matmul(dy.T, x, out=self._gradient_array("W", weights))
-            grad_b = np.sum(dy, axis=0, out=self._gradient_array("b", self.params["b"]))
+            grad_b = np.sum(dy, axis=0, out=self._gradient_array("b", bias))
             self.grads = {"W": grad_w, "b": grad_b}
         if not need_dx:
             return None
