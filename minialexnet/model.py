@@ -489,12 +489,14 @@ class AlexNet:
                 padding=row.padding,
                 groups=row.groups,
                 rng=self.rng,
-                # Winograd F(2x2, 3x3) where it applies (conv3-conv5): 2.25x fewer multiplies;
-                # in a paper step at batch 32 on the 2-core AMD machine conv3-conv5 took
-                # 127 / 118 / 91 ms instead of 188 / 160 / 111 through im2col.
+                # Winograd F(2x2, 3x3) where it applies (conv3-conv5) and the layer is wide
+                # enough to gain from it: 2.25x fewer multiplies; in a paper step at batch 32
+                # on the 2-core AMD machine conv3-conv5 took 127 / 118 / 91 ms instead of
+                # 188 / 160 / 111 through im2col. "mini" and "tiny" keep im2col.
                 algorithm=(
                     "winograd"
                     if winograd.supports(row.kernel, row.kernel, row.stride)
+                    and winograd.worthwhile(channels, row.filters, row.groups)
                     else "im2col"
                 ),
             )

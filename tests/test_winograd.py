@@ -12,6 +12,7 @@ from minialexnet.kernels import cpu as NUMBA
 from minialexnet.kernels import numpy as REFERENCE
 from minialexnet.kernels.numpy.winograd import A_T, B_T, G, tile_grid
 from minialexnet.layers import Conv2D, winograd
+from minialexnet.model import AlexNet
 
 BACKENDS = pytest.mark.parametrize("backend", ["numba", "numpy"])
 
@@ -59,6 +60,30 @@ def test_bad_choices_get_clear_errors():
         Conv2D(2, 2, 3, stride=2, algorithm="winograd")
     with pytest.raises(ValueError, match="unknown algorithm"):
         Conv2D(2, 2, 3, algorithm="fft")
+
+
+def test_alexnet_picks_winograd_only_for_wide_3x3_layers():
+    # conv1/conv2 are not 3x3 stride 1; the paper's conv3-conv5 (256x384, 192x192 and 192x128
+    # weights per group) are wide enough; mini's (64x96, 48x48, 48x32) are not.
+    chosen = {
+        variant: {
+            name: layer.algorithm
+            for name, layer in AlexNet(10, variant).layers.items()
+            if isinstance(layer, Conv2D)
+        }
+        for variant in ("paper", "mini")
+    }
+    assert chosen["paper"] == {
+        "conv1": "im2col",
+        "conv2": "im2col",
+        "conv3": "winograd",
+        "conv4": "winograd",
+        "conv5": "winograd",
+    }
+    assert set(chosen["mini"].values()) == {"im2col"}
+    # the threshold itself, both sides of it
+    assert winograd.worthwhile(256, 256, 2) and winograd.worthwhile(128, 128, 1)
+    assert not winograd.worthwhile(256, 254, 2) and not winograd.worthwhile(64, 96, 1)
 
 
 # ---------------------------------------------------------------- properties and agreement

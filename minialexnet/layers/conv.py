@@ -76,7 +76,9 @@ class Conv2D(Layer):
         for 3x3 stride-1 layers (conv3-conv5), ``minialexnet/layers/winograd.py``; the same
         numbers up to float rounding, with 2.25x fewer multiplies in the GEMMs. Settable
         after construction (``layer.algorithm = "winograd"``). ``AlexNet`` builds conv3-conv5
-        with Winograd (faster on the CPU: ``benchmarks/compare_torch.py --im2col`` compares).
+        with Winograd where they are wide enough to gain from it (``winograd.worthwhile``:
+        the paper's and BVLC's, not "mini"'s; ``benchmarks/compare_torch.py --im2col``
+        compares).
 
     Memory: the batch goes through im2col + GEMM a few images at a time, so that ``cols``
     (C*KH*KW x images*OH*OW) stays within ``chunk_bytes`` (near the CPU's cache; at least one

@@ -44,6 +44,23 @@ def supports(kernel_h: int, kernel_w: int, stride: int) -> bool:
     return (kernel_h, kernel_w, stride) == (3, 3, 1)
 
 
+#: The fewest weights per group, (C/G) * (F/G), for which ``AlexNet`` picks Winograd. Its 16
+#: GEMMs are (F/G x C/G) @ (C/G x tiles): with narrow layers they run far below the BLAS peak
+#: and the transforms (which cost in proportion to C + F, not C * F) outweigh the saved
+#: multiplies. Forward + backward of one layer at batch 32 on the 2-core AMD machine,
+#: Winograd / im2col time: C/G x F/G = 48x48: 1.49 (6x6 maps), 0.87 (13x13); 64x64: 1.2-1.3;
+#: 64x128: 1.23, 0.88; 128x128: 0.96, 0.74; 96x192: 0.98, 0.77; paper conv3-conv5
+#: (256x384, 192x192, 192x128 at 13x13): 0.65-0.81. So the "mini" network (48-96 channels per
+#: group, 6x6 maps) stays with im2col, where Winograd made its training step 10% slower.
+MIN_WEIGHTS_PER_GROUP = 128 * 128
+
+
+def worthwhile(in_channels: int, out_channels: int, groups: int) -> bool:
+    """Whether Winograd is expected to beat im2col for a layer that ``supports`` it: its
+    channels per group are wide enough (``MIN_WEIGHTS_PER_GROUP``)."""
+    return (in_channels // groups) * (out_channels // groups) >= MIN_WEIGHTS_PER_GROUP
+
+
 def transform_filters(weights: np.ndarray, groups: int) -> np.ndarray:
     """U = G W G^T of every filter: W (F, C/G, 3, 3) -> U (16, G, F/G, C/G), W's dtype."""
     f, c_g = weights.shape[:2]
