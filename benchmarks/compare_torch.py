@@ -20,8 +20,15 @@ cross-entropy, backward (without conv1's dx, which no training step needs, on bo
 - the step: ms, GFLOP/s (3 x 2 x MACs per image: forward, dW, dx; conv1 2 x 2) and that rate as a
   fraction of the SGEMM rate measured in the same run (4096^3, NumPy's OpenBLAS);
 - inference (forward only, no dropout) at the same batch;
-- peak resident memory (``ru_maxrss``) of a fresh process after two training steps, per
-  batch in ``--memory-batches``.
+- peak resident memory (``ru_maxrss``) of a fresh process after ``MEMORY_STEPS`` training
+  steps, per batch in ``--memory-batches``.
+
+Each process first runs ``WARMUP_STEPS`` untimed steps (or forward passes). One is not enough
+for a steady state: on the 2-core AMD machine with AVX-512, malloc's heap kept growing into
+fresh pages, which the kernel zeroes (2 MiB at a time with transparent huge pages), during the
+second and fourth step of our process, adding 40-50 ms to whichever layer first wrote there
+(norm1's forward took 47-55 ms instead of 4-5 ms in those steps); with one warm-up step the
+median of three steps was such a step. A training run sees them only in its first steps.
 
 PyTorch is optional and never a dependency: ``--torch-python`` names an interpreter that has
 it (e.g. a separate venv: ``python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip
@@ -46,6 +53,8 @@ import sys
 import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+WARMUP_STEPS = 3  # untimed steps per process before the timed ones (see above)
+MEMORY_STEPS = 5  # training steps before reading the peak resident memory
 
 
 # ------------------------------------------------------------------------ our worker
@@ -194,18 +203,20 @@ def torch_worker(args) -> dict:
 # ------------------------------------------------------------------- shared by workers
 def run_worker_task(args, step, infer) -> dict:
     if args.task == "memory":
-        step()
-        step()
+        for _ in range(MEMORY_STEPS):
+            step()
         return {"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if args.task == "infer":
-        infer()
+        for _ in range(WARMUP_STEPS):
+            infer()
         times = []
         for _ in range(args.steps):
             t = time.perf_counter()
             infer()
             times.append(time.perf_counter() - t)
         return {"infer_s": statistics.median(times)}
-    step()  # warm-up: compile, caches, buffers
+    for _ in range(WARMUP_STEPS):  # compile, caches, buffers, malloc's heap at full size
+        step()
     steps = []
     for _ in range(args.steps):
         t = time.perf_counter()
@@ -399,7 +410,7 @@ def report_times(args, torch_python) -> None:
 
 
 def report_memory(args, torch_python) -> None:
-    print("\nPeak resident memory of a fresh process after two training steps (MB)")
+    print(f"\nPeak resident memory of a fresh process after {MEMORY_STEPS} training steps (MB)")
     for batch in (int(b) for b in args.memory_batches.split(",") if b):
         ours_mb = spawn(sys.executable, "ours", "memory", args, batch)["maxrss_mb"]
         line = f"  batch {batch:4}: ours {ours_mb:7.0f}"

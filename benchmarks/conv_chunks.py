@@ -1,10 +1,11 @@
 """Time AlexNet's conv layers by chunk size (``Conv2D.chunk_bytes``) and algorithm.
 
     python benchmarks/conv_chunks.py [--batch 32] [--repeats 3] [--chunks 2,8,32,0]
-                                     [--layers conv1,conv2,conv3,conv4,conv5]
+                                     [--min-columns 2048] [--layers conv1,...,conv5]
 
 One timed call = ``forward(x)`` + ``backward(dy)`` of one layer at its place in the paper's
-network. Chunk 0 means the whole batch in one im2col matrix (the old behaviour). For the
+network. Chunk 0 means the whole batch in one im2col matrix (the old behaviour); each chunk
+size is tried with each floor in ``--min-columns`` (``Conv2D.min_chunk_columns``). For the
 3x3 stride-1 layers a "winograd" row is added. Shows wall time (median) and process CPU time
 (median, all threads summed): on a machine shared with other jobs the CPU time is the
 steadier measure of the work. The load average is printed at the start and the end.
@@ -22,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from minialexnet.layers import Conv2D
+from minialexnet.layers import Conv2D, workspace
 
 LAYERS = {  # name: (C, F, kernel, stride, padding, groups, input size)
     "conv1": (3, 96, 11, 4, 0, 1, 227),
@@ -51,11 +52,14 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunks", default="2,8,32,0", help="MiB per chunk; 0 = whole batch")
+    parser.add_argument(
+        "--min-columns", default=str(Conv2D.min_chunk_columns), help="fewest columns per chunk"
+    )
     parser.add_argument("--layers", default=",".join(LAYERS))
     args = parser.parse_args(argv)
     print(f"load average at start: {os.getloadavg()}")
     rng = np.random.default_rng(0)
-    print(f"{'layer':6} {'variant':>12} {'wall ms':>9} {'cpu ms':>9} {'GFLOP/s':>8}")
+    print(f"{'layer':6} {'variant':>14} {'wall ms':>9} {'cpu ms':>9} {'GFLOP/s':>8}")
     for name in args.layers.split(","):
         c, f, k, s, p, g, size = LAYERS[name]
         layer = Conv2D(c, f, k, s, p, g, rng=rng)
@@ -63,17 +67,19 @@ def main(argv=None) -> int:
         dy = rng.normal(size=(args.batch, *layer.output_shape(x.shape[1:]))).astype(np.float32)
         flop = 3 * 2 * args.batch * layer.macs(x.shape[1:])  # forward, dW, dx
         variants = [
-            (f"{mib} MiB" if int(mib) else "whole", "im2col", int(mib) << 20 or 1 << 62)
+            (f"{mib} MiB/{floor}" if int(mib) else "whole", "im2col", int(mib) << 20 or 1 << 62)
+            + (int(floor),)
             for mib in args.chunks.split(",")
+            for floor in args.min_columns.split(",")
         ]
         if (k, s) == (3, 1):
-            variants.append(("winograd", "winograd", Conv2D.chunk_bytes))
-        for label, algorithm, chunk in variants:
-            layer.algorithm, layer.chunk_bytes = algorithm, chunk
-            layer._buffers.clear()
+            variants.append(("winograd", "winograd", Conv2D.chunk_bytes, 0))
+        for label, algorithm, chunk, floor in variants:
+            layer.algorithm, layer.chunk_bytes, layer.min_chunk_columns = algorithm, chunk, floor
+            workspace.release()  # each variant starts without the last one's buffers
             wall, cpu = time_layer(layer, x, dy, args.repeats)
             print(
-                f"{name:6} {label:>12} {1e3 * wall:9.1f} {1e3 * cpu:9.1f} {flop / wall / 1e9:8.1f}"
+                f"{name:6} {label:>14} {1e3 * wall:9.1f} {1e3 * cpu:9.1f} {flop / wall / 1e9:8.1f}"
             )
     print(f"load average at end: {os.getloadavg()}")
     return 0

@@ -322,6 +322,20 @@ def test_weight_gradients_are_written_in_place_from_call_to_call():
     check_gradients_reused_in_place(make, x, dy1, dy2)
 
 
+def test_winograd_weight_gradients_are_written_in_place_from_call_to_call():
+    rng = np.random.default_rng(13)
+    weights = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+
+    def make():
+        layer = Conv2D(4, 6, 3, padding=1, groups=2, algorithm="winograd")
+        layer.params["W"] = weights.copy()
+        return layer
+
+    x = rng.standard_normal((2, 4, 7, 6)).astype(np.float32)
+    dy1, dy2 = rng.standard_normal((2, 2, 6, 7, 6)).astype(np.float32)
+    check_gradients_reused_in_place(make, x, dy1, dy2)
+
+
 def test_default_init_matches_the_paper():
     layer = Conv2D(96, 256, 5, padding=2, groups=2, rng=np.random.default_rng(0))
     assert layer.params["W"].shape == (256, 48, 5, 5)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from minialexnet.backend import kernels
 from minialexnet.engine import CPUEngine
 from minialexnet.layers import Conv2D, Linear
+from minialexnet.layers import winograd as winograd_layer
 from minialexnet.model import AlexNet
 from minialexnet.optim import SGD
 from minialexnet.training import TrainConfig, make_engine
@@ -56,6 +58,36 @@ def test_conv_frozen_backward_skips_the_weight_gradient(monkeypatch):
     dx_frozen = layer.backward(dy)
     assert layer.grads == {}
     np.testing.assert_array_equal(dx_frozen, dx_trainable)
+
+
+def test_winograd_conv_frozen_backward_skips_the_weight_gradient(monkeypatch):
+    layer = Conv2D(2, 4, 3, padding=1, groups=2, rng=np.random.default_rng(0))
+    layer.algorithm = "winograd"
+    x = np.random.default_rng(1).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    dy = np.random.default_rng(2).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    layer.forward(x)
+    dx_trainable = layer.backward(dy)
+    layer.frozen = True
+    layer.forward(x)
+
+    def no_input_transform(*args):
+        # dW needs V, the transformed input tiles; dx does not
+        raise AssertionError("a frozen layer computed its weight gradients")
+
+    monkeypatch.setattr(winograd_layer, "kernels", lambda: _Without(no_input_transform))
+    dx_frozen = layer.backward(dy)
+    assert layer.grads == {}
+    np.testing.assert_array_equal(dx_frozen, dx_trainable)
+
+
+class _Without:
+    """The kernels of the current backend, with ``winograd_input`` replaced."""
+
+    def __init__(self, winograd_input):
+        self.winograd_input = winograd_input
+
+    def __getattr__(self, name):
+        return getattr(kernels(), name)
 
 
 def test_freeze_marks_layers_up_to_and_including_the_named_one():

@@ -206,7 +206,15 @@ class Conv2D(Layer):
         weights, bias = self._weights_as(x.dtype)
         if self._use_winograd():
             dx, grad_w, grad_b = winograd.backward(
-                dy, x, weights, self.padding, self.groups, need_dx
+                dy,
+                x,
+                weights,
+                self.padding,
+                self.groups,
+                need_dx,
+                need_dw=not self.frozen,
+                grad_w=None if self.frozen else self._gradient_array("W", weights),
+                grad_b=None if self.frozen else self._gradient_array("b", bias),
             )
             self.grads = {} if self.frozen else {"W": grad_w, "b": grad_b}
             return dx
