@@ -4,7 +4,7 @@ Same functions, same signatures, same results (to float32 rounding) as the NumPy
 see there and ``minialexnet.layers.LocalResponseNorm`` for the formula and its conventions.
 
 Two tricks make this several times faster than PyTorch's CPU LRN (forward + backward in
-0.07-0.26x of its time on the 2-core test machine, batch 32; see docs/numba.md):
+0.02-0.26x of its time on the 2-core test machines, batch 32 and 128; see docs/numba.md):
 
 1. **A running sum over channels.** The window sums of neighbouring channels share all but
    two terms: ``S_{i+1} = S_i + a_{i+1+size//2}^2 - a_{i-size//2}^2``. So instead of adding
