@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -80,6 +81,24 @@ def train_steps(engine, batches) -> tuple[list, dict]:
     ``check_submitted_steps_and_sticky_divergence``)."""
     results = [engine.train_step(x, labels) for x, labels in batches]
     return results, replica(engine)
+
+
+def mean_subtracted_images(n: int, seed: int = 0, size: int = 31) -> np.ndarray:
+    """n random (3, size, size) float32 images; mean-subtracted pixels are tens of units (§2),
+    large enough for LRN to matter."""
+    return (np.random.default_rng(seed).standard_normal((n, 3, size, size)) * 30).astype(
+        np.float32
+    )
+
+
+def two_train_steps(engine) -> SimpleNamespace:
+    """The reference of the GPU engines' protocol tests: ``train_step`` on two batches of one
+    image, with momentum, from ``engine``'s start: the batches, the two results and the
+    parameters and momentum after the first and after the second step."""
+    batches = [(mean_subtracted_images(1, seed=20 + k), np.array([k])) for k in range(2)]
+    results, after_one = train_steps(engine, batches[:1])
+    more, after_two = train_steps(engine, batches[1:])
+    return SimpleNamespace(batches=batches, results=results + more, states=[after_one, after_two])
 
 
 def check_submitted_steps_and_sticky_divergence(late, batches, want, expected) -> None:

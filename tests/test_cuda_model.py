@@ -21,7 +21,10 @@ from helpers import (
     healthy_alexnet,
     replica,
     run_python,
-    train_steps,
+    two_train_steps,
+)
+from helpers import (
+    mean_subtracted_images as images,
 )
 
 HOST_TESTS = ("test_without_a_gpu_the_network_refuses_clearly",)
@@ -36,13 +39,6 @@ def test_under_cuda_simulator():
 def tiny_model(seed: int = 1, **options):
     """The "tiny" AlexNet (6 classes) with every layer alive (``helpers.healthy_alexnet``)."""
     return healthy_alexnet("tiny", 6, seed, **options)
-
-
-def images(n: int, seed: int = 0, size: int = 31) -> np.ndarray:
-    # Mean-subtracted pixels are tens of units (§2): large enough for LRN to matter.
-    return (np.random.default_rng(seed).standard_normal((n, 3, size, size)) * 30).astype(
-        np.float32
-    )
 
 
 class ReplayCoins:
@@ -194,14 +190,10 @@ def fresh_engine():
 @pytest.fixture(scope="module")
 def two_steps():
     """The reference of the engine-protocol tests below: ``train_step`` on two batches of one
-    image, with momentum, from ``fresh_engine()``'s start (``helpers.train_steps``): the
+    image, with momentum, from ``fresh_engine()``'s start (``helpers.two_train_steps``): the
     batches, the two results and the parameters and momentum after the first and after the
     second step. Computed once: each step costs seconds under the CUDA simulator."""
-    engine = fresh_engine()
-    batches = [(images(1, seed=20 + k), np.array([k])) for k in range(2)]
-    results, after_one = train_steps(engine, batches[:1])
-    more, after_two = train_steps(engine, batches[1:])
-    return SimpleNamespace(batches=batches, results=results + more, states=[after_one, after_two])
+    return two_train_steps(fresh_engine())
 
 
 def test_is_an_engine_and_forward_backward_then_apply_update_is_train_step(two_steps):
