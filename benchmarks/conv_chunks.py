@@ -67,10 +67,11 @@ def main(argv=None) -> int:
         dy = rng.normal(size=(args.batch, *layer.output_shape(x.shape[1:]))).astype(np.float32)
         flop = 3 * 2 * args.batch * layer.macs(x.shape[1:])  # forward, dW, dx
         variants = [
-            (f"{mib} MiB/{floor}" if int(mib) else "whole", "im2col", int(mib) << 20 or 1 << 62)
-            + (int(floor),)
+            (f"{mib} MiB/{floor}", "im2col", int(mib) << 20, int(floor))
+            if int(mib)
+            else ("whole", "im2col", 1 << 62, 0)  # one chunk: the floor changes nothing
             for mib in args.chunks.split(",")
-            for floor in args.min_columns.split(",")
+            for floor in (args.min_columns.split(",") if int(mib) else ["0"])
         ]
         if (k, s) == (3, 1):
             variants.append(("winograd", "winograd", Conv2D.chunk_bytes, 0))

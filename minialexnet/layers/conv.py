@@ -205,18 +205,14 @@ class Conv2D(Layer):
         check_array(dy, "Conv2D.backward", 4, "(N, F, OH, OW)")
         weights, bias = self._weights_as(x.dtype)
         if self._use_winograd():
-            dx, grad_w, grad_b = winograd.backward(
-                dy,
-                x,
-                weights,
-                self.padding,
-                self.groups,
-                need_dx,
-                need_dw=not self.frozen,
-                grad_w=None if self.frozen else self._gradient_array("W", weights),
-                grad_b=None if self.frozen else self._gradient_array("b", bias),
-            )
-            self.grads = {} if self.frozen else {"W": grad_w, "b": grad_b}
+            grads = None
+            if not self.frozen:
+                grads = {
+                    "W": self._gradient_array("W", weights),
+                    "b": self._gradient_array("b", bias),
+                }
+            dx = winograd.backward(dy, x, weights, self.padding, self.groups, need_dx, grads)
+            self.grads = grads or {}
             return dx
 
         dx = np.empty(x.shape, dtype=x.dtype) if need_dx else None

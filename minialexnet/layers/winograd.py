@@ -88,32 +88,26 @@ def backward(
     padding: int,
     groups: int,
     need_dx: bool = True,
-    need_dw: bool = True,
-    grad_w: np.ndarray | None = None,
-    grad_b: np.ndarray | None = None,
-) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """(dx, dW, db) of ``forward(x, weights, bias, padding, groups)`` from dy (N, F, OH, OW).
+    grads: dict[str, np.ndarray] | None = None,
+) -> np.ndarray | None:
+    """dx (N, C, H, W) of ``forward(x, weights, bias, padding, groups)`` from dy (N, F, OH, OW),
+    or None with ``need_dx=False``.
 
-    dx is None with ``need_dx=False``; dW and db are None with ``need_dw=False`` (a frozen
-    layer: no V, no dU product). dW and db are written into ``grad_w`` (F, C/G, 3, 3) and
-    ``grad_b`` (F,) when given (``Conv2D`` passes last call's arrays), else into new arrays."""
+    dW and db are written into ``grads["W"]`` (F, C/G, 3, 3) and ``grads["b"]`` (F,)
+    (``Conv2D`` passes last call's arrays); ``grads=None`` (a frozen layer) computes neither:
+    no V, no dU product."""
     f, c_g = weights.shape[:2]
     k = kernels()
     grad_m = k.winograd_output_backward(dy, groups)  # (16, G, F/G, T)
-    if need_dw:
-        grad_w = np.empty(weights.shape, dtype=x.dtype) if grad_w is None else grad_w
-        grad_b = np.empty(f, dtype=x.dtype) if grad_b is None else grad_b
+    if grads is not None:
         v = k.winograd_input(x, padding, groups)  # (16, G, C/G, T)
         grad_u = np.matmul(grad_m, v.transpose(0, 1, 3, 2))  # (16, G, F/G, C/G)
         del v  # free it before dV exists
         grad_w_9 = FILTER_TRANSFORM.T.astype(x.dtype) @ grad_u.reshape(16, f * c_g)  # (9, F*C/G)
-        np.copyto(grad_w.reshape(f * c_g, 9), grad_w_9.T)
-        np.sum(dy, axis=(0, 2, 3), dtype=x.dtype, out=grad_b)
-    else:
-        grad_w = grad_b = None
+        np.copyto(grads["W"].reshape(f * c_g, 9), grad_w_9.T)
+        np.sum(dy, axis=(0, 2, 3), dtype=x.dtype, out=grads["b"])
     if not need_dx:
-        return None, grad_w, grad_b
+        return None
     u = transform_filters(weights, groups)
     grad_v = np.matmul(u.transpose(0, 1, 3, 2), grad_m)  # (16, G, C/G, T)
-    dx = k.winograd_input_backward(grad_v, x.shape, padding)
-    return dx, grad_w, grad_b
+    return k.winograd_input_backward(grad_v, x.shape, padding)
