@@ -78,7 +78,7 @@ def ours_worker(args) -> dict:
     reuse_freed_memory()  # as CPUEngine does for every training run
     rng = np.random.default_rng(0)
     model = AlexNet(1000, "paper", rng=rng)
-    if args.im2col:  # conv3-conv5 as im2col + GEMM instead of the model's Winograd
+    if args.im2col:  # conv2-conv5 as im2col + GEMM instead of the model's Winograd
         for layer in model.layers.values():
             if type(layer).__name__ == "Conv2D":
                 layer.algorithm = "im2col"
@@ -343,7 +343,7 @@ def main(argv=None) -> int:
     parser.add_argument("--torch-python", default=None)
     parser.add_argument("--memory-batches", default="32,128,256")
     parser.add_argument(
-        "--im2col", action="store_true", help="conv3-5 through im2col, not Winograd"
+        "--im2col", action="store_true", help="conv2-5 through im2col, not Winograd"
     )
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="skip the timings")

@@ -2,13 +2,16 @@
 
     python benchmarks/conv_chunks.py [--batch 32] [--repeats 3] [--chunks 2,8,32,0]
                                      [--min-columns 2048] [--layers conv1,...,conv5]
+                                     [--winograd-tiles 392,784,1568]
 
 One timed call = ``forward(x)`` + ``backward(dy)`` of one layer at its place in the paper's
 network. Chunk 0 means the whole batch in one im2col matrix (the old behaviour); each chunk
 size is tried with each floor in ``--min-columns`` (``Conv2D.min_chunk_columns``). For the
-3x3 stride-1 layers a "winograd" row is added. Shows wall time (median) and process CPU time
-(median, all threads summed): on a machine shared with other jobs the CPU time is the
-steadier measure of the work. The load average is printed at the start and the end.
+layers Winograd applies to (conv2-conv5) a "winograd/T" row is added for each T in
+``--winograd-tiles`` (``winograd.min_chunk_tiles``: AlexNet's maps have 49 tiles per image).
+Shows wall time (median) and process CPU time (median, all threads summed): on a machine
+shared with other jobs the CPU time is the steadier measure of the work. The load average is
+printed at the start and the end.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from minialexnet.layers import Conv2D, workspace
+from minialexnet.layers import Conv2D, winograd, workspace
 
 LAYERS = {  # name: (C, F, kernel, stride, padding, groups, input size)
     "conv1": (3, 96, 11, 4, 0, 1, 227),
@@ -56,6 +59,11 @@ def main(argv=None) -> int:
         "--min-columns", default=str(Conv2D.min_chunk_columns), help="fewest columns per chunk"
     )
     parser.add_argument("--layers", default=",".join(LAYERS))
+    parser.add_argument(
+        "--winograd-tiles",
+        default=str(winograd.min_chunk_tiles),
+        help="fewest tiles per Winograd chunk (comma-separated to compare)",
+    )
     args = parser.parse_args(argv)
     print(f"load average at start: {os.getloadavg()}")
     rng = np.random.default_rng(0)
@@ -73,10 +81,17 @@ def main(argv=None) -> int:
             for mib in args.chunks.split(",")
             for floor in (args.min_columns.split(",") if int(mib) else ["0"])
         ]
-        if (k, s) == (3, 1):
-            variants.append(("winograd", "winograd", Conv2D.chunk_bytes, 0))
+        if winograd.supports(k, k, s):
+            variants += [
+                (f"winograd/{tiles}", "winograd", Conv2D.chunk_bytes, int(tiles))
+                for tiles in args.winograd_tiles.split(",")
+            ]
         for label, algorithm, chunk, floor in variants:
-            layer.algorithm, layer.chunk_bytes, layer.min_chunk_columns = algorithm, chunk, floor
+            layer.algorithm, layer.chunk_bytes = algorithm, chunk
+            if algorithm == "winograd":
+                winograd.min_chunk_tiles = floor
+            else:
+                layer.min_chunk_columns = floor
             workspace.release()  # each variant starts without the last one's buffers
             wall, cpu = time_layer(layer, x, dy, args.repeats)
             print(

@@ -489,14 +489,15 @@ class AlexNet:
                 padding=row.padding,
                 groups=row.groups,
                 rng=self.rng,
-                # Winograd F(2x2, 3x3) where it applies (conv3-conv5) and the layer is wide
-                # enough to gain from it: 2.25x fewer multiplies; in a paper step at batch 32
-                # on the 2-core AMD machine conv3-conv5 took 127 / 118 / 91 ms instead of
-                # 188 / 160 / 111 through im2col. "mini" and "tiny" keep im2col.
+                # Winograd where it applies (conv2's 5x5, conv3-conv5's 3x3) and the layer is
+                # wide enough to gain from it (minialexnet/layers/winograd.py): 6.25x and
+                # 2.25x fewer multiplies; in a paper step at batch 32 on the 2-core AMD
+                # machine conv2 took 98 ms instead of 163 through im2col. "mini" and "tiny"
+                # keep im2col.
                 algorithm=(
                     "winograd"
                     if winograd.supports(row.kernel, row.kernel, row.stride)
-                    and winograd.worthwhile(channels, row.filters, row.groups)
+                    and winograd.worthwhile(channels, row.filters, row.groups, row.kernel)
                     else "im2col"
                 ),
             )

@@ -69,7 +69,7 @@ def test_winograd_conv_frozen_backward_skips_the_weight_gradient(monkeypatch):
     layer.frozen = True
     layer.forward(x)
 
-    def no_input_transform(*args):
+    def no_input_transform(*args, **kwargs):
         # dW needs V, the transformed input tiles; dx does not
         raise AssertionError("a frozen layer computed its weight gradients")
 

@@ -73,12 +73,12 @@ class Conv2D(Layer):
         model sets the paper's biases of 1 where §5 asks for them)
 
     algorithm : ``"im2col"`` (default, any geometry) or ``"winograd"``: Winograd F(2x2, 3x3)
-        for 3x3 stride-1 layers (conv3-conv5), ``minialexnet/layers/winograd.py``; the same
-        numbers up to float rounding, with 2.25x fewer multiplies in the GEMMs. Settable
-        after construction (``layer.algorithm = "winograd"``). ``AlexNet`` builds conv3-conv5
-        with Winograd where they are wide enough to gain from it (``winograd.worthwhile``:
-        the paper's and BVLC's, not "mini"'s; ``benchmarks/compare_torch.py --im2col``
-        compares).
+        for 3x3 and F(4x4, 5x5) for 5x5 stride-1 layers (conv3-conv5 and conv2),
+        ``minialexnet/layers/winograd.py``; the same numbers up to float rounding, with 2.25x
+        (6.25x) fewer multiplies in the GEMMs. Settable after construction
+        (``layer.algorithm = "winograd"``). ``AlexNet`` builds conv2-conv5 with Winograd where
+        they are wide enough to gain from it (``winograd.worthwhile``: the paper's and BVLC's,
+        not "mini"'s; ``benchmarks/compare_torch.py --im2col`` compares).
 
     Memory: the batch goes through im2col + GEMM a few images at a time, so that ``cols``
     (C*KH*KW x images*OH*OW) stays within ``chunk_bytes`` (near the CPU's cache; at least one
@@ -302,7 +302,7 @@ class Conv2D(Layer):
             return False
         if not winograd.supports(self.kernel_h, self.kernel_w, self.stride):
             raise ValueError(
-                f"{self!r}: algorithm 'winograd' needs a 3x3 kernel at stride 1; "
+                f"{self!r}: algorithm 'winograd' needs a 3x3 or 5x5 kernel at stride 1; "
                 f"use algorithm 'im2col' for this layer"
             )
         return True

@@ -1,34 +1,40 @@
-"""Winograd F(2x2, 3x3): AlexNet's 3x3 stride-1 convolutions (conv3-conv5) with fewer multiplies.
+"""Winograd convolution: AlexNet's stride-1 layers (conv2's 5x5, conv3-conv5's 3x3) with fewer
+multiplies.
 
 Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016, arXiv 2015).
-A 3x3 filter ``g`` slid over a 4x4 input tile ``d`` gives a 2x2 output tile ``Y``. Computed
-directly that is 2*2*3*3 = 36 multiplies; Winograd's minimal filtering algorithm needs 16::
+An r x r filter ``g`` slid over an a x a input tile ``d`` (a = m + r - 1) gives an m x m
+output tile ``Y``. Computed directly that is m*m*r*r multiplies; Winograd's minimal filtering
+algorithm F(m x m, r x r) needs a*a::
 
-    Y = A^T [ (G g G^T) * (B^T d B) ] A          (* : elementwise, over the 4x4 "Winograd domain")
+    Y = A^T [ (G g G^T) * (B^T d B) ] A      (* : elementwise, over the a x a "Winograd domain")
 
-with constant matrices ``B^T`` (4x4), ``G`` (4x3), ``A^T`` (2x4) of 0, +-1 and 1/2
-(``minialexnet/kernels/numpy/winograd.py``). Summed over input channels, the elementwise
-products become, for each of the 16 positions ``k`` of the 4x4 domain and each group g, one
-matrix multiply::
+with constant matrices ``B^T`` (a x a), ``G`` (a x r), ``A^T`` (m x a)
+(``minialexnet/kernels/numpy/winograd.py``: F(2x2, 3x3) for 3x3 filters, 16 multiplies
+instead of 36; F(4x4, 5x5) for 5x5 filters, 64 instead of 400). Summed over input channels,
+the elementwise products become, for each of the a*a positions ``k`` of the domain and each
+group g, one matrix multiply::
 
     U[k] = (G W G^T)[k]       (F/G, C/G)   the filters, transformed once per call
     V[k] = (B^T d B)[k]       (C/G, T)     every input tile; T = N * tiles per image
     M[k] = U[k] @ V[k]        (F/G, T)
-    y    = A^T M A + b        a 2x2 output tile from each tile of M
+    y    = A^T M A + b        an m x m output tile from each tile of M
 
-The 16 GEMMs do 16/36 of the direct method's multiplies per 2x2 output tile (Lavin & Gray's
-2.25x); the transforms are additions only. conv3-conv5 output 13x13 maps, so 7x7 tiles
-compute 14x14 and the extra row and column are cut off: 2.25 * 169/196 = 1.94x fewer
-multiplies in practice. Every step is linear, so backward is each step transposed::
+The transforms are additions and small multiples. Tiles that stick out of the map compute
+outputs that are cut off: conv3-conv5's 13x13 maps take 7x7 tiles of 2x2 (14x14), so 2.25 *
+169/196 = 1.94x fewer multiplies in practice; conv2's 27x27 maps take 7x7 tiles of 4x4
+(28x28): 6.25 * 729/784 = 5.8x fewer. Every step is linear, so backward is each step
+transposed::
 
     dM = A dY A^T          dV[k] = U[k]^T @ dM[k]      dx = sum over tiles of B dV B^T
     dU[k] = dM[k] @ V[k]^T                             dW = G^T dU G        db = sum of dy
 
 The transforms are kernels (``winograd_input``, ``winograd_output`` and their backwards in
 ``minialexnet/kernels/{numpy,cpu}/winograd.py``); the GEMMs and the filter transform are
-here. Only x is kept between forward and backward: V is recomputed from it (one cheap pass)
-rather than held (16/9 of the im2col matrix). Tested against the im2col path (forward, dx,
-dW, db) in tests/test_winograd.py.
+here. The batch goes through a chunk of images at a time (``min_chunk_tiles``), so V and M
+(a*a / m*m times the size of the maps: 4x for both transforms) never exist for a large batch
+at once; their buffers are reused (``minialexnet/layers/workspace.py``). Only x is kept
+between forward and backward: V is recomputed from it (one cheap pass) rather than held.
+Tested against the im2col path (forward, dx, dW, db) in tests/test_winograd.py.
 """
 
 from __future__ import annotations
@@ -36,49 +42,93 @@ from __future__ import annotations
 import numpy as np
 
 from minialexnet.backend import kernels
-from minialexnet.kernels.numpy.winograd import FILTER_TRANSFORM, tile_grid
+from minialexnet.kernels.numpy.winograd import F2x2_3x3, F4x4_5x5, Transform, tile_grid
+from minialexnet.layers import workspace
+
+#: The transform for each (kernel size, stride) Winograd applies to.
+TRANSFORMS = {(3, 1): F2x2_3x3, (5, 1): F4x4_5x5}
+
+
+def transform_for(kernel_h: int, kernel_w: int, stride: int) -> Transform | None:
+    """The Winograd transform of a square kernel at this stride, or None where there is none
+    (``TRANSFORMS``: 3x3 and 5x5 at stride 1; any padding, any groups)."""
+    return TRANSFORMS.get((kernel_h, stride)) if kernel_h == kernel_w else None
 
 
 def supports(kernel_h: int, kernel_w: int, stride: int) -> bool:
-    """F(2x2, 3x3) applies to 3x3 kernels at stride 1 (any padding, any groups)."""
-    return (kernel_h, kernel_w, stride) == (3, 3, 1)
+    """Whether a layer of this kernel and stride can use Winograd (``TRANSFORMS``)."""
+    return transform_for(kernel_h, kernel_w, stride) is not None
 
 
-#: The fewest weights per group, (C/G) * (F/G), for which ``AlexNet`` picks Winograd. Its 16
+#: The fewest weights per group, (C/G) * (F/G), for which ``AlexNet`` picks Winograd. Its
 #: GEMMs are (F/G x C/G) @ (C/G x tiles): with narrow layers they run far below the BLAS peak
 #: and the transforms (which cost in proportion to C + F, not C * F) outweigh the saved
 #: multiplies. Forward + backward of one layer at batch 32 on the 2-core AMD machine,
-#: Winograd / im2col time: C/G x F/G = 48x48: 1.49 (6x6 maps), 0.87 (13x13); 64x64: 1.2-1.3;
-#: 64x128: 1.23, 0.88; 128x128: 0.96, 0.74; 96x192: 0.98, 0.77; paper conv3-conv5
-#: (256x384, 192x192, 192x128 at 13x13): 0.65-0.81. So the "mini" network (48-96 channels per
-#: group, 6x6 maps) stays with im2col, where Winograd made its training step 10% slower.
-MIN_WEIGHTS_PER_GROUP = 128 * 128
+#: Winograd / im2col time, F(2x2, 3x3): C/G x F/G = 48x48: 1.49 (6x6 maps), 0.87 (13x13);
+#: 64x64: 1.2-1.3; 64x128: 1.23, 0.88; 128x128: 0.96, 0.74; 96x192: 0.98, 0.77; paper
+#: conv3-conv5 (256x384, 192x192, 192x128 at 13x13): 0.65-0.81. So the "mini" network (48-96
+#: channels per group, 6x6 maps) stays with im2col, where Winograd made its training step 10%
+#: slower. F(4x4, 5x5) saves far more multiplies (6.25x): the paper's conv2 (48x128 at
+#: 27x27) 0.5-0.57; 16x48 at 13x13, 0.9-1.05. Mini's conv2 (16x32) keeps im2col.
+MIN_WEIGHTS_PER_GROUP = {F2x2_3x3: 128 * 128, F4x4_5x5: 48 * 128}
 
 
-def worthwhile(in_channels: int, out_channels: int, groups: int) -> bool:
-    """Whether Winograd is expected to beat im2col for a layer that ``supports`` it: its
-    channels per group are wide enough (``MIN_WEIGHTS_PER_GROUP``)."""
-    return (in_channels // groups) * (out_channels // groups) >= MIN_WEIGHTS_PER_GROUP
+def worthwhile(in_channels: int, out_channels: int, groups: int, kernel_size: int = 3) -> bool:
+    """Whether Winograd is expected to beat im2col for a stride-1 layer of this square kernel
+    (3 or 5): its channels per group are wide enough (``MIN_WEIGHTS_PER_GROUP``)."""
+    tf = transform_for(kernel_size, kernel_size, 1)
+    weights_per_group = (in_channels // groups) * (out_channels // groups)
+    return tf is not None and weights_per_group >= MIN_WEIGHTS_PER_GROUP[tf]
+
+
+#: The fewest tiles per chunk of images (one chunk: at least one image). The tiles are the
+#: GEMMs' long axis, T; the GEMMs are small in their other two (C/G and F/G), so they need a
+#: long T to run at full rate, while smaller chunks keep V and M small. Forward + backward at
+#: batch 32 on the 2-core AMD machine, ms, chunks of 8 / 16 / 32 images: conv2 (F(4x4, 5x5),
+#: 49 tiles per image) 86 / 78 / 77; conv3 (F(2x2, 3x3), 49 tiles) - / 60 / 57; conv4-conv5
+#: likewise. So 32 of AlexNet's images; at batch 128, 4 chunks.
+min_chunk_tiles = 32 * 7 * 7
+
+
+def _transform(weights: np.ndarray) -> Transform:
+    """The transform for these weights (F, C/G, r, r): the layer has checked ``supports``."""
+    return transform_for(weights.shape[2], weights.shape[3], 1)
 
 
 def transform_filters(weights: np.ndarray, groups: int) -> np.ndarray:
-    """U = G W G^T of every filter: W (F, C/G, 3, 3) -> U (16, G, F/G, C/G), W's dtype."""
+    """U = G W G^T of every filter: W (F, C/G, r, r) -> U (a*a, G, F/G, C/G), W's dtype."""
+    tf = _transform(weights)
     f, c_g = weights.shape[:2]
-    u = FILTER_TRANSFORM.astype(weights.dtype) @ weights.reshape(f * c_g, 9).T  # (16, F*C/G)
-    return u.reshape(16, groups, f // groups, c_g)
+    u = tf.filter_matrix.astype(weights.dtype) @ weights.reshape(f * c_g, -1).T  # (a*a, F*C/G)
+    return u.reshape(tf.alpha**2, groups, f // groups, c_g)
+
+
+def _chunks(n: int, tiles_per_image: int) -> list[tuple[int, int]]:
+    """[start, stop) image ranges of at least ``min_chunk_tiles`` tiles (the last: the rest)."""
+    step = max(1, -(-min_chunk_tiles // tiles_per_image))
+    return [(start, min(start + step, n)) for start in range(0, n, step)]
 
 
 def forward(
     x: np.ndarray, weights: np.ndarray, bias: np.ndarray, padding: int, groups: int
 ) -> np.ndarray:
-    """y (N, F, OH, OW) from x (N, C, H, W), weights (F, C/G, 3, 3), bias (F,); one dtype."""
-    n, _, h, w = x.shape
-    out_h, out_w, _, _ = tile_grid(h, w, padding)
-    k = kernels()
-    m = np.matmul(
-        transform_filters(weights, groups), k.winograd_input(x, padding, groups)
-    )  # (16, G, F/G, T)
-    return k.winograd_output(m, bias, n, out_h, out_w)
+    """y (N, F, OH, OW) from x (N, C, H, W), weights (F, C/G, r, r), bias (F,); one dtype."""
+    tf = _transform(weights)
+    n, c, h, w = x.shape
+    f = weights.shape[0]
+    out_h, out_w, th, tw = tile_grid(h, w, padding, tf)
+    k, a2 = kernels(), tf.alpha**2
+    u = transform_filters(weights, groups)
+    y = np.empty((n, f, out_h, out_w), dtype=x.dtype)
+    for start, stop in _chunks(n, th * tw):
+        tiles = (stop - start) * th * tw
+        v = workspace.scratch("winograd_v", (a2, groups, c // groups, tiles), x.dtype)
+        k.winograd_input(x[start:stop], padding, groups, tf, out=v)
+        m = np.matmul(
+            u, v, out=workspace.scratch("winograd_m", (a2, groups, f // groups, tiles), x.dtype)
+        )
+        k.winograd_output(m, bias, stop - start, out_h, out_w, tf, out=y[start:stop])
+    return y
 
 
 def backward(
@@ -93,21 +143,36 @@ def backward(
     """dx (N, C, H, W) of ``forward(x, weights, bias, padding, groups)`` from dy (N, F, OH, OW),
     or None with ``need_dx=False``.
 
-    dW and db are written into ``grads["W"]`` (F, C/G, 3, 3) and ``grads["b"]`` (F,)
+    dW and db are written into ``grads["W"]`` (F, C/G, r, r) and ``grads["b"]`` (F,)
     (``Conv2D`` passes last call's arrays); ``grads=None`` (a frozen layer) computes neither:
     no V, no dU product."""
+    tf = _transform(weights)
+    n, _, h, w = x.shape
     f, c_g = weights.shape[:2]
-    k = kernels()
-    grad_m = k.winograd_output_backward(dy, groups)  # (16, G, F/G, T)
-    if grads is not None:
-        v = k.winograd_input(x, padding, groups)  # (16, G, C/G, T)
-        grad_u = np.matmul(grad_m, v.transpose(0, 1, 3, 2))  # (16, G, F/G, C/G)
-        del v  # free it before dV exists
-        grad_w_9 = FILTER_TRANSFORM.T.astype(x.dtype) @ grad_u.reshape(16, f * c_g)  # (9, F*C/G)
-        np.copyto(grads["W"].reshape(f * c_g, 9), grad_w_9.T)
-        np.sum(dy, axis=(0, 2, 3), dtype=x.dtype, out=grads["b"])
-    if not need_dx:
+    _, _, th, tw = tile_grid(h, w, padding, tf)
+    k, a2 = kernels(), tf.alpha**2
+    if grads is None and not need_dx:
         return None
     u = transform_filters(weights, groups)
-    grad_v = np.matmul(u.transpose(0, 1, 3, 2), grad_m)  # (16, G, C/G, T)
-    return k.winograd_input_backward(grad_v, x.shape, padding)
+    grad_u = np.zeros_like(u) if grads is not None else None  # (a*a, G, F/G, C/G)
+    dx = np.empty(x.shape, dtype=x.dtype) if need_dx else None
+    for start, stop in _chunks(n, th * tw):
+        tiles = (stop - start) * th * tw
+        grad_m = workspace.scratch("winograd_m", (a2, groups, f // groups, tiles), x.dtype)
+        k.winograd_output_backward(dy[start:stop], groups, tf, out=grad_m)
+        if grad_u is not None:
+            v = workspace.scratch("winograd_v", (a2, groups, c_g, tiles), x.dtype)
+            k.winograd_input(x[start:stop], padding, groups, tf, out=v)
+            chunk_u = workspace.scratch("winograd_du", u.shape, x.dtype)
+            grad_u += np.matmul(grad_m, v.transpose(0, 1, 3, 2), out=chunk_u)
+        if dx is not None:
+            grad_v = workspace.scratch("winograd_v", (a2, groups, c_g, tiles), x.dtype)
+            np.matmul(u.transpose(0, 1, 3, 2), grad_m, out=grad_v)
+            k.winograd_input_backward(
+                grad_v, dx[start:stop].shape, padding, tf, out=dx[start:stop]
+            )
+    if grads is not None:
+        grad_w = tf.filter_matrix.T.astype(x.dtype) @ grad_u.reshape(a2, f * c_g)  # (r*r, F*C/G)
+        np.copyto(grads["W"].reshape(f * c_g, -1), grad_w.T)
+        np.sum(dy, axis=(0, 2, 3), dtype=x.dtype, out=grads["b"])
+    return dx

@@ -1,36 +1,35 @@
-"""Winograd F(2x2, 3x3) transforms compiled with Numba: twins of ``kernels/numpy/winograd.py``.
+"""Winograd F(m x m, r x r) transforms compiled with Numba: twins of ``kernels/numpy/winograd.py``.
 
-Same names, same layouts (read that file first)::
+Same names, same layouts (read that file first); ``a = m + r - 1``::
 
-    V, dV  (16, G, C/G, T)     M, dM  (16, G, F/G, T)     T = N*TH*TW tiles, t = (n, th, tw)
+    V, dV  (a*a, G, C/G, T)     M, dM  (a*a, G, F/G, T)     T = N*TH*TW tiles, t = (n, th, tw)
 
-Each transform is the four-point rule it is along one axis, applied to the 4 columns and then
-the 4 rows of a tile (``X t Y^T``: columns by X, then rows by Y)::
+Each transform ``X t Y^T`` of a tile is two passes of small matrix products, the first along
+the tile's columns and the second along its rows, and each pass is done for every tile of the
+chunk at once: the tiles' pixels lie along a long contiguous axis t, so every inner loop is
+``out[t] += coefficient * src[t]`` over all T tiles (vectorized; zero coefficients skipped,
+which leaves F(2x2, 3x3)'s additions). For one input channel c::
 
-    B^T (input):    (d0 - d2,  d1 + d2,  d2 - d1,  d1 - d3)
-    B   (adjoint):  (v0,  v1 - v2 + v3,  v1 + v2 - v0,  -v3)
-    A^T (output):   (m0 + m1 + m2,  m1 - m2 - m3)
-    A   (adjoint):  (y0,  y0 + y1,  y0 - y1,  -y1)
+    d[j, q, t] = x_pad[n, c, m*th + j, m*tw + q]       the a x a pixels of every tile (a gather)
+    e[i, q, t] = sum_j B^T[i, j] d[j, q, t]            columns
+    V[i*a + k, g, c, t] = sum_q B^T[k, q] e[i, q, t]   rows, straight into V's contiguous rows
 
-Additions only, so these loops are bound by memory traffic: each fuses the gather, the
-transform and the reorder into one pass over the data (the NumPy reference takes four).
+and likewise, in the other direction, for the output (A^T) and both adjoints (B, A). Written
+for F(2x2, 3x3) with hand-unrolled four-point rules, the same work ran no faster (within
+10% on conv3-conv5, 2-core AMD machine, batch 32).
 
-Every loop is parallel (``prange``) over the channels c (or filters f) of the image-side
-array: iteration c alone reads or writes the planes x[:, c] and row (g, c) of every one of
-the 16 Winograd-domain matrices, so no two iterations touch the same memory. Within it, one
-row of tiles at a time: first the transform along the columns, for every column of the row
-at once (contiguous, vectorized loops; neighbouring tiles share their edge columns), then
-along the rows, writing (or reading) the 16 matrices tile after tile, 16 contiguous streams.
-Over (n, c) planes, one tile at a time, the same arithmetic ran 1.3-2.3x slower on
-conv3-conv5 (2-core AMD machine, batch 32).
+Every loop is parallel (``prange``) over blocks of channels c (or filters f) of the
+image-side array, one block per thread so each thread allocates its small scratch (d and e,
+a*a*T floats) once: channel c alone reads or writes the planes x[:, c] and row (g, c) of every
+one of the a*a Winograd-domain matrices, so no two iterations touch the same memory.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
-from minialexnet.kernels.numpy.winograd import pad_for_tiles, tile_grid
+from minialexnet.kernels.numpy.winograd import Transform, pad_for_tiles, tile_grid
 
 # Unsigned indices where they are known to be >= 0: Numba then skips its negative-index
 # wraparound test, which keeps LLVM from vectorizing the loops (as in ``im2col.py``).
@@ -38,191 +37,220 @@ _U = np.uintp
 
 
 @njit(cache=True, inline="always")
-def _bt(d0, d1, d2, d3):
-    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+def _add_scaled(out, coefficient, src, first):
+    """out = coefficient * src if ``first`` else out += coefficient * src (1-D, one length)."""
+    if first:
+        for t in range(_U(out.size)):
+            out[t] = coefficient * src[t]
+    else:
+        for t in range(_U(out.size)):
+            out[t] += coefficient * src[t]
 
 
 @njit(cache=True, inline="always")
-def _b(v0, v1, v2, v3):
-    return v0, v1 - v2 + v3, v1 + v2 - v0, -v3
+def _combine(coefficients, src, out):
+    """out = sum_j coefficients[j] * src[j]: one row from the rows of the 2-D ``src``."""
+    first = True
+    for j in range(coefficients.size):
+        if coefficients[j] != 0:
+            _add_scaled(out, coefficients[j], src[j], first)
+            first = False
+    if first:
+        out[:] = 0
 
 
 @njit(cache=True, inline="always")
-def _at(m0, m1, m2, m3):
-    return m0 + m1 + m2, m1 - m2 - m3
-
-
-@njit(cache=True, inline="always")
-def _a(y0, y1):
-    return y0, y0 + y1, y0 - y1, -y1
+def _block(block, blocks, count):
+    """The range of ``count`` items that block ``block`` of ``blocks`` takes."""
+    return range(block * count // blocks, (block + 1) * count // blocks)
 
 
 @njit(cache=True, parallel=True)
-def _input_into(x_pad, th, tw, v):
-    n_images, channels, _, width = x_pad.shape
-    c_g = v.shape[2]
-    for c in prange(channels):
-        g, cg = c // c_g, c % c_g
-        column_sums = np.empty((4, width), dtype=x_pad.dtype)  # B^T d of one row of tiles
-        for n in range(n_images):
-            for r in range(th):
-                y = _U(2 * r)
-                d0, d1, d2 = x_pad[n, c, y], x_pad[n, c, y + 1], x_pad[n, c, y + 2]
-                d3 = x_pad[n, c, y + 3]
-                # B^T d: the four input rows of this row of tiles combined, every column at
-                # once (neighbouring tiles share their edge columns) ...
-                for w in range(_U(width)):
-                    e0, e1, e2, e3 = _bt(d0[w], d1[w], d2[w], d3[w])
-                    column_sums[0, w], column_sums[1, w] = e0, e1
-                    column_sums[2, w], column_sums[3, w] = e2, e3
-                # ... then (B^T d) B along each row: four of the 16 outputs per row i, each
-                # written to its own matrix, tile after tile.
-                t0 = _U((n * th + r) * tw)
-                for i in range(4):
-                    row = column_sums[i]
-                    v0, v1 = v[4 * i, g, cg], v[4 * i + 1, g, cg]
-                    v2, v3 = v[4 * i + 2, g, cg], v[4 * i + 3, g, cg]
-                    for s in range(_U(tw)):
-                        x = 2 * s
-                        e0, e1, e2, e3 = _bt(row[x], row[x + 1], row[x + 2], row[x + 3])
-                        v0[t0 + s], v1[t0 + s], v2[t0 + s], v3[t0 + s] = e0, e1, e2, e3
+def _input_into(x_pad, b_t, m, th, tw, n_threads, v):
+    n_images, channels, _, _ = x_pad.shape
+    a, c_g = b_t.shape[0], v.shape[2]
+    tiles = n_images * th * tw
+    blocks = min(channels, n_threads)
+    for block in prange(blocks):
+        d = np.empty((a, a, tiles), dtype=x_pad.dtype)  # d[j, q]: every tile's pixel (j, q)
+        e = np.empty((a, a, tiles), dtype=x_pad.dtype)  # e[i, q] = sum_j B^T[i, j] d[j, q]
+        for c in _block(block, blocks, channels):
+            g, cg = c // c_g, c % c_g
+            for j in range(a):
+                for q in range(a):
+                    pixels = d[j, q]
+                    for n in range(n_images):
+                        for r in range(th):
+                            row, t0 = x_pad[n, c, _U(m * r + j)], _U((n * th + r) * tw)
+                            for s in range(_U(tw)):
+                                pixels[t0 + s] = row[m * s + q]
+            for i in range(a):
+                _combine(b_t[i], d.reshape(a, a * tiles), e[i].reshape(a * tiles))
+            for i in range(a):
+                for k in range(a):
+                    _combine(b_t[k], e[i], v[i * a + k, g, cg])
 
 
 @njit(cache=True, parallel=True)
-def _input_backward_into(grad_v, th, tw, grad_pad):
-    n_images, channels, _, width = grad_pad.shape
-    c_g = grad_v.shape[2]
-    for c in prange(channels):
-        g, cg = c // c_g, c % c_g
-        row_sums = np.empty((4, width), dtype=grad_pad.dtype)  # dV B^T of one row of tiles
-        for n in range(n_images):
-            plane = grad_pad[n, c]
-            plane[:, :] = 0
-            for r in range(th):
-                # dV B^T: each tile's row i spread over the 4 columns it was read from
-                # (neighbouring tiles add onto their shared columns) ...
-                row_sums[:, :] = 0
-                t0 = _U((n * th + r) * tw)
-                for i in range(4):
-                    v0, v1 = grad_v[4 * i, g, cg], grad_v[4 * i + 1, g, cg]
-                    v2, v3 = grad_v[4 * i + 2, g, cg], grad_v[4 * i + 3, g, cg]
-                    row = row_sums[i]
-                    for s in range(_U(tw)):
-                        e0, e1, e2, e3 = _b(v0[t0 + s], v1[t0 + s], v2[t0 + s], v3[t0 + s])
-                        x = 2 * s
-                        row[x] += e0
-                        row[x + 1] += e1
-                        row[x + 2] += e2
-                        row[x + 3] += e3
-                # ... then B (dV B^T): added onto the four input rows of this row of tiles.
-                y = _U(2 * r)
-                p0, p1, p2, p3 = plane[y], plane[y + 1], plane[y + 2], plane[y + 3]
-                for w in range(_U(width)):
-                    e0, e1, e2, e3 = _b(
-                        row_sums[0, w], row_sums[1, w], row_sums[2, w], row_sums[3, w]
-                    )
-                    p0[w] += e0
-                    p1[w] += e1
-                    p2[w] += e2
-                    p3[w] += e3
+def _input_backward_into(grad_v, b_t, m, th, tw, n_threads, grad_pad):
+    n_images, channels, _, _ = grad_pad.shape
+    a, c_g = b_t.shape[0], grad_v.shape[2]
+    tiles = n_images * th * tw
+    b = np.ascontiguousarray(b_t.T)
+    blocks = min(channels, n_threads)
+    for block in prange(blocks):
+        e = np.empty((a, a, tiles), dtype=grad_pad.dtype)  # e[i, q] = sum_k dV[i, k] B^T[k, q]
+        d = np.empty((a, a, tiles), dtype=grad_pad.dtype)  # d[j, q] = sum_i B[j, i] e[i, q]
+        for c in _block(block, blocks, channels):
+            g, cg = c // c_g, c % c_g
+            for i in range(a):
+                for q in range(a):
+                    first = True
+                    for k in range(a):
+                        if b_t[k, q] != 0:
+                            _add_scaled(e[i, q], b_t[k, q], grad_v[i * a + k, g, cg], first)
+                            first = False
+            for j in range(a):
+                _combine(b[j], e.reshape(a, a * tiles), d[j].reshape(a * tiles))
+            # Each tile's pixels added back where they were read (tiles overlap by r - 1).
+            for n in range(n_images):
+                grad_pad[n, c] = 0
+            for j in range(a):
+                for q in range(a):
+                    pixels = d[j, q]
+                    for n in range(n_images):
+                        for r in range(th):
+                            row, t0 = grad_pad[n, c, _U(m * r + j)], _U((n * th + r) * tw)
+                            for s in range(_U(tw)):
+                                row[m * s + q] += pixels[t0 + s]
 
 
 @njit(cache=True, parallel=True)
-def _output_into(m, bias, th, tw, y):
+def _output_into(mm, a_t, bias, th, tw, n_threads, y):
     n_images, filters, out_h, out_w = y.shape
-    f_g = m.shape[2]
-    for f in prange(filters):
-        g, fg = f // f_g, f % f_g
-        outputs = np.empty((2, 2 * tw), dtype=y.dtype)  # one row of 2x2 tiles
-        for n in range(n_images):
-            for r in range(th):
-                t0 = _U((n * th + r) * tw)
-                for s in range(_U(tw)):
-                    t = t0 + s
-                    # A^T m: the four rows of the tile combined, one column at a time ...
-                    c0 = _at(m[0, g, fg, t], m[4, g, fg, t], m[8, g, fg, t], m[12, g, fg, t])
-                    c1 = _at(m[1, g, fg, t], m[5, g, fg, t], m[9, g, fg, t], m[13, g, fg, t])
-                    c2 = _at(m[2, g, fg, t], m[6, g, fg, t], m[10, g, fg, t], m[14, g, fg, t])
-                    c3 = _at(m[3, g, fg, t], m[7, g, fg, t], m[11, g, fg, t], m[15, g, fg, t])
-                    # ... then (A^T m) A: a 2x2 output tile.
-                    for a in range(2):
-                        o0, o1 = _at(c0[a], c1[a], c2[a], c3[a])
-                        outputs[a, 2 * s], outputs[a, 2 * s + 1] = o0, o1
-                # The row of tiles, cut off at the map's edge, written out whole rows at a time.
-                for a in range(2):
-                    if 2 * r + a < out_h:
-                        y_row, o_row = y[n, f, _U(2 * r + a)], outputs[a]
-                        for w in range(_U(out_w)):
-                            y_row[w] = o_row[w] + bias[f]
+    m, a = a_t.shape
+    f_g = mm.shape[2]
+    tiles = n_images * th * tw
+    blocks = min(filters, n_threads)
+    for block in prange(blocks):
+        z = np.empty((a, m, tiles), dtype=y.dtype)  # z[i, jj] = sum_k M[i, k] A^T[jj, k]
+        o = np.empty((m, m, tiles), dtype=y.dtype)  # o[ii, jj] = sum_i A^T[ii, i] z[i, jj]
+        for f in _block(block, blocks, filters):
+            g, fg = f // f_g, f % f_g
+            for i in range(a):
+                for jj in range(m):
+                    first = True
+                    for k in range(a):
+                        if a_t[jj, k] != 0:
+                            _add_scaled(z[i, jj], a_t[jj, k], mm[i * a + k, g, fg], first)
+                            first = False
+            for ii in range(m):
+                _combine(a_t[ii], z.reshape(a, m * tiles), o[ii].reshape(m * tiles))
+            # Each tile's m x m outputs, cut off at the map's edge, plus the bias.
+            for ii in range(m):
+                for jj in range(m):
+                    pixels = o[ii, jj]
+                    for n in range(n_images):
+                        for r in range(th):
+                            if m * r + ii < out_h:
+                                row, t0 = y[n, f, _U(m * r + ii)], _U((n * th + r) * tw)
+                                for s in range(_U(tw)):
+                                    if m * s + jj < out_w:
+                                        row[m * s + jj] = pixels[t0 + s] + bias[f]
 
 
 @njit(cache=True, parallel=True)
-def _output_backward_into(dy, th, tw, grad_m):
+def _output_backward_into(dy, a_t, th, tw, n_threads, grad_m):
     n_images, filters, out_h, out_w = dy.shape
+    m, a = a_t.shape
     f_g = grad_m.shape[2]
-    zero = np.zeros(1, dtype=dy.dtype)[0]  # of dy's dtype, so the values type alike
-    for f in prange(filters):
-        g, fg = f // f_g, f % f_g
-        # A dY of one row of tiles; a cut-off column (odd map) had no output: gradient 0.
-        column_sums = np.zeros((4, 2 * tw), dtype=dy.dtype)
-        for n in range(n_images):
-            for r in range(th):
-                # A dY: the two output rows of this row of tiles combined, every column ...
-                top = dy[n, f, _U(2 * r)]
-                has_bottom = 2 * r + 1 < out_h  # else the cut-off row: gradient 0
-                for w in range(_U(out_w)):
-                    bottom = dy[n, f, _U(2 * r + 1), w] if has_bottom else zero
-                    e0, e1, e2, e3 = _a(top[w], bottom)
-                    column_sums[0, w], column_sums[1, w] = e0, e1
-                    column_sums[2, w], column_sums[3, w] = e2, e3
-                # ... then (A dY) A^T along each row: four of the 16 outputs per row i.
-                t0 = _U((n * th + r) * tw)
-                for i in range(4):
-                    row = column_sums[i]
-                    m0, m1 = grad_m[4 * i, g, fg], grad_m[4 * i + 1, g, fg]
-                    m2, m3 = grad_m[4 * i + 2, g, fg], grad_m[4 * i + 3, g, fg]
-                    for s in range(_U(tw)):
-                        e0, e1, e2, e3 = _a(row[2 * s], row[2 * s + 1])
-                        m0[t0 + s], m1[t0 + s], m2[t0 + s], m3[t0 + s] = e0, e1, e2, e3
+    tiles = n_images * th * tw
+    a_ = np.ascontiguousarray(a_t.T)
+    blocks = min(filters, n_threads)
+    for block in prange(blocks):
+        # o[ii, jj]: every tile's output-gradient pixel (ii, jj); cut-off pixels stay 0.
+        o = np.zeros((m, m, tiles), dtype=dy.dtype)
+        z = np.empty((a, m, tiles), dtype=dy.dtype)  # z[i, jj] = sum_ii A[i, ii] o[ii, jj]
+        for f in _block(block, blocks, filters):
+            g, fg = f // f_g, f % f_g
+            for ii in range(m):
+                for jj in range(m):
+                    pixels = o[ii, jj]
+                    for n in range(n_images):
+                        for r in range(th):
+                            if m * r + ii < out_h:
+                                row, t0 = dy[n, f, _U(m * r + ii)], _U((n * th + r) * tw)
+                                for s in range(_U(tw)):
+                                    if m * s + jj < out_w:
+                                        pixels[t0 + s] = row[m * s + jj]
+            for i in range(a):
+                _combine(a_[i], o.reshape(m, m * tiles), z[i].reshape(m * tiles))
+            for i in range(a):
+                for k in range(a):
+                    _combine(a_[k], z[i], grad_m[i * a + k, g, fg])
 
 
-def winograd_input(x: np.ndarray, padding: int, groups: int) -> np.ndarray:
-    """V = B^T d B of every 4x4 input tile: x (N, C, H, W) -> V (16, G, C/G, T), x's dtype."""
+def winograd_input(
+    x: np.ndarray, padding: int, groups: int, tf: Transform, out: np.ndarray | None = None
+) -> np.ndarray:
+    """V = B^T d B of every a x a input tile: x (N, C, H, W) -> V (a*a, G, C/G, T), x's dtype
+    (written into ``out`` when given, as in every function here)."""
     n, c, h, w = x.shape
-    _, _, th, tw = tile_grid(h, w, padding)
-    v = np.empty((16, groups, c // groups, n * th * tw), dtype=x.dtype)
-    _input_into(pad_for_tiles(x, padding), th, tw, v)
-    return v
+    _, _, th, tw = tile_grid(h, w, padding, tf)
+    if out is None:
+        out = np.empty((tf.alpha**2, groups, c // groups, n * th * tw), dtype=x.dtype)
+    x_pad = pad_for_tiles(x, padding, tf)
+    _input_into(x_pad, tf.input_t.astype(x.dtype), tf.m, th, tw, get_num_threads(), out)
+    return out
 
 
-def winograd_input_backward(grad_v: np.ndarray, x_shape: tuple, padding: int) -> np.ndarray:
-    """dx (N, C, H, W) from dV (16, G, C/G, T): the adjoint of ``winograd_input``."""
+def winograd_input_backward(
+    grad_v: np.ndarray, x_shape: tuple, padding: int, tf: Transform, out: np.ndarray | None = None
+) -> np.ndarray:
+    """dx (N, C, H, W) from dV (a*a, G, C/G, T): the adjoint of ``winograd_input``."""
     n, c, h, w = (int(s) for s in x_shape)
-    _, _, th, tw = tile_grid(h, w, padding)
-    grad_pad = np.empty((n, c, 2 * th + 2, 2 * tw + 2), dtype=grad_v.dtype)
-    _input_backward_into(np.ascontiguousarray(grad_v), th, tw, grad_pad)
-    return np.ascontiguousarray(grad_pad[:, :, padding : padding + h, padding : padding + w])
-
-
-def winograd_output(m: np.ndarray, bias: np.ndarray, n: int, out_h: int, out_w: int) -> np.ndarray:
-    """y (N, F, OH, OW) = A^T m A + b from M (16, G, F/G, T), m's dtype."""
-    _, groups, f_g, _ = m.shape
-    y = np.empty((n, groups * f_g, out_h, out_w), dtype=m.dtype)
-    _output_into(
-        np.ascontiguousarray(m),
-        bias.astype(m.dtype, copy=False),
-        (out_h + 1) // 2,
-        (out_w + 1) // 2,
-        y,
+    _, _, th, tw = tile_grid(h, w, padding, tf)
+    dtype = grad_v.dtype
+    grad_pad = np.empty((n, c, tf.m * th + tf.r - 1, tf.m * tw + tf.r - 1), dtype=dtype)
+    b_t = tf.input_t.astype(dtype)
+    _input_backward_into(
+        np.ascontiguousarray(grad_v), b_t, tf.m, th, tw, get_num_threads(), grad_pad
     )
-    return y
+    grad_x = grad_pad[:, :, padding : padding + h, padding : padding + w]
+    if out is None:
+        return np.ascontiguousarray(grad_x)
+    np.copyto(out, grad_x)
+    return out
 
 
-def winograd_output_backward(dy: np.ndarray, groups: int) -> np.ndarray:
-    """dM (16, G, F/G, T) = A dY A^T from dy (N, F, OH, OW): the adjoint of ``winograd_output``
-    (without the bias, whose gradient is just the sum of dy)."""
+def winograd_output(
+    m: np.ndarray,
+    bias: np.ndarray,
+    n: int,
+    out_h: int,
+    out_w: int,
+    tf: Transform,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """y (N, F, OH, OW) = A^T m A + b from M (a*a, G, F/G, T), m's dtype."""
+    _, groups, f_g, _ = m.shape
+    if out is None:
+        out = np.empty((n, groups * f_g, out_h, out_w), dtype=m.dtype)
+    th, tw = -(-out_h // tf.m), -(-out_w // tf.m)
+    a_t, bias = tf.output_t.astype(m.dtype), bias.astype(m.dtype, copy=False)
+    _output_into(np.ascontiguousarray(m), a_t, bias, th, tw, get_num_threads(), out)
+    return out
+
+
+def winograd_output_backward(
+    dy: np.ndarray, groups: int, tf: Transform, out: np.ndarray | None = None
+) -> np.ndarray:
+    """dM (a*a, G, F/G, T) = A dY A^T from dy (N, F, OH, OW): the adjoint of
+    ``winograd_output`` (without the bias, whose gradient is just the sum of dy)."""
     n, f, out_h, out_w = dy.shape
-    th, tw = (out_h + 1) // 2, (out_w + 1) // 2
-    grad_m = np.empty((16, groups, f // groups, n * th * tw), dtype=dy.dtype)
-    _output_backward_into(np.ascontiguousarray(dy), th, tw, grad_m)
-    return grad_m
+    th, tw = -(-out_h // tf.m), -(-out_w // tf.m)
+    if out is None:
+        out = np.empty((tf.alpha**2, groups, f // groups, n * th * tw), dtype=dy.dtype)
+    a_t = tf.output_t.astype(dy.dtype)
+    _output_backward_into(np.ascontiguousarray(dy), a_t, th, tw, get_num_threads(), out)
+    return out
