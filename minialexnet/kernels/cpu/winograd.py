@@ -62,6 +62,21 @@ def _combine(coefficients, src, out):
 
 
 @njit(cache=True, inline="always")
+def _from_domain(coefficients, domain, i, g, c, out):
+    """out[col] = sum_k coefficients[k, col] * domain[i*a + k, g, c] for every column col: the
+    first pass back out of the Winograd domain (row i of every tile), ``out`` (cols, T)."""
+    a = coefficients.shape[0]
+    for col in range(coefficients.shape[1]):
+        first = True
+        for k in range(a):
+            if coefficients[k, col] != 0:
+                _add_scaled(out[col], coefficients[k, col], domain[i * a + k, g, c], first)
+                first = False
+        if first:
+            out[col] = 0
+
+
+@njit(cache=True, inline="always")
 def _block(block, blocks, count):
     """The range of ``count`` items that block ``block`` of ``blocks`` takes."""
     return range(block * count // blocks, (block + 1) * count // blocks)
@@ -106,12 +121,7 @@ def _input_backward_into(grad_v, b_t, corners, n_threads, grad_pad):
         for c in _block(block, blocks, channels):
             g, cg = c // c_g, c % c_g
             for i in range(a):
-                for q in range(a):
-                    first = True
-                    for k in range(a):
-                        if b_t[k, q] != 0:
-                            _add_scaled(e[i, q], b_t[k, q], grad_v[i * a + k, g, cg], first)
-                            first = False
+                _from_domain(b_t, grad_v, i, g, cg, e[i])
             for j in range(a):
                 _combine(b[j], e.reshape(a, a * tiles), d[j].reshape(a * tiles))
             # Each tile's pixels added back where they were read (tiles overlap by r - 1).
@@ -131,6 +141,7 @@ def _output_into(mm, a_t, bias, th, tw, n_threads, y):
     m, a = a_t.shape
     f_g = mm.shape[2]
     tiles = n_images * th * tw
+    a_ = np.ascontiguousarray(a_t.T)
     blocks = min(filters, n_threads)
     for block in prange(blocks):
         z = np.empty((a, m, tiles), dtype=y.dtype)  # z[i, jj] = sum_k M[i, k] A^T[jj, k]
@@ -138,12 +149,7 @@ def _output_into(mm, a_t, bias, th, tw, n_threads, y):
         for f in _block(block, blocks, filters):
             g, fg = f // f_g, f % f_g
             for i in range(a):
-                for jj in range(m):
-                    first = True
-                    for k in range(a):
-                        if a_t[jj, k] != 0:
-                            _add_scaled(z[i, jj], a_t[jj, k], mm[i * a + k, g, fg], first)
-                            first = False
+                _from_domain(a_, mm, i, g, fg, z[i])
             for ii in range(m):
                 _combine(a_t[ii], z.reshape(a, m * tiles), o[ii].reshape(m * tiles))
             # Each tile's m x m outputs, cut off at the map's edge, plus the bias.
