@@ -379,9 +379,13 @@ def test_chunked_batch_equals_the_whole_batch_at_once(case, images_per_chunk):
         .astype(np.float32)
     )
     results = []
+    layer.min_chunk_columns = 0  # else the floor of columns makes these tiny images one chunk
     for chunk_images in (images_per_chunk, x.shape[0]):
         image_bytes = layer._rows_of_cols() * dy.shape[2] * dy.shape[3] * 4
         layer.chunk_bytes = chunk_images * image_bytes
+        assert len(layer._chunks(x.shape[0], dy.shape[2] * dy.shape[3], np.float32)) == -(
+            -x.shape[0] // chunk_images
+        )
         y = layer.forward(x)
         dx = layer.backward(dy)
         results.append((y, dx, layer.grads["W"].copy(), layer.grads["b"].copy()))

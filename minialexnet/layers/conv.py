@@ -255,12 +255,16 @@ class Conv2D(Layer):
             self.padding,
             out=self._buffer("cols", (self._rows_of_cols(), positions), dtype),
         )
-        # dy (n, F, P) -> dY (F, n*P): filters as rows, columns ordered like those of cols.
-        dy_cols = self._buffer("activations", (self.out_channels, positions), dtype)
-        np.copyto(
-            dy_cols.reshape(self.out_channels, n, -1),
-            dy.reshape(n, self.out_channels, -1).transpose(1, 0, 2),
-        )
+        # dy (n, F, P) -> dY (F, n*P): filters as rows, columns ordered like those of cols
+        # (for one image that is dy itself).
+        if n == 1 and dy.flags.c_contiguous:
+            dy_cols = dy.reshape(self.out_channels, positions)
+        else:
+            dy_cols = self._buffer("activations", (self.out_channels, positions), dtype)
+            np.copyto(
+                dy_cols.reshape(self.out_channels, n, -1),
+                dy.reshape(n, self.out_channels, -1).transpose(1, 0, 2),
+            )
         if grad_w_t is not None:  # a frozen layer (fine-tuning) skips one GEMM of three
             # dW_g = dY_g @ cols_g^T, summed over every window: computed as its transpose
             # cols_g @ dY_g^T (the same numbers), which multi-threaded OpenBLAS ran 1.5-3x
