@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from minialexnet.backend import use_backend
 from minialexnet.gradcheck import check_layer
 from minialexnet.kernels import cpu, numpy
+from minialexnet.kernels.cpu import relu as cpu_relu
 from minialexnet.layers import ReLU, Tanh
 
 BACKENDS = pytest.mark.parametrize("backend", ["numba", "numpy"])
@@ -55,6 +56,22 @@ def test_numba_relu_equals_numpy(shape, dtype, seed):
     dx = cpu.relu_backward(y, dy)
     assert dx.dtype == dtype
     np.testing.assert_array_equal(dx, numpy.relu_backward(y, dy))
+
+
+@pytest.mark.parametrize("parallel_from", [0, 2**62], ids=["threads", "serial"])
+def test_both_numba_relu_loops_equal_numpy(parallel_from, monkeypatch):
+    # The kernels pick the threaded or the serial loop by size (PARALLEL_FROM): both, with
+    # NaNs, infinities and exact zeros, against the reference.
+    monkeypatch.setattr(cpu_relu, "PARALLEL_FROM", parallel_from)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(5000).astype(np.float32)
+    x[::7], x[3::11], x[5::13] = 0.0, np.nan, -np.inf
+    dy = rng.standard_normal(5000).astype(np.float32)
+    dy[1::17] = np.inf
+    y = cpu.relu_forward(x)
+    np.testing.assert_array_equal(y, numpy.relu_forward(x))
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(cpu.relu_backward(y, dy), numpy.relu_backward(y, dy))
 
 
 def test_relu_keeps_only_its_output_between_the_passes():
