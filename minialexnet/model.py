@@ -492,7 +492,7 @@ class AlexNet:
                 # Winograd where it applies (conv2's 5x5, conv3-conv5's 3x3) and the layer is
                 # wide enough to gain from it (minialexnet/layers/winograd.py): 6.25x and
                 # 2.25x fewer multiplies; in a paper step at batch 32 on the 2-core AMD
-                # machine conv2 took 98 ms instead of 163 through im2col. "mini" and "tiny"
+                # machine conv2 took 80 ms instead of 163 through im2col. "mini" and "tiny"
                 # keep im2col.
                 algorithm=(
                     "winograd"
