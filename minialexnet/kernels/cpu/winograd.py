@@ -31,7 +31,13 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from minialexnet.kernels.numpy.winograd import Transform, pad_for_tiles, tile_grid
+from minialexnet.kernels.numpy.winograd import (
+    Transform,
+    output_tiles,
+    pad_for_tiles,
+    tile_grid,
+    write_into,
+)
 
 # Unsigned indices where they are known to be >= 0: Numba then skips its negative-index
 # wraparound test, which keeps LLVM from vectorizing the loops (as in ``im2col.py``).
@@ -232,11 +238,7 @@ def winograd_input_backward(
     b_t = tf.input_t.astype(dtype)
     corners = _tile_corners(grad_pad.shape, tf.m, th, tw)
     _input_backward_into(np.ascontiguousarray(grad_v), b_t, corners, get_num_threads(), grad_pad)
-    grad_x = grad_pad[:, :, padding : padding + h, padding : padding + w]
-    if out is None:
-        return np.ascontiguousarray(grad_x)
-    np.copyto(out, grad_x)
-    return out
+    return write_into(out, grad_pad[:, :, padding : padding + h, padding : padding + w])
 
 
 def winograd_output(
@@ -252,7 +254,7 @@ def winograd_output(
     _, groups, f_g, _ = m.shape
     if out is None:
         out = np.empty((n, groups * f_g, out_h, out_w), dtype=m.dtype)
-    th, tw = -(-out_h // tf.m), -(-out_w // tf.m)
+    th, tw = output_tiles(out_h, out_w, tf)
     a_t, bias = tf.output_t.astype(m.dtype), bias.astype(m.dtype, copy=False)
     _output_into(np.ascontiguousarray(m), a_t, bias, th, tw, get_num_threads(), out)
     return out
@@ -264,7 +266,7 @@ def winograd_output_backward(
     """dM (a*a, G, F/G, T) = A dY A^T from dy (N, F, OH, OW): the adjoint of
     ``winograd_output`` (without the bias, whose gradient is just the sum of dy)."""
     n, f, out_h, out_w = dy.shape
-    th, tw = -(-out_h // tf.m), -(-out_w // tf.m)
+    th, tw = output_tiles(out_h, out_w, tf)
     if out is None:
         out = np.empty((tf.alpha**2, groups, f // groups, n * th * tw), dtype=dy.dtype)
     a_t = tf.output_t.astype(dy.dtype)

@@ -34,6 +34,7 @@ from math import prod
 import numpy as np
 
 from minialexnet.kernels.numpy.im2col import col2im, im2col
+from minialexnet.shapes import conv_output_size
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,8 +114,8 @@ def toom_cook(m: int, r: int, points: tuple) -> Transform:
         [Fraction(k == r - 1) for k in range(r)]
     ]
     b_t = [coefficients([q for q in points if q != p]) for p in points] + [coefficients(points)]
-    as_array = lambda rows: np.array(rows, dtype=np.float64)  # noqa: E731
-    return Transform(f"F({m}x{m}, {r}x{r})", as_array(b_t), as_array(g), as_array(a_t))
+    b_t, g, a_t = (np.array(rows, dtype=np.float64) for rows in (b_t, g, a_t))
+    return Transform(f"F({m}x{m}, {r}x{r})", b_t, g, a_t)
 
 
 #: F(2x2, 3x3) for the 3x3 layers (conv3-conv5): Lavin & Gray's matrices (eq. 7), additions
@@ -137,8 +138,14 @@ F4x4_5x5 = toom_cook(4, 5, (0, 1, -1, 2, -2, 0.5, -0.5))
 
 def tile_grid(height: int, width: int, padding: int, tf: Transform) -> tuple[int, int, int, int]:
     """(OH, OW, TH, TW) of an r x r stride-1 convolution: output size and m x m tiles per axis."""
-    out_h, out_w = height + 2 * padding - tf.r + 1, width + 2 * padding - tf.r + 1
-    return out_h, out_w, -(-out_h // tf.m), -(-out_w // tf.m)
+    out_h = conv_output_size(height, tf.r, 1, padding)
+    out_w = conv_output_size(width, tf.r, 1, padding)
+    return (out_h, out_w, *output_tiles(out_h, out_w, tf))
+
+
+def output_tiles(out_h: int, out_w: int, tf: Transform) -> tuple[int, int]:
+    """(TH, TW): the m x m tiles that cover an OH x OW output (the last ones cut off)."""
+    return -(-out_h // tf.m), -(-out_w // tf.m)
 
 
 def pad_for_tiles(x: np.ndarray, padding: int, tf: Transform) -> np.ndarray:
@@ -160,7 +167,7 @@ def winograd_input(
     tiles = im2col(pad_for_tiles(x, padding, tf), a, a, tf.m, 0)  # (C*a*a, T), stride m
     v = tf.input_matrix.astype(x.dtype) @ tiles.reshape(c, a * a, -1)  # (C, a*a, T)
     v = v.reshape(groups, c // groups, a * a, -1).transpose(2, 0, 1, 3)  # (a*a, G, C/G, T)
-    return _into(out, v)
+    return write_into(out, v)
 
 
 def winograd_input_backward(
@@ -174,7 +181,7 @@ def winograd_input_backward(
     grad_tiles = tf.input_matrix.T.astype(grad_v.dtype) @ grad_v  # B dV B^T
     padded_shape = (n, c, tf.m * th + tf.r - 1, tf.m * tw + tf.r - 1)
     grad_pad = col2im(grad_tiles.reshape(c * a * a, -1), padded_shape, a, a, tf.m, 0)
-    return _into(out, grad_pad[:, :, padding : padding + h, padding : padding + w])
+    return write_into(out, grad_pad[:, :, padding : padding + h, padding : padding + w])
 
 
 def winograd_output(
@@ -189,13 +196,13 @@ def winograd_output(
     """y (N, F, OH, OW) = A^T m A + b from M (a*a, G, F/G, T), m's dtype."""
     _, groups, f_g, _ = m.shape
     s = tf.m
-    th, tw = -(-out_h // s), -(-out_w // s)
+    th, tw = output_tiles(out_h, out_w, tf)
     f = groups * f_g
     y_tiles = tf.output_matrix.astype(m.dtype) @ m.reshape(tf.alpha**2, -1)  # (s*s, F*T)
     # (i, j, F, N, TH, TW) -> (N, F, TH, i, TW, j): output pixel (s*th + i, s*tw + j).
     y_tiles = y_tiles.reshape(s, s, f, n, th, tw).transpose(3, 2, 4, 0, 5, 1)
     y = y_tiles.reshape(n, f, s * th, s * tw)[:, :, :out_h, :out_w]
-    return _into(out, (y + bias.reshape(1, f, 1, 1)).astype(m.dtype, copy=False))
+    return write_into(out, (y + bias.reshape(1, f, 1, 1)).astype(m.dtype, copy=False))
 
 
 def winograd_output_backward(
@@ -205,15 +212,15 @@ def winograd_output_backward(
     ``winograd_output`` (without the bias, whose gradient is just the sum of dy)."""
     n, f, out_h, out_w = dy.shape
     s = tf.m
-    th, tw = -(-out_h // s), -(-out_w // s)
+    th, tw = output_tiles(out_h, out_w, tf)
     dy_pad = np.zeros((n, f, s * th, s * tw), dtype=dy.dtype)  # the cut-off rows/columns: 0
     dy_pad[:, :, :out_h, :out_w] = dy
     dy_tiles = dy_pad.reshape(n, f, th, s, tw, s).transpose(3, 5, 1, 0, 2, 4).reshape(s * s, -1)
     grad_m = tf.output_matrix.T.astype(dy.dtype) @ dy_tiles  # (a*a, F*T), columns (f, t)
-    return _into(out, grad_m.reshape(tf.alpha**2, groups, f // groups, -1))
+    return write_into(out, grad_m.reshape(tf.alpha**2, groups, f // groups, -1))
 
 
-def _into(out: np.ndarray | None, result: np.ndarray) -> np.ndarray:
+def write_into(out: np.ndarray | None, result: np.ndarray) -> np.ndarray:
     """``result`` copied into ``out`` (and returned), or as a fresh contiguous array."""
     if out is None:
         return np.ascontiguousarray(result)
