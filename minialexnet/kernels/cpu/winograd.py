@@ -18,7 +18,11 @@ and likewise, in the other direction, for the output (A^T) and both adjoints (B,
 for F(2x2, 3x3) with hand-unrolled four-point rules, the same work ran no faster (within
 10% on conv3-conv5, 2-core AMD machine, batch 32). The input side gathers (and its adjoint
 scatters) d through each tile's corner index, one loop over all T tiles per pixel (j, q):
-20-35% faster than loops over tile rows, whose inner loops were only TW = 7 tiles long.
+20-35% faster than loops over tile rows, whose inner loops were only TW = 7 tiles long. It
+gathers from one channel of every image at a time, copied into a small zero-bordered plane
+(N, m*TH + r - 1, m*TW + r - 1) that stays in the cache, instead of from a padded copy of
+the whole x (and the adjoint crops its plane straight into dx): no batch-sized temporary,
+and the input gradient 10-20% faster on conv3-conv5.
 
 Every loop is parallel (``prange``) over blocks of channels c (or filters f) of the
 image-side array, one block per thread so each thread allocates its small scratch (d and e,
@@ -34,7 +38,6 @@ from numba import get_num_threads, njit, prange
 from minialexnet.kernels.numpy.winograd import (
     Transform,
     output_tiles,
-    pad_for_tiles,
     tile_grid,
     write_into,
 )
@@ -88,22 +91,39 @@ def _block(block, blocks, count):
     return range(block * count // blocks, (block + 1) * count // blocks)
 
 
+@njit(cache=True, inline="always")
+def _pad_channel(x, c, padding, plane):
+    """plane[n, padding + h, padding + w] = x[n, c, h, w]: channel c of every image into the
+    interior of a zero-bordered plane (the border is never written, so it stays zero)."""
+    n_images, _, height, width = x.shape
+    for n in range(n_images):
+        for h in range(height):
+            src, dst = x[n, c, h], plane[n, _U(padding + h)]
+            for w in range(_U(width)):
+                dst[_U(padding) + w] = src[w]
+
+
 @njit(cache=True, parallel=True)
-def _input_into(x_pad, b_t, corners, n_threads, v):
-    _, channels, height, width = x_pad.shape
+def _input_into(x, padding, b_t, corners, plane_shape, n_threads, v):
+    channels = x.shape[1]
     a, c_g = b_t.shape[0], v.shape[2]
     tiles = corners.size
-    flat = x_pad.reshape(-1)
+    width = plane_shape[2]
     blocks = min(channels, n_threads)
     for block in prange(blocks):
-        d = np.empty((a, a, tiles), dtype=x_pad.dtype)  # d[j, q]: every tile's pixel (j, q)
-        e = np.empty((a, a, tiles), dtype=x_pad.dtype)  # e[i, q] = sum_j B^T[i, j] d[j, q]
+        # One channel of every image, zero-padded to the tiles' extent: small enough for the
+        # cache, so the gather below reads no further than it.
+        plane = np.zeros(plane_shape, dtype=x.dtype)
+        flat = plane.reshape(-1)
+        d = np.empty((a, a, tiles), dtype=x.dtype)  # d[j, q]: every tile's pixel (j, q)
+        e = np.empty((a, a, tiles), dtype=x.dtype)  # e[i, q] = sum_j B^T[i, j] d[j, q]
         for c in _block(block, blocks, channels):
             g, cg = c // c_g, c % c_g
+            _pad_channel(x, c, padding, plane)
             for j in range(a):
                 for q in range(a):
                     pixels = d[j, q]
-                    offset = _U((c * height + j) * width + q)
+                    offset = _U(j * width + q)
                     for t in range(_U(tiles)):
                         pixels[t] = flat[corners[t] + offset]
             for i in range(a):
@@ -114,16 +134,20 @@ def _input_into(x_pad, b_t, corners, n_threads, v):
 
 
 @njit(cache=True, parallel=True)
-def _input_backward_into(grad_v, b_t, corners, n_threads, grad_pad):
-    n_images, channels, height, width = grad_pad.shape
+def _input_backward_into(grad_v, b_t, corners, plane_shape, padding, n_threads, dx):
+    n_images, channels, height, width = dx.shape
     a, c_g = b_t.shape[0], grad_v.shape[2]
     tiles = corners.size
-    flat = grad_pad.reshape(-1)
+    plane_width = plane_shape[2]
     b = np.ascontiguousarray(b_t.T)
     blocks = min(channels, n_threads)
     for block in prange(blocks):
-        e = np.empty((a, a, tiles), dtype=grad_pad.dtype)  # e[i, q] = sum_k dV[i, k] B^T[k, q]
-        d = np.empty((a, a, tiles), dtype=grad_pad.dtype)  # d[j, q] = sum_i B[j, i] e[i, q]
+        # The gradient of one channel's zero-padded plane (as in _input_into), cropped into
+        # dx[:, c] once every tile has been added onto it.
+        plane = np.empty(plane_shape, dtype=dx.dtype)
+        flat = plane.reshape(-1)
+        e = np.empty((a, a, tiles), dtype=dx.dtype)  # e[i, q] = sum_k dV[i, k] B^T[k, q]
+        d = np.empty((a, a, tiles), dtype=dx.dtype)  # d[j, q] = sum_i B[j, i] e[i, q]
         for c in _block(block, blocks, channels):
             g, cg = c // c_g, c % c_g
             for i in range(a):
@@ -131,14 +155,18 @@ def _input_backward_into(grad_v, b_t, corners, n_threads, grad_pad):
             for j in range(a):
                 _combine(b[j], e.reshape(a, a * tiles), d[j].reshape(a * tiles))
             # Each tile's pixels added back where they were read (tiles overlap by r - 1).
-            for n in range(n_images):
-                grad_pad[n, c] = 0
+            flat[:] = 0
             for j in range(a):
                 for q in range(a):
                     pixels = d[j, q]
-                    offset = _U((c * height + j) * width + q)
+                    offset = _U(j * plane_width + q)
                     for t in range(_U(tiles)):
                         flat[corners[t] + offset] += pixels[t]
+            for n in range(n_images):
+                for h in range(height):
+                    src, dst = plane[n, _U(padding + h)], dx[n, c, h]
+                    for w in range(_U(width)):
+                        dst[w] = src[_U(padding) + w]
 
 
 @njit(cache=True, parallel=True)
@@ -208,23 +236,25 @@ def winograd_input(
     """V = B^T d B of every a x a input tile: x (N, C, H, W) -> V (a*a, G, C/G, T), x's dtype
     (written into ``out`` when given, as in every function here)."""
     n, c, h, w = x.shape
-    _, _, th, tw = tile_grid(h, w, padding, tf)
+    plane_shape, corners = _tile_plane(n, h, w, padding, tf)
     if out is None:
-        out = np.empty((tf.alpha**2, groups, c // groups, n * th * tw), dtype=x.dtype)
-    x_pad = pad_for_tiles(x, padding, tf)
-    corners = _tile_corners(x_pad.shape, tf.m, th, tw)
-    _input_into(x_pad, tf.input_t.astype(x.dtype), corners, get_num_threads(), out)
+        out = np.empty((tf.alpha**2, groups, c // groups, corners.size), dtype=x.dtype)
+    b_t = tf.input_t.astype(x.dtype)
+    x = np.ascontiguousarray(x)
+    _input_into(x, padding, b_t, corners, plane_shape, get_num_threads(), out)
     return out
 
 
-def _tile_corners(padded_shape: tuple, m: int, th: int, tw: int) -> np.ndarray:
-    """(T,) flat index into a (N, C, H, W) padded array of every tile's top-left pixel in
-    channel 0: tile t = (n, th, tw) starts at pixel (m*th, m*tw) of image n."""
-    n, c, h, w = padded_shape
-    image = np.arange(n, dtype=np.uintp)[:, None, None] * _U(c * h * w)
-    row = np.arange(th, dtype=np.uintp)[None, :, None] * _U(m * w)
-    column = np.arange(tw, dtype=np.uintp)[None, None, :] * _U(m)
-    return (image + row + column).reshape(-1)
+def _tile_plane(n: int, h: int, w: int, padding: int, tf: Transform):
+    """The shape (N, m*TH + r - 1, m*TW + r - 1) of one channel of every image padded to the
+    tiles' extent (as ``pad_for_tiles`` pads x), and the (T,) flat index into it of every
+    tile's top-left pixel: tile t = (n, th, tw) starts at pixel (m*th, m*tw) of image n."""
+    _, _, th, tw = tile_grid(h, w, padding, tf)
+    plane_shape = (n, tf.m * th + tf.r - 1, tf.m * tw + tf.r - 1)
+    image = np.arange(n, dtype=np.uintp)[:, None, None] * _U(plane_shape[1] * plane_shape[2])
+    row = np.arange(th, dtype=np.uintp)[None, :, None] * _U(tf.m * plane_shape[2])
+    column = np.arange(tw, dtype=np.uintp)[None, None, :] * _U(tf.m)
+    return plane_shape, (image + row + column).reshape(-1)
 
 
 def winograd_input_backward(
@@ -232,13 +262,15 @@ def winograd_input_backward(
 ) -> np.ndarray:
     """dx (N, C, H, W) from dV (a*a, G, C/G, T): the adjoint of ``winograd_input``."""
     n, c, h, w = (int(s) for s in x_shape)
-    _, _, th, tw = tile_grid(h, w, padding, tf)
     dtype = grad_v.dtype
-    grad_pad = np.empty((n, c, tf.m * th + tf.r - 1, tf.m * tw + tf.r - 1), dtype=dtype)
+    plane_shape, corners = _tile_plane(n, h, w, padding, tf)
+    fits = out is not None and out.flags.c_contiguous and out.shape == (n, c, h, w)
+    dx = out if fits and out.dtype == dtype else np.empty((n, c, h, w), dtype=dtype)
     b_t = tf.input_t.astype(dtype)
-    corners = _tile_corners(grad_pad.shape, tf.m, th, tw)
-    _input_backward_into(np.ascontiguousarray(grad_v), b_t, corners, get_num_threads(), grad_pad)
-    return write_into(out, grad_pad[:, :, padding : padding + h, padding : padding + w])
+    _input_backward_into(
+        np.ascontiguousarray(grad_v), b_t, corners, plane_shape, padding, get_num_threads(), dx
+    )
+    return dx if dx is out else write_into(out, dx)
 
 
 def winograd_output(
