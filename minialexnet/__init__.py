@@ -46,10 +46,15 @@ def _import_numpy_with_sleeping_blas_workers() -> None:
     pool1's forward took 77 ms instead of 39 ms alone (docs/numba.md, CPU). OpenBLAS reads
     ``OPENBLAS_THREAD_TIMEOUT`` (log2 of the cycles; 4 is its minimum) once, when NumPy
     loads it, so it is set for that moment only, like ``OMP_WAIT_POLICY`` for Numba's
-    threads (``minialexnet.threads``). A value the user set is kept; if NumPy was imported
-    before minialexnet, OpenBLAS has read its environment already and keeps spinning.
+    threads (``minialexnet.threads``). A value the user set is kept. If NumPy was imported
+    before minialexnet (every notebook and most scripts do that), OpenBLAS is running
+    already: ``minialexnet.threads.let_idle_blas_workers_sleep`` then has it read the value
+    again and restart its workers with it.
     """
     if "numpy" in _sys.modules:
+        from minialexnet.threads import let_idle_blas_workers_sleep
+
+        let_idle_blas_workers_sleep()
         return
     previous = _os.environ.get("OPENBLAS_THREAD_TIMEOUT")
     _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")

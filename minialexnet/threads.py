@@ -104,6 +104,38 @@ def start_numba_threads() -> None:
             os.environ["OMP_WAIT_POLICY"] = previous
 
 
+def let_idle_blas_workers_sleep() -> bool:
+    """Make an OpenBLAS that NumPy has already started put its idle workers to sleep at once.
+
+    ``import minialexnet`` loads NumPy with ``OPENBLAS_THREAD_TIMEOUT=4`` so that OpenBLAS's
+    workers do not spin for 0.1 s after every matrix product on the cores the next Numba
+    kernel needs (``minialexnet/__init__.py``). Where NumPy came first, OpenBLAS read its
+    environment at that moment, without the variable: a paper training step at batch 32 on
+    the 2-core machine then took 629-734 ms instead of 497-628 ms. This sets the variable
+    for a moment (a value the user set is kept), has OpenBLAS read its environment again
+    (``openblas_read_env``) and stops its workers (``blas_thread_shutdown_``, what OpenBLAS
+    itself does in a forked child); the next product starts them again, now with the short
+    timeout. Both functions are exported by the OpenBLAS that NumPy's wheels ship but are
+    not documented API: where either is missing (another BLAS, another build), nothing is
+    done and False is returned. Call it while no other thread is inside a BLAS call (as
+    ``import minialexnet`` does).
+    """
+    for lib in _openblas_libraries():
+        if hasattr(lib, "openblas_read_env") and hasattr(lib, "blas_thread_shutdown_"):
+            break
+    else:
+        return False
+    previous = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    try:
+        lib.openblas_read_env()
+    finally:
+        if previous is None:
+            os.environ.pop("OPENBLAS_THREAD_TIMEOUT", None)
+    lib.blas_thread_shutdown_()
+    return True
+
+
 def _openblas_function(names):
     """(library, symbol) of the first of ``names`` that NumPy's OpenBLAS exports."""
     for lib in _openblas_libraries():

@@ -108,5 +108,44 @@ def test_numpy_is_imported_with_sleeping_blas_workers_and_the_environment_restor
     assert timeout_seen_by_numpy(numpy_first=False, user_value=None) == (["4"], None)
     # A value the user chose is what OpenBLAS sees, and it stays.
     assert timeout_seen_by_numpy(numpy_first=False, user_value="12") == (["12"], "12")
-    # NumPy imported first: OpenBLAS has read its environment; minialexnet changes nothing.
+    # NumPy imported first: its import saw no value, and minialexnet leaves none behind
+    # (it sets the variable only while OpenBLAS reads it again: the test below).
     assert timeout_seen_by_numpy(numpy_first=True, user_value=None) == ([None], None)
+
+
+# A fresh interpreter with NumPy imported first, as in every notebook: process CPU time
+# during a 0.1 s sleep right after a matrix product, which OpenBLAS's workers spend spinning
+# unless they were told to sleep at once. One JSON line per case.
+SPIN_AFTER_PRODUCT = """
+import json, time
+import numpy as np
+if IMPORT_MINIALEXNET:
+    import minialexnet
+    from minialexnet.threads import blas_threads
+    threads = blas_threads()
+else:
+    threads = None
+a = np.ones((1500, 1500), dtype=np.float32)
+busy = []
+for _ in range(3):
+    a @ a
+    start = time.process_time()
+    time.sleep(0.1)
+    busy.append(time.process_time() - start)
+print(json.dumps({"busy": sorted(busy)[1], "threads": threads}))
+"""
+
+
+def cpu_seconds_while_idle(import_minialexnet: bool) -> dict:
+    code = SPIN_AFTER_PRODUCT.replace("IMPORT_MINIALEXNET", repr(import_minialexnet))
+    out = run_python(code, unset_env=("OPENBLAS_THREAD_TIMEOUT",))
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_blas_workers_started_before_minialexnet_are_put_to_sleep():
+    plain = cpu_seconds_while_idle(import_minialexnet=False)
+    if plain["busy"] < 0.02:
+        pytest.skip("this OpenBLAS (or its thread count) does not spin after a product")
+    fixed = cpu_seconds_while_idle(import_minialexnet=True)
+    assert fixed["threads"] >= 2  # the workers were restarted, not lost
+    assert fixed["busy"] < 0.02, (plain, fixed)
