@@ -20,6 +20,7 @@ loaded later in the same process (PyTorch's, for instance) keeps its own default
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import os
@@ -93,15 +94,8 @@ def start_numba_threads() -> None:
     variable is put back as it was, so it does not reach other libraries' runtimes. A value
     the user set is kept as it is.
     """
-    previous = os.environ.get("OMP_WAIT_POLICY")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    try:
+    with _default_for_a_moment("OMP_WAIT_POLICY", "PASSIVE"):
         numba_parallel._launch_threads()
-    finally:
-        if previous is None:
-            os.environ.pop("OMP_WAIT_POLICY", None)
-        else:
-            os.environ["OMP_WAIT_POLICY"] = previous
 
 
 def let_idle_blas_workers_sleep() -> bool:
@@ -125,15 +119,23 @@ def let_idle_blas_workers_sleep() -> bool:
             break
     else:
         return False
-    previous = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-    try:
+    with _default_for_a_moment("OPENBLAS_THREAD_TIMEOUT", "4"):
         lib.openblas_read_env()
-    finally:
-        if previous is None:
-            os.environ.pop("OPENBLAS_THREAD_TIMEOUT", None)
     lib.blas_thread_shutdown_()
     return True
+
+
+@contextlib.contextmanager
+def _default_for_a_moment(name: str, value: str):
+    """Environment variable ``name`` set to ``value`` inside the block, unless the user set
+    it (their value is kept); afterwards the environment is as it was."""
+    previous = os.environ.get(name)
+    os.environ.setdefault(name, value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
 
 
 def _openblas_function(names):
