@@ -37,8 +37,9 @@ install torch numpy``); by default the current interpreter if it can import torc
 This machine's environment may set ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` (old OpenBLAS
 builds need them on some CPUs); they make NumPy's OpenBLAS pick a slower kernel. To see what
 the code can do, run ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/...``;
-the header prints the kernel in use and the load average at the start and the end: on a
-shared machine only compare numbers from one run, and prefer a quiet machine.
+the header prints the kernel in use and the load average at the start and the end, and the
+last line the CPU time the hypervisor stole meanwhile (Linux): on a shared machine only
+compare numbers from one run, and prefer a quiet machine.
 """
 
 from __future__ import annotations
@@ -358,6 +359,7 @@ def main(argv=None) -> int:
         return 0
 
     torch_python = torch_interpreter(args)
+    stolen_at_start, start = stolen_seconds(), time.perf_counter()
     print(
         f"load average at start: {os.getloadavg()}; {os.cpu_count()} CPUs; threads: "
         f"{args.threads or 'each library its default'}; "
@@ -376,7 +378,28 @@ def main(argv=None) -> int:
         report_times(args, torch_python)
     report_memory(args, torch_python)
     print(f"load average at end: {os.getloadavg()}")
+    if stolen_at_start is not None:
+        stolen = stolen_seconds() - stolen_at_start
+        cpu_seconds = (time.perf_counter() - start) * os.cpu_count()
+        print(
+            f"CPU time stolen by the hypervisor during the run: {stolen:.1f} s of "
+            f"{cpu_seconds:.0f} CPU-seconds ({100 * stolen / cpu_seconds:.1f}%)"
+        )
     return 0
+
+
+def stolen_seconds() -> float | None:
+    """CPU time the hypervisor has given to other guests since boot, summed over this
+    machine's CPUs ("steal" in /proc/stat), or None off Linux. On a shared virtual machine
+    this is the time our threads were ready to run but had no core: a run with much of it
+    measured the neighbours as much as the code (seen here: per-layer times 30% apart
+    between runs, single Numba kernels 2x apart from call to call)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def report_times(args, torch_python) -> None:
