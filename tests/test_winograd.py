@@ -263,9 +263,15 @@ def test_numba_kernels_equal_numpy_kernels(case):
         # F(4x4, 5x5)'s matrices have entries up to 21/4 (B^T), so its sums are larger
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
         for kern in (REFERENCE, NUMBA):  # into a given array: the same numbers, that array
-            out = np.full_like(expected, np.nan)
-            assert call(kern, out=out) is out
-            np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * np.abs(out).max())
+            contiguous = np.full_like(expected, np.nan)
+            # and into a strided view of a larger one (every other element of the last axis)
+            strided = np.full((*expected.shape[:-1], 2 * expected.shape[-1]), np.nan, np.float32)
+            for out in (contiguous, strided[..., ::2]):
+                assert call(kern, out=out) is out
+                np.testing.assert_allclose(
+                    out, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max()
+                )
+            assert np.isnan(strided[..., 1::2]).all()  # nothing written beside the view
 
 
 @pytest.mark.parametrize("kern", [REFERENCE, NUMBA], ids=["numpy", "numba"])
