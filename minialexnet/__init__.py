@@ -56,15 +56,10 @@ def _import_numpy_with_sleeping_blas_workers() -> None:
 
         let_idle_blas_workers_sleep()
         return
-    previous = _os.environ.get("OPENBLAS_THREAD_TIMEOUT")
-    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-    try:
+    from minialexnet.environment import OPENBLAS_SLEEP_AT_ONCE, default_for_a_moment
+
+    with default_for_a_moment(*OPENBLAS_SLEEP_AT_ONCE):
         import numpy  # noqa: F401
-    finally:
-        if previous is None:
-            _os.environ.pop("OPENBLAS_THREAD_TIMEOUT", None)
-        else:
-            _os.environ["OPENBLAS_THREAD_TIMEOUT"] = previous
 
 
 _import_numpy_with_sleeping_blas_workers()

@@ -20,7 +20,6 @@ loaded later in the same process (PyTorch's, for instance) keeps its own default
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import glob
 import os
@@ -30,6 +29,7 @@ import numpy as np
 from numba.np.ufunc import parallel as numba_parallel  # owns Numba's thread pool
 
 from minialexnet.checks import check_positive_int
+from minialexnet.environment import OPENBLAS_SLEEP_AT_ONCE, default_for_a_moment
 
 # The thread-count setters that OpenBLAS builds export: NumPy >= 2 wheels (scipy-openblas,
 # 64-bit integers), older wheels, and a plain system OpenBLAS.
@@ -94,7 +94,7 @@ def start_numba_threads() -> None:
     variable is put back as it was, so it does not reach other libraries' runtimes. A value
     the user set is kept as it is.
     """
-    with _default_for_a_moment("OMP_WAIT_POLICY", "PASSIVE"):
+    with default_for_a_moment("OMP_WAIT_POLICY", "PASSIVE"):
         numba_parallel._launch_threads()
 
 
@@ -119,23 +119,10 @@ def let_idle_blas_workers_sleep() -> bool:
             break
     else:
         return False
-    with _default_for_a_moment("OPENBLAS_THREAD_TIMEOUT", "4"):
+    with default_for_a_moment(*OPENBLAS_SLEEP_AT_ONCE):
         lib.openblas_read_env()
     lib.blas_thread_shutdown_()
     return True
-
-
-@contextlib.contextmanager
-def _default_for_a_moment(name: str, value: str):
-    """Environment variable ``name`` set to ``value`` inside the block, unless the user set
-    it (their value is kept); afterwards the environment is as it was."""
-    previous = os.environ.get(name)
-    os.environ.setdefault(name, value)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(name, None)
 
 
 def _openblas_function(names):
