@@ -43,7 +43,6 @@ from minialexnet.layers import (
     MaxPool2D,
     ReLU,
     Tanh,
-    winograd,
 )
 from minialexnet.preprocessing import BVLC_PREPROCESSING, check_class_names, check_preprocessing
 
@@ -489,17 +488,13 @@ class AlexNet:
                 padding=row.padding,
                 groups=row.groups,
                 rng=self.rng,
-                # Winograd where it applies (conv2's 5x5, conv3-conv5's 3x3) and the layer is
-                # wide enough to gain from it (minialexnet/layers/winograd.py): 6.25x and
-                # 2.25x fewer multiplies; in a paper step at batch 32 on the 2-core AMD
-                # machine conv2 took 80 ms instead of 163 through im2col. "mini" and "tiny"
-                # keep im2col.
-                algorithm=(
-                    "winograd"
-                    if winograd.supports(row.kernel, row.kernel, row.stride)
-                    and winograd.worthwhile(channels, row.filters, row.groups, row.kernel)
-                    else "im2col"
-                ),
+                # Winograd for each call where it applies (conv2's 5x5, conv3-conv5's 3x3),
+                # the layer is wide enough and the batch large enough to gain from it
+                # (minialexnet/layers/winograd.py): 6.25x and 2.25x fewer multiplies; in a
+                # paper step at batch 32 on the 2-core AMD machine conv2 took 80 ms instead
+                # of 163 through im2col. "mini" and "tiny", and conv3-conv5 below 16 images,
+                # go through im2col.
+                algorithm="auto",
             )
             weight, bias = initial_values(row, cfg["init"])
             self._init(conv, weight, fan_in=channels // row.groups * row.kernel**2, bias=bias)

@@ -116,33 +116,74 @@ def test_bad_choices_get_clear_errors():
         Conv2D(2, 2, (3, 5), algorithm="winograd")
     with pytest.raises(ValueError, match="unknown algorithm"):
         Conv2D(2, 2, 3, algorithm="fft")
+    # "auto" takes any geometry: Winograd only where it has a transform
+    layer = Conv2D(2, 2, 7, algorithm="auto")
+    assert layer.algorithm_for((64, 2, 30, 30)) == "im2col"
 
 
-def test_alexnet_picks_winograd_only_for_wide_stride_1_layers():
+def algorithms_chosen(model: AlexNet, batch: int) -> dict[str, str]:
+    """What each conv layer of ``model`` computes with for a batch of ``batch`` images."""
+    chosen, shape = {}, (3, model.input_size, model.input_size)
+    for name, layer in model.layers.items():
+        if isinstance(layer, Conv2D):
+            chosen[name] = layer.algorithm_for((batch, *shape))
+        shape = layer.output_shape(shape)
+    return chosen
+
+
+def test_alexnet_picks_winograd_only_for_wide_stride_1_layers_and_large_batches():
     # conv1 is 11x11 stride 4; the paper's conv2 (48x128 weights per group, 5x5) and conv3-conv5
     # (256x384, 192x192 and 192x128, 3x3) are wide enough; mini's (16x32; 64x96, 48x48,
-    # 48x32) are not.
-    chosen = {
-        variant: {
-            name: layer.algorithm
-            for name, layer in AlexNet(10, variant).layers.items()
-            if isinstance(layer, Conv2D)
-        }
-        for variant in ("paper", "mini")
+    # 48x32) are not. conv3-conv5 need 16 images (49 tiles each); conv2 gains at any batch.
+    paper, mini = AlexNet(10, "paper"), AlexNet(10, "mini")
+    assert {layer.algorithm for layer in paper.layers.values() if isinstance(layer, Conv2D)} == {
+        "auto"
     }
-    assert chosen["paper"] == {
-        "conv1": "im2col",
-        "conv2": "winograd",
-        "conv3": "winograd",
-        "conv4": "winograd",
-        "conv5": "winograd",
+    winograd_from_conv2 = {"conv1": "im2col"} | {f"conv{i}": "winograd" for i in range(2, 6)}
+    assert algorithms_chosen(paper, 32) == winograd_from_conv2
+    assert algorithms_chosen(paper, 16) == winograd_from_conv2
+    only_conv2 = {"conv1": "im2col", "conv2": "winograd"} | {
+        f"conv{i}": "im2col" for i in (3, 4, 5)
     }
-    assert set(chosen["mini"].values()) == {"im2col"}
-    # the threshold itself, both sides of it
+    assert algorithms_chosen(paper, 15) == only_conv2
+    assert algorithms_chosen(paper, 1) == only_conv2
+    assert set(algorithms_chosen(mini, 128).values()) == {"im2col"}
+    # the thresholds themselves, both sides of them
     assert winograd.worthwhile(256, 256, 2) and winograd.worthwhile(128, 128, 1)
     assert not winograd.worthwhile(256, 254, 2) and not winograd.worthwhile(64, 96, 1)
     assert winograd.worthwhile(96, 256, 2, 5) and not winograd.worthwhile(96, 254, 2, 5)
     assert not winograd.worthwhile(96, 256, 2, 7)  # no transform for 7x7
+    assert winograd.enough_tiles((16, 8, 13, 13), 3, 1)  # 16 x 7 x 7 = 784 tiles
+    assert not winograd.enough_tiles((15, 8, 13, 13), 3, 1)
+    assert winograd.enough_tiles((4, 8, 28, 28), 3, 1)  # 4 x 14 x 14 = 784 tiles
+    assert not winograd.enough_tiles((4, 8, 28, 27), 3, 0)  # 4 x 13 x 13 = 676
+    assert winograd.enough_tiles((1, 8, 5, 5), 5, 0)  # F(4x4, 5x5): one tile is enough
+
+
+@pytest.mark.parametrize("batch, expected", [(16, "winograd"), (15, "im2col")])
+def test_auto_computes_exactly_what_the_algorithm_it_picks_computes(batch, expected):
+    # The same weights in three layers; "auto" must give, bit for bit, the outputs and
+    # gradients of the explicit algorithm it picks for this batch (16 images of 13x13 with
+    # padding 1: 784 tiles, the least for which Winograd is picked).
+    rng = np.random.default_rng(3)
+    layers = {
+        algorithm: Conv2D(
+            128, 128, 3, padding=1, rng=np.random.default_rng(0), algorithm=algorithm
+        )
+        for algorithm in ("auto", "im2col", "winograd")
+    }
+    x = rng.standard_normal((batch, 128, 13, 13)).astype(np.float32)
+    dy = rng.standard_normal((batch, 128, 13, 13)).astype(np.float32)
+    assert layers["auto"].algorithm_for(x.shape) == expected
+    results = {}
+    for algorithm, layer in layers.items():
+        y = layer.forward(x, train=True)
+        results[algorithm] = (y, layer.backward(dy), layer.grads["W"], layer.grads["b"])
+    other = "im2col" if expected == "winograd" else "winograd"
+    for auto, chosen in zip(results["auto"], results[expected]):
+        np.testing.assert_array_equal(auto, chosen)
+    # and the two algorithms do differ in rounding, so the comparison above tells them apart
+    assert not np.array_equal(results[expected][0], results[other][0])
 
 
 # ---------------------------------------------------------------- properties and agreement

@@ -10,7 +10,7 @@ from minialexnet.layers import winograd, workspace
 from minialexnet.layers.base import Layer
 from minialexnet.shapes import conv_output_size
 
-ALGORITHMS = ("im2col", "winograd")
+ALGORITHMS = ("im2col", "winograd", "auto")
 
 
 class Conv2D(Layer):
@@ -72,13 +72,17 @@ class Conv2D(Layer):
     rng : numpy Generator for the initial weights, N(0, 0.01^2) as in §5 (biases 0; the
         model sets the paper's biases of 1 where §5 asks for them)
 
-    algorithm : ``"im2col"`` (default, any geometry) or ``"winograd"``: Winograd F(2x2, 3x3)
-        for 3x3 and F(4x4, 5x5) for 5x5 stride-1 layers (conv3-conv5 and conv2),
-        ``minialexnet/layers/winograd.py``; the same numbers up to float rounding, with 2.25x
-        (6.25x) fewer multiplies in the GEMMs. Settable after construction
-        (``layer.algorithm = "winograd"``). ``AlexNet`` builds conv2-conv5 with Winograd where
-        they are wide enough to gain from it (``winograd.worthwhile``: the paper's and BVLC's,
-        not "mini"'s; ``benchmarks/compare_torch.py --im2col`` compares).
+    algorithm : ``"im2col"`` (default, any geometry), ``"winograd"`` or ``"auto"``.
+        ``"winograd"``: Winograd F(2x2, 3x3) for 3x3 and F(4x4, 5x5) for 5x5 stride-1 layers
+        (conv3-conv5 and conv2), ``minialexnet/layers/winograd.py``; the same numbers up to
+        float rounding, with 2.25x (6.25x) fewer multiplies in the GEMMs. ``"auto"``: Winograd
+        for each call where it is expected to be faster, else im2col (``algorithm_for``: the
+        kernel has a transform, the layer is wide enough, ``winograd.worthwhile``, and the
+        batch gives enough tiles, ``winograd.enough_tiles``); what ``AlexNet`` builds, so the
+        paper's and BVLC's conv2-conv5 train at batch 32 through Winograd, while conv3-conv5
+        of one photo's prediction and every layer of "mini" go through im2col
+        (``benchmarks/compare_torch.py --im2col`` compares). Settable after construction
+        (``layer.algorithm = "winograd"``).
 
     Memory: the batch goes through im2col + GEMM a few images at a time, so that ``cols``
     (C*KH*KW x images*OH*OW) stays within ``chunk_bytes`` (near the CPU's cache; at least one
@@ -122,7 +126,7 @@ class Conv2D(Layer):
         }
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
         self.algorithm = algorithm
-        self._use_winograd()  # a clear error now for a bad choice
+        self._check_algorithm()  # a clear error now for a bad choice
 
     # ----------------------------------------------------------------------------- shapes
     def _output_hw(self, height: int, width: int) -> tuple[int, int]:
@@ -158,7 +162,7 @@ class Conv2D(Layer):
         # Only x is kept for backward (a reference, not a copy): the columns are rebuilt
         # there chunk by chunk, cheaper than holding C*KH*KW x N*OH*OW floats in between.
         self._cache = x
-        if self._use_winograd():
+        if self.algorithm_for(x.shape) == "winograd":
             return winograd.forward(x, weights, bias, self.padding, self.groups)
         y = np.empty((n, self.out_channels, out_h, out_w), dtype=x.dtype)
         for start, stop in self._chunks(n, out_h * out_w, x.dtype):
@@ -204,7 +208,7 @@ class Conv2D(Layer):
         check_same_shape(dy, (n, self.out_channels, out_h, out_w), "Conv2D")
         check_array(dy, "Conv2D.backward", 4, "(N, F, OH, OW)")
         weights, bias = self._weights_as(x.dtype)
-        if self._use_winograd():
+        if self.algorithm_for(x.shape) == "winograd":
             grads = None
             if not self.frozen:
                 grads = {
@@ -296,20 +300,34 @@ class Conv2D(Layer):
         step = max(1, min(n, step))
         return [(start, min(start + step, n)) for start in range(0, n, step)]
 
-    def _use_winograd(self) -> bool:
+    def algorithm_for(self, x_shape: tuple) -> str:
+        """``"im2col"`` or ``"winograd"``: how a call on x of ``x_shape`` (N, C, H, W) is
+        computed. With ``algorithm="auto"`` this is decided per call, from the geometry and
+        the batch; backward makes the same choice as forward (it sees the same x)."""
+        self._check_algorithm()
+        if self.algorithm != "auto":
+            return self.algorithm
+        kernel = self.kernel_h
+        faster = (
+            winograd.supports(kernel, self.kernel_w, self.stride)
+            and winograd.worthwhile(self.in_channels, self.out_channels, self.groups, kernel)
+            and winograd.enough_tiles(x_shape, kernel, self.padding)
+        )
+        return "winograd" if faster else "im2col"
+
+    def _check_algorithm(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(
                 f"{self!r}: unknown algorithm {self.algorithm!r}; choose one of "
                 f"{', '.join(ALGORITHMS)}"
             )
-        if self.algorithm == "im2col":
-            return False
-        if not winograd.supports(self.kernel_h, self.kernel_w, self.stride):
+        if self.algorithm == "winograd" and not winograd.supports(
+            self.kernel_h, self.kernel_w, self.stride
+        ):
             raise ValueError(
                 f"{self!r}: algorithm 'winograd' needs a 3x3 or 5x5 kernel at stride 1; "
-                f"use algorithm 'im2col' for this layer"
+                f"use algorithm 'im2col' or 'auto' for this layer"
             )
-        return True
 
     def _rows_of_cols(self) -> int:
         """C*KH*KW: one row of cols per (input channel, kernel row, kernel column)."""
