@@ -82,15 +82,16 @@ def worthwhile(in_channels: int, out_channels: int, groups: int, kernel_size: in
 
 
 #: The fewest tiles in one call, N * TH * TW, for which ``Conv2D(algorithm="auto")`` picks
-#: Winograd: with few tiles its GEMMs (F/G x C/G) @ (C/G x tiles) are too short to run near
-#: the BLAS peak, while im2col's single GEMM per group has all of its a*a times larger work
-#: in one product. Forward + backward, Winograd / im2col time, on the 2-core AMD machine
-#: (paper layers, 13x13 maps, 49 tiles per image): F(2x2, 3x3) on conv3-conv5 at 1 image
-#: 2.1-3.4, 2 images 1.7-1.9, 4 images 1.25-1.5, 8-12 images 0.94-1.55 (parity, noisy), 16
-#: images 0.70-1.04, 32 images 0.75-0.88; forward alone at 1 image 2.2-2.7 (a whole paper
-#: forward pass of one image 24 ms against 19 ms). So 16 images' worth. F(4x4, 5x5) on conv2
-#: (27x27 maps, 49 tiles per image) was at parity from 1 to 4 images (0.92-1.30, forward
-#: alone 0.6-1.4) and ahead from 8 (0.59-0.79): no threshold.
+#: Winograd: with few tiles its a*a GEMMs (F/G x C/G) @ (C/G x tiles) per group are too
+#: short to run near the BLAS peak, while im2col does one GEMM per group, with an inner
+#: dimension r*r times longer (C/G * r*r). Forward + backward, Winograd / im2col time, on
+#: the 2-core AMD machine (paper layers, 13x13 maps, 49 tiles per image): F(2x2, 3x3) on
+#: conv3-conv5 at 1 image 2.1-3.4, 2 images 1.7-1.9, 4 images 1.25-1.5, 8-12 images
+#: 0.94-1.55 (parity, noisy), 16 images 0.70-1.04, 32 images 0.75-0.88; forward alone at 1
+#: image 2.2-2.7 (a whole paper forward pass of one image 24 ms against 19 ms). So 16
+#: images' worth. F(4x4, 5x5) on conv2 (27x27 maps, 49 tiles per image) was at parity from
+#: 1 to 4 images (0.92-1.30, forward alone 0.6-1.4) and ahead from 8 (0.59-0.79): no
+#: threshold.
 MIN_TILES_PER_CALL = {F2x2_3x3: 16 * 7 * 7, F4x4_5x5: 0}
 
 
