@@ -380,9 +380,11 @@ def test_fit_under_mpiexec_trains_as_one_process_and_only_rank_0_speaks_and_writ
 
 
 def test_a_failing_rank_stops_every_rank_with_its_message():
-    code, _, err = _run(2, "fail")  # a hang would end in the timeout
+    code, out, err = _run(2, "fail")  # a hang would end in the timeout
     assert code != 0
-    assert "[rank 1/2]" in err and "rank 1 fails on purpose at step 3" in err
+    assert "[rank 1/2]" in err and "rank 1 fails on purpose at step 3" in err, (
+        f"exit status {code}; stdout ends {out[-1000:]!r}; stderr ends {err[-2000:]!r}"
+    )
 
 
 def test_a_non_finite_loss_on_one_rank_skips_the_update_on_all(tmp_path):

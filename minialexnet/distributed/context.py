@@ -27,6 +27,13 @@ import numpy as np
 from minialexnet.distributed.launch import launched_by_mpi, local_rank_from_environment
 
 _POLL_SECONDS = 0.01
+#: How long ``abort`` waits between flushing this process's output and ``MPI_Abort``. The
+#: launcher forwards each rank's standard error asynchronously (MPICH's hydra reads the
+#: rank's pipe and passes it on); an abort that reaches it first can end the job before the
+#: error message is printed, leaving a user with a non-zero exit status and no explanation
+#: (seen once in CI: an empty standard error). A second costs nothing in a job that is
+#: failing anyway.
+_FORWARD_GRACE_SECONDS = 1.0
 
 
 class SingleProcess:
@@ -103,6 +110,7 @@ class MPIProcesses:
         one rank while the others wait in a collective that would never complete."""
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(_FORWARD_GRACE_SECONDS)  # let the launcher print what was written
         self.comm.Abort(code)
 
     def __repr__(self) -> str:
