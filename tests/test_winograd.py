@@ -122,13 +122,14 @@ def test_bad_choices_get_clear_errors():
 
 
 def algorithms_chosen(model: AlexNet, batch: int) -> dict[str, str]:
-    """What each conv layer of ``model`` computes with for a batch of ``batch`` images."""
-    chosen, shape = {}, (3, model.input_size, model.input_size)
-    for name, layer in model.layers.items():
-        if isinstance(layer, Conv2D):
-            chosen[name] = layer.algorithm_for((batch, *shape))
-        shape = layer.output_shape(shape)
-    return chosen
+    """What each conv layer of ``model`` computes with for a batch of ``batch`` images (its
+    input shape: the previous row of ``shape_trace``)."""
+    trace = model.shape_trace()
+    return {
+        row.name: model.layers[row.name].algorithm_for((batch, *before.output_shape))
+        for before, row in zip(trace, trace[1:])
+        if isinstance(model.layers[row.name], Conv2D)
+    }
 
 
 def test_alexnet_picks_winograd_only_for_wide_stride_1_layers_and_large_batches():
