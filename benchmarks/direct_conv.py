@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -27,12 +25,12 @@ import minialexnet  # noqa: E402, F401  (before NumPy: OpenBLAS's idle workers s
 
 # isort: split
 import numpy as np  # noqa: E402
+from conv_chunks import LAYERS  # noqa: E402
+from conv_parts import median_ms  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
 from minialexnet.layers import Conv2D  # noqa: E402
-from minialexnet.shapes import conv_output_size  # noqa: E402
 
-CHANNELS, FILTERS, KERNEL, STRIDE, SIZE = 3, 96, 11, 4, 227  # the paper's conv1 (§3.5)
 # Unsigned indices in the inner loops, as in minialexnet/kernels/cpu/im2col.py: Numba then
 # skips its negative-index test, which keeps LLVM from vectorizing.
 _U = np.uintp
@@ -43,7 +41,7 @@ def direct_forward(x, weights_t, stride, kernel, y):
     """y[n, f, oh, ow] = sum_{c,i,j} W[f, c, i, j] * x[n, c, oh*stride + i, ow*stride + j].
 
     x (N, C, H, W); weights_t (C*K*K, F), row (c, i, j) holding every filter's weight;
-    y (N, F, OH, OW). No padding, no bias: conv1's geometry."""
+    y (N, F, OH, OW). No padding (conv1 has none) and no bias (Conv2D's starts at 0)."""
     n_images, channels = x.shape[0], x.shape[1]
     filters, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
     for task in prange(n_images * out_h):  # task (n, oh) alone writes y[n, :, oh]
@@ -64,47 +62,34 @@ def direct_forward(x, weights_t, stride, kernel, y):
                 y[n, f, oh, ow] = acc[ow, f]
 
 
-def median_seconds(call, repeats: int) -> float:
-    call()  # compile, warm the caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
+    channels, filters, kernel, stride, padding, groups, size = LAYERS["conv1"]  # §3.5
     rng = np.random.default_rng(0)
-    layer = Conv2D(CHANNELS, FILTERS, KERNEL, STRIDE, rng=rng)
-    x = rng.standard_normal((args.batch, CHANNELS, SIZE, SIZE), dtype=np.float32)
-    weights = layer.params["W"]
-    weights_t = np.ascontiguousarray(weights.reshape(FILTERS, -1).T)
-    out = conv_output_size(SIZE, KERNEL, STRIDE, 0)
-    y = np.empty((args.batch, FILTERS, out, out), dtype=np.float32)
-    columns = rng.standard_normal((weights_t.shape[0], out * out), dtype=np.float32)
-    products = np.empty((FILTERS, out * out), dtype=np.float32)
+    layer = Conv2D(channels, filters, kernel, stride, padding, groups, rng=rng)
+    x = rng.standard_normal((args.batch, channels, size, size), dtype=np.float32)
+    y = np.empty((args.batch, *layer.output_shape(x.shape[1:])), dtype=np.float32)
+    weights = layer.params["W"].reshape(filters, -1)  # (F, C*K*K)
+    weights_t = np.ascontiguousarray(weights.T)
+    columns = rng.standard_normal((weights.shape[1], y[0, 0].size), dtype=np.float32)
+    products = np.empty((filters, y[0, 0].size), dtype=np.float32)
 
-    flop = 2 * args.batch * FILTERS * out * out * weights_t.shape[0]
+    flop = 2 * args.batch * layer.macs(x.shape[1:])
     timings = {
-        "direct (plain Numba)": median_seconds(
-            lambda: direct_forward(x, weights_t, STRIDE, KERNEL, y), args.repeats
+        "direct (plain Numba)": median_ms(
+            lambda: direct_forward(x, weights_t, stride, kernel, y), args.repeats
         ),
-        "Conv2D (im2col + GEMM)": median_seconds(lambda: layer.forward(x), args.repeats),
+        "Conv2D (im2col + GEMM)": median_ms(lambda: layer.forward(x), args.repeats),
         "the GEMMs alone": args.batch
-        * median_seconds(
-            lambda: np.matmul(weights.reshape(FILTERS, -1), columns, out=products),
-            args.repeats,
-        ),
+        * median_ms(lambda: np.matmul(weights, columns, out=products), args.repeats),
     }
     print(f"conv1 forward, batch {args.batch}, {flop / 1e9:.2f} GFLOP")
-    for name, seconds in timings.items():
-        print(f"  {name:24s} {1e3 * seconds:8.1f} ms  {flop / seconds / 1e9:6.0f} GFLOP/s")
+    for name, ms in timings.items():
+        print(f"  {name:24s} {ms:8.1f} ms  {flop / ms / 1e6:6.0f} GFLOP/s")
     print(f"  largest |direct - Conv2D|: {np.abs(y - layer.forward(x)).max():.2e}")
     return 0
 
